@@ -1,0 +1,5 @@
+import sys
+
+from ausweep.cli import main
+
+sys.exit(main())

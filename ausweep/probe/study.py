@@ -1,0 +1,203 @@
+"""The probing study as a sweepable unit: data -> extraction -> probe, one config for all of it.
+
+``run(config)`` is the whole experiment for one (LM, layer, audio model, probe hyperparameters)
+point and works with no Ray. The sweep driver calls :func:`prepare` once (validating names and
+extracting every needed embedding on Ray actors into the cache), after which each trial's
+``run`` only reads the cache and trains its probes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ausweep.config import ConfigError, option, to_dict
+from ausweep.data.sources import DataConfig, load_soundset
+from ausweep.extract import ExtractConfig, audio_embeddings, text_embeddings
+from ausweep.probe.config import ProbeConfig
+from ausweep.probe.run import ProbeResult
+from ausweep.probe.run import run as run_probe
+from ausweep.sweep.study import Study
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TextSide:
+    model: str = option("bert-base-uncased", help="Text LM: a registry name (python -m ausweep ls), a hub id or a local folder.")
+    revision: str | None = option(None, help="Hub revision (commit, tag) of the LM.")
+    layer: int = option(-1, help="Hidden-state index: 0 = embeddings, -1 = last layer. Sweep it with {grid: all}.")
+    template: str = option("the sound of {}", help="Sentence around the object phrase; the representation averages the phrase's tokens.")
+
+
+@dataclass(frozen=True)
+class AudioSide:
+    model: str = option("ast", help="Audio encoder: a registry name, a hub id or a local folder.")
+    revision: str | None = option(None, help="Hub revision of the audio encoder.")
+
+
+@dataclass(frozen=True)
+class EmbeddingFiles:
+    text: str | None = option(None, help="Precomputed per-class text embeddings (.npz with `labels`, `embeddings`); skips text extraction.")
+    audio: str | None = option(None, help="Precomputed per-class audio embeddings (.npz); skips audio extraction.")
+
+
+@dataclass(frozen=True)
+class ProbeExperiment:
+    data: DataConfig = option(DataConfig(), help="The sound set.")
+    text: TextSide = option(TextSide(), help="The text side.")
+    audio: AudioSide = option(AudioSide(), help="The audio side.")
+    extract: ExtractConfig = option(ExtractConfig(), help="How embeddings are extracted and cached.")
+    probe: ProbeConfig = option(ProbeConfig(), help="The contrastive probe.")
+    embeddings: EmbeddingFiles = option(EmbeddingFiles(), help="Bring your own embeddings instead of extracting (one side or both).")
+
+
+# ----------------------------------------------------------------------------- one experiment
+
+
+@dataclass
+class Embeddings:
+    labels: list[str]
+    text: np.ndarray  # (C, dt)
+    audio: np.ndarray  # (C, da)
+    digest: str  # identifies the data the embeddings came from
+
+
+def load_embeddings(cfg: ProbeExperiment) -> Embeddings:
+    """Per-class text and audio embeddings for ``cfg``, from .npz files or the extraction cache."""
+    from ausweep.data.npz import align, load_embeddings_npz
+
+    sides: dict[str, tuple[list[str], np.ndarray]] = {}
+    if cfg.embeddings.text:
+        sides["text"] = load_embeddings_npz(cfg.embeddings.text)
+    if cfg.embeddings.audio:
+        sides["audio"] = load_embeddings_npz(cfg.embeddings.audio)
+    digest = "npz"
+    if len(sides) < 2:
+        soundset = load_soundset(cfg.data)
+        digest = soundset.digest()
+        labels = list(soundset.classes)
+        if "text" not in sides:
+            all_layers = text_embeddings(cfg.text.model, cfg.text.revision, cfg.text.template, soundset, cfg.extract)
+            sides["text"] = (labels, select_layer(all_layers, cfg.text.layer, cfg.text.model))
+        if "audio" not in sides:
+            sides["audio"] = (labels, audio_embeddings(cfg.audio.model, cfg.audio.revision, soundset, cfg.extract, cfg.data.max_seconds))
+    labels, t, a = align(*sides["text"], *sides["audio"])
+    return Embeddings(list(labels), t, a, digest)
+
+
+def select_layer(all_layers: np.ndarray, layer: int, model: str) -> np.ndarray:
+    n = all_layers.shape[0]
+    if not -n <= layer < n:
+        raise ConfigError("", "text.layer", f"{model} has {n} hidden states (0..{n - 1}, or -1 for the last); got {layer}")
+    return all_layers[layer]
+
+
+def run(cfg: ProbeExperiment) -> ProbeResult:
+    """The experiment for one config: embeddings (cached) -> probes over the class splits."""
+    emb = load_embeddings(cfg)
+    result = run_probe(emb.text, emb.audio, emb.labels, cfg.probe)
+    result.metrics["n_classes"] = float(len(emb.labels))
+    return result
+
+
+# ----------------------------------------------------------------------------- sweep hooks
+
+
+def trial(cfg: ProbeExperiment) -> Iterator[dict[str, Any]]:
+    """One Tune trial: the cache is warm after :func:`prepare`, so nothing spawns actors here."""
+    cfg = dataclasses.replace(cfg, extract=dataclasses.replace(cfg.extract, num_actors=0, progress=False))
+    emb = load_embeddings(cfg)
+    result = run_probe(emb.text, emb.audio, emb.labels, cfg.probe)
+    import yaml
+
+    yield {
+        **result.metrics,
+        "series": {"train_loss": result.loss_curve},
+        "artifacts": {"per_class_accuracy.csv": _csv(result.per_class), "config.yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False)},
+        "tags": {"ausweep.data_digest": emb.digest, "ausweep.text_dim": emb.text.shape[1], "ausweep.audio_dim": emb.audio.shape[1]},
+    }
+
+
+def prepare(configs: list[ProbeExperiment], space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Driver side: check names, extract every (LM) and (audio model) once, expand layer axes."""
+    from ausweep.models.audio import check_audio_model
+    from ausweep.models.text import check_text_model
+
+    for c in configs:
+        if not c.embeddings.text:
+            check_text_model(c.text.model)
+        if not c.embeddings.audio:
+            check_audio_model(c.audio.model)
+    n_layers: dict[str, int] = {}
+    done: set[Any] = set()
+    for c in configs:
+        if c.embeddings.text and c.embeddings.audio:
+            continue
+        soundset = load_soundset(c.data)
+        if not c.embeddings.text:
+            key = ("text", c.text.model, c.text.revision, c.text.template, c.data)
+            if key not in done:
+                emb = text_embeddings(c.text.model, c.text.revision, c.text.template, soundset, c.extract)
+                n_layers[c.text.model] = emb.shape[0]
+                done.add(key)
+            if space.get("text.layer", {}).get("grid") != "all":
+                select_layer(np.empty((n_layers[c.text.model], 0)), c.text.layer, c.text.model)
+        if not c.embeddings.audio:
+            key = ("audio", c.audio.model, c.audio.revision, c.data)
+            if key not in done:
+                audio_embeddings(c.audio.model, c.audio.revision, soundset, c.extract, c.data.max_seconds)
+                done.add(key)
+    return expand_layers(space, configs, n_layers)
+
+
+def expand_layers(space: dict[str, dict[str, Any]], configs: list[ProbeExperiment], n_layers: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """``text.layer: {grid: all}`` -> every hidden state. LMs differ in depth, so with several LMs
+    the (model, layer) pairs become one grid axis over the whole ``text`` section."""
+    if space.get("text.layer", {}).get("grid") != "all":
+        return space
+    space = dict(space)
+    del space["text.layer"]
+    models = space.pop("text.model", {}).get("grid") or sorted({c.text.model for c in configs})
+    if len(models) == 1 and "text.model" not in space:
+        return {**space, "text.layer": {"grid": list(range(n_layers[models[0]]))}}
+    base_text = to_dict(configs[0].text)
+    pairs = [{**base_text, "model": m, "layer": layer} for m in models for layer in range(n_layers[m])]
+    return {"text": {"grid": pairs}, **space}
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def summarize(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """results.csv (one line per trial) and accuracy@K plots across LM x audio model."""
+    from ausweep.probe.plots import plot_summary, results_table
+
+    table = results_table(rows)
+    csv_path = out_dir / "results.csv"
+    table.to_csv(csv_path, index=False)
+    return [csv_path, *plot_summary(table, out_dir)]
+
+
+STUDY = Study(
+    name="probe",
+    config_cls=ProbeExperiment,
+    prepare=prepare,
+    trial=trial,
+    summarize=summarize,
+    description="Contrastive linear probe between LM text and audio embeddings (Ngo & Kim 2024).",
+)

@@ -1,0 +1,133 @@
+"""Command line: ``python -m ausweep.sweep NAME [--preset P] [--resume] [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+EPILOG = """\
+examples:
+  python -m ausweep.sweep --list                    every sweep, one line each
+  python -m ausweep.sweep probe --preset demo       the offline demo (shipped models, generated audio)
+  python -m ausweep.sweep probe probe.lr=3e-4       dotted overrides fix a value (also a searched one)
+  python -m ausweep.sweep probe --resume            continue the newest interrupted run of this sweep
+  python -m ausweep.sweep probe --show              print the resolved config and search space, run nothing
+  python -m ausweep.sweep probe --fields            every config field with its default and help
+  ray job submit --working-dir . -- python -m ausweep.sweep probe    the same on a Ray cluster
+
+Precedence: dataclass defaults < the sweep's config file < sweep overrides < preset < search point < key=value.
+Tracking: MLflow at $MLFLOW_TRACKING_URI, else sqlite:///./mlruns.db. Open the UI with
+  mlflow ui --backend-store-uri sqlite:///mlruns.db
+Trial state (for --resume) lives in $AUSWEEP_STORAGE or ./ausweep_runs; the embedding cache in
+$AUSWEEP_CACHE or ~/.cache/ausweep.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m ausweep.sweep",
+        description="Run a sweep declared in sweeps/NAME.yaml: Ray Tune trials, every one tracked in MLflow.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", nargs="?", help="sweep name (a file in sweeps/) or a path to a sweep YAML")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. probe.lr=3e-4 text.layer=6")
+    p.add_argument("--list", action="store_true", help="list every sweep with its description and presets")
+    p.add_argument("--preset", help="a preset declared in the sweep file (e.g. demo)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue an interrupted run (default: the newest of this sweep); only unfinished trials run")
+    p.add_argument("--storage", help="where Tune keeps trial state (default $AUSWEEP_STORAGE or ./ausweep_runs)")
+    p.add_argument("--show", action="store_true", help="print the resolved base config, search space and trial count; run nothing")
+    p.add_argument("--fields", action="store_true", help="print every config field of the sweep's study with its help")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "mlflow", "urllib3", "filelock", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from ausweep.config import ConfigError, parse_overrides
+    from ausweep.registry import UnknownNameError
+    from ausweep.sweep.spec import list_sweeps
+
+    if args.list or not args.name:
+        rows = list_sweeps()
+        if not rows:
+            print("no sweeps found (looked in $AUSWEEP_SWEEPS, ./sweeps and the checkout's sweeps/)")
+            return 0 if args.list else 2
+        width = max(len(n) for n, _ in rows)
+        for name, desc in rows:
+            print(f"{name:<{width}}  {desc}")
+        return 0
+
+    try:
+        overrides = parse_overrides(args.overrides)
+        if args.fields:
+            return _print_fields(args.name)
+        from ausweep.sweep.runner import run_sweep
+
+        if args.show:
+            return _print_show(run_sweep(args.name, args.preset, overrides, dry_run=True))
+        outcome = run_sweep(args.name, args.preset, overrides, resume=args.resume, storage=args.storage)
+    except (ConfigError, UnknownNameError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # data and model errors: one line naming the file or model, not a traceback
+        if _is_user_error(e) and not args.verbose:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+    return _print_outcome(outcome)
+
+
+def _is_user_error(e: BaseException) -> bool:
+    from ausweep.extract import ExtractionError
+
+    names = {"AudioReadError", "EmbeddingsFileError", "ModelLoadError"}
+    return isinstance(e, (ExtractionError, ValueError)) or type(e).__name__ in names
+
+
+def _print_fields(name: str) -> int:
+    from ausweep.config import describe
+    from ausweep.sweep.spec import load_sweep
+    from ausweep.sweep.study import STUDIES
+
+    study = STUDIES.get(load_sweep(name).spec.study)
+    rows = describe(study.config_cls)
+    width = max(len(r[0]) for r in rows)
+    for field, default, help_ in rows:
+        print(f"{field:<{width}}  {default:<22} {help_}")
+    return 0
+
+
+def _print_show(sweep) -> int:
+    import yaml
+
+    print(f"# sweep {sweep.run_label} from {sweep.path}: {sweep.n_trials()} trial(s)")
+    print(yaml.safe_dump({"base": sweep.base, "search_space": sweep.space}, sort_keys=False).rstrip())
+    return 0
+
+
+def _print_outcome(outcome) -> int:
+    print()
+    print(f"sweep finished: {len(outcome.rows)} trial(s) done, {outcome.n_errors} failed")
+    print(f"  run dir:      {outcome.run_dir}")
+    print(f"  MLflow:       {outcome.tracking_uri}  (parent run {outcome.parent_run_id})")
+    for p in outcome.artifacts:
+        print(f"  artifact:     {p}")
+    if outcome.tracking_uri.startswith("sqlite:"):
+        print(f"  open the UI:  mlflow ui --backend-store-uri {outcome.tracking_uri}")
+    if outcome.n_errors:
+        print(f"  resume with:  python -m ausweep.sweep ... --resume {outcome.run_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Run a sweep: resolve the file, prepare, run the Ray Tune ``Tuner``, mirror it all into MLflow.
+
+The same code runs on a laptop (a local ``ray.init()``) and on a cluster (``ray job submit`` sets
+``RAY_ADDRESS``). Each sweep run gets a directory ``<storage>/<sweep>[-<preset>]-<timestamp>``
+holding Tune's state and ``ausweep_sweep.json`` (the MLflow parent run id and the resolved sweep),
+which is what ``--resume`` continues from: only unfinished trials run again, into the same MLflow
+parent and child runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ausweep.config import ConfigError, config_hash, flatten, from_dict, to_dict
+from ausweep.sweep.spec import Sweep, load_sweep, to_tune_space
+from ausweep.sweep.study import STUDIES, Study
+
+log = logging.getLogger(__name__)
+STATE_FILE = "ausweep_sweep.json"
+
+
+@dataclass
+class SweepOutcome:
+    run_dir: Path
+    parent_run_id: str
+    tracking_uri: str
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per trial: config + metrics
+    n_errors: int = 0
+    artifacts: list[Path] = field(default_factory=list)
+
+
+def storage_root(sweep: Sweep, override: str | None = None) -> Path:
+    root = override or sweep.spec.storage_path or os.environ.get("AUSWEEP_STORAGE") or "ausweep_runs"
+    return Path(root).expanduser().resolve()
+
+
+def find_resumable(root: Path, label: str) -> Path | None:
+    """The newest run directory of this sweep and preset that has ausweep state."""
+    runs = sorted((p for p in root.glob(f"{label}-2*") if (p / STATE_FILE).is_file()), key=lambda p: p.name)
+    return runs[-1] if runs else None
+
+
+def _trainable(config: dict[str, Any], study_name: str) -> None:
+    """The Tune function trainable: build the typed config, run the study's trial, report."""
+    from ray import tune
+
+    study = STUDIES.get(study_name)
+    cfg = from_dict(study.config_cls, config, where="trial config")
+    for result in study.trial(cfg):
+        tune.report(result)
+
+
+def _validate(sweep: Sweep, study: Study) -> list[Any]:
+    """Build and check the typed config of every grid point, before any process starts."""
+    configs = []
+    for d in sweep.config_dicts():
+        configs.append(from_dict(study.config_cls, d, where=str(sweep.path)))
+    return configs
+
+
+def run_sweep(
+    name: str,
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool | str = False,
+    storage: str | None = None,
+    dry_run: bool = False,
+) -> SweepOutcome | Sweep:
+    """Run sweep ``name`` end to end and return its outcome (``dry_run``: the resolved Sweep only)."""
+    sweep = load_sweep(name, preset, overrides)
+    study = STUDIES.get(sweep.spec.study)
+    configs = _validate(sweep, study)
+    if dry_run:
+        return sweep
+
+    root = storage_root(sweep, storage)
+    run_dir, state = None, {}
+    if resume:
+        run_dir = Path(resume).resolve() if isinstance(resume, str) else find_resumable(root, sweep.run_label)
+        if run_dir is None or not (run_dir / STATE_FILE).is_file():
+            raise ConfigError(str(root), "", f"--resume: no earlier run of '{sweep.run_label}' to resume here")
+        state = json.loads((run_dir / STATE_FILE).read_text())
+        log.info("resuming %s", run_dir)
+    else:
+        run_dir = root / f"{sweep.run_label}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    # Trials must see the same relative paths as the driver, not their trial directory.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    from ausweep.runtime import cluster_gpus, init_ray
+
+    init_ray()
+    space = study.prepare(configs, sweep.space)
+
+    from ausweep.track.store import SweepTracker
+
+    tracker = SweepTracker(sweep.name, uri=state.get("tracking_uri"))
+    parent_params = {f"base.{k}": v for k, v in flatten(sweep.base).items()}
+    parent_params.update({f"space.{k}": json.dumps(v) for k, v in space.items()})
+    parent_params.update({f"tune.{k}": v for k, v in flatten(to_dict(sweep.spec.tune)).items()})
+    parent_tags = {"ausweep.sweep": sweep.name, "ausweep.preset": sweep.preset or "", "ausweep.study": study.name,
+                   "ausweep.sweep_file": str(sweep.path), "ausweep.run_dir": str(run_dir),
+                   "ausweep.config_hash": config_hash(sweep.base)}
+    parent_id = tracker.start_parent(run_dir.name, parent_params, parent_tags, resume_id=state.get("parent_run_id"))
+
+    if not state:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / STATE_FILE).write_text(json.dumps({
+            "parent_run_id": parent_id, "tracking_uri": tracker.uri, "sweep": sweep.name, "preset": sweep.preset,
+            "overrides": overrides or {}, "space": space, "started": time.time(),
+        }, indent=2, default=str))
+
+    tuner = _make_tuner(sweep, study, space, tracker, run_dir, resume=bool(state), cluster_gpus=cluster_gpus())
+    outcome = SweepOutcome(run_dir=run_dir, parent_run_id=parent_id, tracking_uri=tracker.uri)
+    status = "FAILED"
+    try:
+        grid = tuner.fit()
+        for result in grid:
+            if result.error is not None:
+                outcome.n_errors += 1
+                log.error("trial failed: %s", result.error)
+                continue
+            metrics = {k: v for k, v in (result.metrics or {}).items() if k not in ("series", "artifacts", "tags", "config")}
+            outcome.rows.append({"config": result.config, "metrics": metrics})
+        out_dir = run_dir / "summary"
+        out_dir.mkdir(exist_ok=True)
+        if outcome.rows:
+            outcome.artifacts = study.summarize(outcome.rows, out_dir)
+            for p in outcome.artifacts:
+                tracker.log_file(parent_id, p)
+            best = _best(outcome.rows, sweep.spec.tune.metric, sweep.spec.tune.mode)
+            if best:
+                tracker.log_metrics(parent_id, {f"best_{k}": v for k, v in best["metrics"].items()})
+        tracker.set_tags(parent_id, {"ausweep.n_trials": len(outcome.rows) + outcome.n_errors, "ausweep.n_failed": outcome.n_errors})
+        status = "FINISHED" if outcome.n_errors == 0 else "FAILED"
+    finally:
+        tracker.end(parent_id, status)
+    return outcome
+
+
+def _best(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
+    scored = [r for r in rows if isinstance(r["metrics"].get(metric), (int, float))]
+    if not scored:
+        return None
+    return (max if mode == "max" else min)(scored, key=lambda r: r["metrics"][metric])
+
+
+def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: Path, resume: bool, cluster_gpus: float):
+    from ray import tune
+
+    from ausweep.track.tune_callback import MLflowTrialLogger
+
+    res = sweep.spec.resources
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, study_name=study.name), {"cpu": res.cpu, "gpu": res.gpu}
+    )
+    if resume:
+        # Finished trials are kept; unfinished and errored ones run again (into their MLflow runs).
+        return tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, restart_errored=True)
+    settings = sweep.spec.tune
+    max_conc = settings.max_concurrent_trials
+    if max_conc is None and res.gpu > 0 and cluster_gpus > 0:
+        # One trial per GPU share the cluster has now; an autoscaler adds nodes for the rest.
+        max_conc = max(1, int(cluster_gpus // res.gpu))
+    scheduler = None
+    if settings.scheduler.name == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        s = settings.scheduler
+        scheduler = ASHAScheduler(max_t=s.max_t, grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    search_alg = None
+    if any(next(iter(d)) != "grid" for d in space.values()):
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=settings.seed)
+    tune_config = tune.TuneConfig(
+        metric=settings.metric, mode=settings.mode, num_samples=settings.num_samples,
+        max_concurrent_trials=max_conc, scheduler=scheduler, search_alg=search_alg,
+    )
+    run_config = tune.RunConfig(
+        name=run_dir.name,
+        storage_path=str(run_dir.parent),
+        callbacks=[MLflowTrialLogger(tracker, swept_keys=list(space), tags={"ausweep.sweep": sweep.name})],
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        verbose=1,
+    )
+    return tune.Tuner(trainable, param_space=to_tune_space(sweep.base, space), tune_config=tune_config, run_config=run_config)

@@ -1,0 +1,287 @@
+"""Sweep files: ``sweeps/NAME.yaml`` declares a study, a base config, a search space and Tune settings.
+
+A sweep file looks like::
+
+    # python -m ausweep.sweep probe
+    description: Contrastive probe, LM x audio model x layer (Ngo & Kim 2024)
+    study: probe                    # a name in the STUDIES registry
+    config: ../configs/probe/fsd50k.yaml   # base config, relative to this file
+    overrides: {probe.epochs: 300}  # dotted or nested, applied on top of `config`
+    search_space:                   # dotted config keys -> a distribution or a fixed value
+      text.model: {grid: [bert-base-uncased, gpt2]}
+      probe.lr: {loguniform: [1.0e-4, 1.0e-2]}
+    tune: {metric: acc@1, mode: max, num_samples: 1}
+    resources: {cpu: 1, gpu: 0}
+    presets:                        # named variants: --preset demo
+      demo: {config: ..., search_space: {...}, tune: {...}}
+
+Distributions: ``grid`` (every value, crossed with the other grids), ``choice`` (one value per
+sample), ``uniform``/``loguniform`` ``[low, high]``, ``randint`` ``[low, high)``. A plain value fixes
+the key. ``num_samples`` repeats the grid, drawing the random axes afresh each time.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ausweep.config import ConfigError, deep_merge, flatten, from_dict, load_yaml, option, set_dotted, to_dict, unflatten
+
+DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    name: Literal["fifo", "asha"] = option("fifo", help="'fifo' runs every trial to the end; 'asha' stops poor trials early.")
+    max_t: int = option(100, help="ASHA: the most reports (epochs) a trial gets.")
+    grace_period: int = option(1, help="ASHA: reports every trial gets before it can be stopped.")
+    reduction_factor: float = option(4.0, help="ASHA: keep 1/reduction_factor of trials at each rung.")
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    metric: str = option("acc@1", help="Result key that ranks trials.")
+    mode: Literal["max", "min"] = option("max", help="Whether a larger or a smaller metric is better.")
+    num_samples: int = option(1, help="Repeats of the grid; random axes are drawn afresh per repeat.")
+    max_concurrent_trials: int | None = option(None, help="Trials at once; default: as many as the resources allow.")
+    max_failures: int = option(2, help="Retries of a trial whose worker dies (FailureConfig).")
+    scheduler: SchedulerSpec | None = option(None, help="Trial scheduler; default FIFO.")
+    seed: int = option(0, help="Seed of the search algorithm (random axes).")
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ValueError("num_samples must be >= 1")
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            raise ValueError("max_concurrent_trials must be >= 1")
+        if self.scheduler is None:
+            object.__setattr__(self, "scheduler", SchedulerSpec())
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = option(1.0, help="CPUs per trial.")
+    gpu: float = option(0.0, help="GPUs per trial; fractions let several small trials share one GPU.")
+
+    def __post_init__(self) -> None:
+        if self.cpu < 0 or self.gpu < 0:
+            raise ValueError("resources must be >= 0")
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str = option("", help="What the preset is for.")
+    config: str | None = option(None, help="Base config file replacing the sweep's, relative to the sweep file.")
+    overrides: dict[str, Any] = option({}, help="Config values applied after the sweep's overrides.")
+    search_space: dict[str, Any] | None = option(None, help="Replaces the sweep's whole search space.")
+    tune: dict[str, Any] = option({}, help="Merged into the sweep's tune settings.")
+    resources: dict[str, Any] = option({}, help="Merged into the sweep's resources.")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    study: str = option(help="Which study a trial runs (see `python -m ausweep ls`).")
+    description: str = option("", help="One line shown by `--list`.")
+    config: str | None = option(None, help="Base config YAML, relative to the sweep file.")
+    overrides: dict[str, Any] = option({}, help="Config values on top of the base config (dotted or nested keys).")
+    search_space: dict[str, Any] = option({}, help="Dotted config key -> distribution or fixed value.")
+    tune: TuneSettings = option(None, help="Ray Tune settings.")  # type: ignore[assignment]
+    resources: Resources = option(None, help="Resources per trial.")  # type: ignore[assignment]
+    presets: dict[str, Preset] = option({}, help="Named variants selected with --preset.")
+    storage_path: str | None = option(None, help="Where Tune keeps trial state; default $AUSWEEP_STORAGE or ./ausweep_runs. Shared storage on a cluster.")
+
+    def __post_init__(self) -> None:
+        if self.tune is None:
+            object.__setattr__(self, "tune", TuneSettings())
+        if self.resources is None:
+            object.__setattr__(self, "resources", Resources())
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep file resolved for one run: preset applied, base config merged, space validated."""
+
+    name: str  # file stem, e.g. "probe"
+    path: Path
+    spec: SweepSpec
+    preset: str | None
+    base: dict[str, Any]  # nested config dict (defaults come from the study's dataclass)
+    space: dict[str, dict[str, Any]]  # dotted key -> {distribution: args}
+
+    @property
+    def run_label(self) -> str:
+        return f"{self.name}-{self.preset}" if self.preset else self.name
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid axes (dotted -> value); random axes take their low value.
+        Used to validate configs and plan extraction before any trial starts."""
+        axes = []
+        for key, dist in self.space.items():
+            (kind, args), = dist.items()
+            values = args if kind in ("grid", "choice") else [args[0]]
+            axes.append([(key, v) for v in values])
+        return [dict(combo) for combo in itertools.product(*axes)] if axes else [{}]
+
+    def config_dicts(self) -> list[dict[str, Any]]:
+        return [deep_merge(self.base, unflatten(p)) for p in self.grid_points()]
+
+    def n_trials(self) -> int:
+        n = 1
+        for dist in self.space.values():
+            (kind, args), = dist.items()
+            n *= len(args) if kind == "grid" else 1
+        return n * self.spec.tune.num_samples
+
+
+# ----------------------------------------------------------------------------- finding and loading
+
+
+def sweeps_dirs() -> list[Path]:
+    """Where sweep names are looked up: $AUSWEEP_SWEEPS, ./sweeps, then the checkout's sweeps/."""
+    dirs = []
+    if os.environ.get("AUSWEEP_SWEEPS"):
+        dirs.append(Path(os.environ["AUSWEEP_SWEEPS"]))
+    dirs.append(Path.cwd() / "sweeps")
+    dirs.append(Path(__file__).resolve().parents[2] / "sweeps")
+    seen, out = set(), []
+    for d in dirs:
+        r = d.resolve()
+        if r not in seen and r.is_dir():
+            seen.add(r)
+            out.append(r)
+    return out
+
+
+def find_sweep(name: str) -> Path:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") or os.sep in name:
+        if not p.is_file():
+            raise ConfigError(str(p), "", "sweep file not found")
+        return p.resolve()
+    for d in sweeps_dirs():
+        for ext in (".yaml", ".yml"):
+            if (d / f"{name}{ext}").is_file():
+                return (d / f"{name}{ext}").resolve()
+    from ausweep.registry import UnknownNameError
+
+    raise UnknownNameError("sweep", name, [n for n, _ in list_sweeps()])
+
+
+def list_sweeps() -> list[tuple[str, str]]:
+    """(name, description) of every sweep file, for ``--list``."""
+    out = {}
+    for d in sweeps_dirs():
+        for p in sorted(d.glob("*.y*ml")):
+            if p.stem in out:
+                continue
+            try:
+                out[p.stem] = str(load_yaml(p).get("description", "")).strip().splitlines()[0:1]
+            except ConfigError as e:
+                out[p.stem] = [f"(invalid: {e})"]
+    return [(k, v[0] if v else "") for k, v in sorted(out.items())]
+
+
+def load_sweep(name: str, preset: str | None = None, overrides: dict[str, Any] | None = None) -> Sweep:
+    """Resolve sweep ``name`` (a name in sweeps/ or a path) with ``preset`` and CLI ``overrides``.
+
+    CLI overrides win over everything; an override of a searched key fixes that key.
+    """
+    path = find_sweep(name)
+    where = str(path)
+    raw = load_yaml(path)
+    spec = from_dict(SweepSpec, raw, where=where)
+    config_file, extra, space = spec.config, dict(spec.overrides), dict(spec.search_space)
+    tune_d, res_d = to_dict(spec.tune), to_dict(spec.resources)
+    if preset is not None:
+        if preset not in spec.presets:
+            raise ConfigError(where, "presets", f"no preset '{preset}' (presets: {', '.join(spec.presets) or 'none'})")
+        p = spec.presets[preset]
+        config_file = p.config or config_file
+        extra = deep_merge(_nested(extra), _nested(p.overrides))
+        space = dict(p.search_space) if p.search_space is not None else space
+        tune_d = deep_merge(tune_d, p.tune)
+        res_d = deep_merge(res_d, p.resources)
+    tune_settings = from_dict(TuneSettings, tune_d, where=f"{where} (tune)")
+    resources = from_dict(Resources, res_d, where=f"{where} (resources)")
+    spec = dataclasses.replace(spec, tune=tune_settings, resources=resources)
+
+    base: dict[str, Any] = {}
+    if config_file:
+        cpath = (path.parent / config_file).resolve()
+        base = _nested(load_yaml(cpath))
+    base = deep_merge(base, _nested(extra))
+    cli = overrides or {}
+    base = deep_merge(base, cli)
+    fixed = set(flatten(cli))
+    parsed_space = {}
+    for key, value in space.items():
+        if key in fixed:
+            continue
+        dist = _parse_dist(value, where, key)
+        if dist is None:
+            base = deep_merge(base, unflatten({key: value}))
+        else:
+            parsed_space[key] = dist
+    return Sweep(path.stem, path, spec, preset, base, parsed_space)
+
+
+def _nested(d: dict[str, Any]) -> dict[str, Any]:
+    """Accept both nested and dotted keys in override mappings."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out = deep_merge(out, unflatten({k: v}) if "." in k else {k: v})
+    return out
+
+
+def _parse_dist(value: Any, where: str, key: str) -> dict[str, Any] | None:
+    """{grid: [...]} etc. -> normalised dict; a plain value -> None (a fixed setting)."""
+    if not (isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS):
+        if isinstance(value, dict) and any(k in DISTRIBUTIONS for k in value):
+            raise ConfigError(where, f"search_space.{key}", f"give exactly one of {', '.join(DISTRIBUTIONS)}")
+        if isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value.values())), list):
+            raise ConfigError(where, f"search_space.{key}", f"unknown distribution '{next(iter(value))}' (known: {', '.join(DISTRIBUTIONS)})")
+        return None
+    (kind, args), = value.items()
+    f = f"search_space.{key}.{kind}"
+    if kind in ("grid", "choice"):
+        if args == "all":  # study-specific expansion (every layer of an LM)
+            return {kind: "all"}
+        if not isinstance(args, list) or not args:
+            raise ConfigError(where, f, "expected a non-empty list of values")
+        return {kind: args}
+    if not (isinstance(args, list) and len(args) == 2):
+        raise ConfigError(where, f, "expected [low, high]")
+    try:
+        lo, hi = (float(a) for a in args)
+    except (TypeError, ValueError):
+        raise ConfigError(where, f, f"expected numbers, got {args!r}") from None
+    if not lo < hi:
+        raise ConfigError(where, f, "low must be below high")
+    if kind == "loguniform" and lo <= 0:
+        raise ConfigError(where, f, "loguniform needs low > 0")
+    if kind == "randint":
+        return {kind: [int(lo), int(hi)]}
+    return {kind: [lo, hi]}
+
+
+def to_tune_space(base: dict[str, Any], space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The Tune ``param_space``: the full nested config with distributions at the swept leaves,
+    so every trial's ``config`` is its complete, resolved config."""
+    from ray import tune
+
+    makers = {
+        "grid": tune.grid_search,
+        "choice": tune.choice,
+        "uniform": lambda a: tune.uniform(*a),
+        "loguniform": lambda a: tune.loguniform(*a),
+        "randint": lambda a: tune.randint(*a),
+    }
+    out = copy.deepcopy(base)
+    for key, dist in space.items():
+        (kind, args), = dist.items()
+        set_dotted(out, key, makers[kind](args))
+    return out

@@ -1,0 +1,33 @@
+"""What a sweep runs: a *study* names its config dataclass and three plain functions.
+
+* ``prepare(configs, space)`` — driver side, once per sweep, before any trial: validate model
+  names, run shared work such as embedding extraction (sharded on Ray actors, cached), and return
+  the search space with study-specific axes expanded (e.g. ``text.layer: {grid: all}``).
+* ``trial(config)`` — one trial, a generator of result dicts (one per epoch, or a single one).
+  It works with no Ray at all; the Tune trainable in :mod:`ausweep.sweep.runner` only wraps it.
+* ``summarize(rows, out_dir)`` — driver side, after the sweep: tables and plots for the parent run.
+
+Studies are registered by name in :data:`STUDIES` with lazy ``"module:attr"`` entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ausweep.registry import Registry
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    config_cls: type
+    prepare: Callable[[list[Any], dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]
+    trial: Callable[[Any], Iterator[dict[str, Any]]]
+    summarize: Callable[[list[dict[str, Any]], Path], list[Path]]
+    description: str = ""
+
+
+STUDIES: Registry[Study] = Registry("study")
+STUDIES.register("probe", "ausweep.probe.study:STUDY", help="Contrastive linear probe between LM text and audio embeddings (Ngo & Kim 2024).")

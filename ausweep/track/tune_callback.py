@@ -1,0 +1,86 @@
+"""A Ray Tune callback that mirrors trials into MLflow child runs, from the driver only.
+
+Trials report a flat dict of numbers to Tune, plus optional extras under reserved keys:
+
+* ``"series"``: ``{name: [v0, v1, ...]}`` curves logged as one metric with a step per value;
+* ``"artifacts"``: ``{relative_path: text}`` small text files (per-class CSV, resolved YAML);
+* ``"tags"``: ``{name: value}`` (dataset digest...).
+
+A trial that is retried (worker died) or resumed (driver died) maps onto the same child run by its
+Tune trial id, so MLflow never shows duplicates; every child ends FINISHED or FAILED.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from ray.tune import Callback
+
+from ausweep.config import config_hash, flatten
+from ausweep.track.store import SweepTracker
+
+log = logging.getLogger(__name__)
+
+RESERVED = ("series", "artifacts", "tags")
+# Bookkeeping Tune adds to every result; not worth a metric column in the UI.
+_TUNE_KEYS = {
+    "time_this_iter_s", "time_total_s", "timestamp", "training_iteration", "iterations_since_restore",
+    "time_since_restore", "done", "pid", "date", "hostname", "node_ip", "experiment_tag", "trial_id",
+    "checkpoint_dir_name", "should_checkpoint",
+}
+
+
+class MLflowTrialLogger(Callback):
+    def __init__(self, tracker: SweepTracker, swept_keys: list[str] = (), tags: Mapping[str, str] | None = None):
+        self.tracker = tracker
+        self.swept_keys = list(swept_keys)
+        self.tags = dict(tags or {})
+        self.runs: dict[str, str] = {}  # tune trial id -> mlflow run id
+
+    def _run_id(self, trial: Any) -> str:
+        if trial.trial_id not in self.runs:
+            cfg = trial.config or {}
+            self.runs[trial.trial_id] = self.tracker.child_for_trial(
+                trial.trial_id, _run_name(cfg, self.swept_keys, trial.trial_id), flatten(cfg), {**self.tags, "ausweep.config_hash": config_hash(cfg)}
+            )
+        return self.runs[trial.trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run_id(trial)
+
+    def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        run_id = self._run_id(trial)
+        step = int(result.get("training_iteration", 1)) - 1
+        metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS and k not in RESERVED and not k.startswith("config")}
+        self.tracker.log_metrics(run_id, metrics, step=step)
+        for name, values in (result.get("series") or {}).items():
+            self.tracker.log_series(run_id, name, values)
+        for path, text in (result.get("artifacts") or {}).items():
+            self.tracker.log_text(run_id, text, path)
+        if result.get("tags"):
+            self.tracker.set_tags(run_id, result["tags"])
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.end(self._run_id(trial), "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._run_id(trial)
+        err = getattr(trial, "error_file", None)
+        self.tracker.set_tags(run_id, {"ausweep.error_file": err or "unknown"})
+        self.tracker.end(run_id, "FAILED")
+
+
+def _run_name(cfg: Mapping[str, Any], swept_keys: list[str], trial_id: str) -> str:
+    """A short readable name from the swept values, e.g. ``minilm|whisper-tiny-en|lr=0.001``."""
+    flat = flatten(cfg)
+    parts = []
+    for k in swept_keys:
+        v = flat.get(k)
+        if isinstance(v, float):
+            v = f"{v:.3g}"
+        parts.append(str(v) if k.endswith(".model") else f"{k.split('.')[-1]}={v}")
+    return ("|".join(parts) or trial_id)[:200]

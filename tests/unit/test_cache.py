@@ -1,0 +1,62 @@
+"""The embedding cache: round trips, atomic writes, corrupt entries."""
+
+import os
+
+import numpy as np
+import pytest
+
+from ausweep.extract.cache import CorruptCacheEntry, EmbeddingCache
+
+
+def test_round_trip_and_keys(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    spec = {"kind": "audio-shard", "model": "m", "clips": "abc"}
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert not cache.has(spec) and cache.get(spec) is None
+    cache.save(spec, {"embeddings": arr})
+    assert cache.has(spec)
+    np.testing.assert_array_equal(cache.load(spec)["embeddings"], arr)
+    other = {**spec, "clips": "abd"}
+    assert cache.path(other) != cache.path(spec) and not cache.has(other)
+    # key order does not matter
+    assert cache.path(dict(reversed(list(spec.items())))) == cache.path(spec)
+
+
+def test_crash_mid_write_leaves_no_complete_entry(tmp_path, monkeypatch):
+    cache = EmbeddingCache(tmp_path)
+    spec = {"kind": "t", "x": 1}
+
+    def crash(src, dst):
+        raise OSError("disk died")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        cache.save(spec, {"embeddings": np.ones(3)})
+    monkeypatch.undo()
+    assert not cache.has(spec)
+    assert not list(tmp_path.rglob("*.tmp-*")), "the temp file is cleaned up"
+
+
+def test_stale_temp_files_are_swept(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    stale = tmp_path / "t" / "ab" / "abc.tmp-123"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"partial")
+    os.utime(stale, (0, 0))
+    assert cache.sweep_temp_files() == 1 and not stale.exists()
+
+
+def test_corrupt_or_foreign_entry(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    spec = {"kind": "t", "x": 1}
+    path = cache.path(spec)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a zip file")
+    with pytest.raises(CorruptCacheEntry, match=str(path)):
+        cache.load(spec)
+    assert cache.get(spec) is None and not path.exists()
+    # an entry copied under another spec's name is refused
+    cache.save({"kind": "t", "x": 2}, {"embeddings": np.ones(2)})
+    os.replace(cache.path({"kind": "t", "x": 2}), path)
+    with pytest.raises(CorruptCacheEntry, match="different spec"):
+        cache.load(spec)

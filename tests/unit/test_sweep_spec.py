@@ -1,0 +1,91 @@
+"""Sweep files: every shipped sweep and preset validates; malformed files fail naming file and field."""
+
+from pathlib import Path
+
+import pytest
+
+from ausweep.config import ConfigError, from_dict
+from ausweep.registry import UnknownNameError
+from ausweep.sweep.spec import list_sweeps, load_sweep, to_tune_space
+from ausweep.sweep.study import STUDIES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _shipped():
+    out = []
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        import yaml
+
+        presets = list((yaml.safe_load(path.read_text()) or {}).get("presets", {}))
+        out += [(path.stem, None)] + [(path.stem, p) for p in presets]
+    return out
+
+
+@pytest.mark.parametrize("name, preset", _shipped())
+def test_every_shipped_sweep_and_preset_validates(name, preset, monkeypatch):
+    monkeypatch.chdir(REPO)
+    sweep = load_sweep(name, preset)
+    study = STUDIES.get(sweep.spec.study)
+    for cfg in sweep.config_dicts():
+        from_dict(study.config_cls, cfg, where=str(sweep.path))
+    assert sweep.n_trials() >= 1
+    # every config file under configs/ for this study builds too
+    assert to_tune_space(sweep.base, sweep.space)
+
+
+def test_list_includes_probe(monkeypatch):
+    monkeypatch.chdir(REPO)
+    names = dict(list_sweeps())
+    assert "probe" in names and names["probe"]
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("study: probe\nsearch_space:\n  probe.lr: {gird: [1, 2]}\n", "search_space.probe.lr"),
+        ("study: probe\nsearch_space:\n  probe.lr: {loguniform: [0, 1]}\n", "search_space.probe.lr.loguniform"),
+        ("study: probe\nsearch_space:\n  probe.lr: {grid: []}\n", "search_space.probe.lr.grid"),
+        ("study: probe\ntune: {mode: maximum}\n", "mode"),
+        ("study: probe\nsurch_space: {}\n", "surch_space"),
+    ],
+)
+def test_malformed_sweep_names_file_and_field(tmp_path, text, field):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_sweep(path)
+    assert path in str(e.value) and f"'{field}'" in str(e.value)
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    path = _write(tmp_path, "study: probe\nsearch_space: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML at line"):
+        load_sweep(path)
+
+
+def test_unknown_sweep_and_preset(monkeypatch):
+    monkeypatch.chdir(REPO)
+    with pytest.raises(UnknownNameError, match="unknown sweep 'prob'.*did you mean probe"):
+        load_sweep("prob")
+    with pytest.raises(ConfigError, match="no preset 'dmeo'"):
+        load_sweep("probe", "dmeo")
+
+
+def test_presets_overrides_and_grid_count(monkeypatch):
+    monkeypatch.chdir(REPO)
+    sweep = load_sweep("probe", "demo")
+    assert sweep.base["data"]["source"] == "demo"
+    assert sweep.n_trials() == 2 * 2 * 2
+    # a CLI override fixes a searched key and removes the axis
+    fixed = load_sweep("probe", "demo", {"probe": {"lr": 0.01}})
+    assert "probe.lr" not in fixed.space and fixed.base["probe"]["lr"] == 0.01
+    assert fixed.n_trials() == 4
+    space = to_tune_space(fixed.base, fixed.space)
+    assert space["text"]["model"] == {"grid_search": ["minilm", "smollm2-135m"]}
+    assert space["probe"]["lr"] == 0.01
