@@ -45,3 +45,14 @@ class AudioEncoder(Protocol):
 
 TEXT_MODELS: Registry = Registry("text model")
 AUDIO_MODELS: Registry = Registry("audio model")
+
+
+def ensure_registered() -> None:
+    """Fill TEXT_MODELS and AUDIO_MODELS with the built-in names (idempotent; imports no torch).
+
+    Call before listing or looking up names; the ``load_*`` / ``check_*`` functions in
+    :mod:`ausweep.models.text` and :mod:`ausweep.models.audio` call it themselves.
+    """
+    from ausweep.models.catalog import ensure_registered as _ensure
+
+    _ensure()
