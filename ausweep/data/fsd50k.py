@@ -187,11 +187,11 @@ def load_fsd50k(
 
     clips: list[Clip] = []
     kept: list[VocabEntry] = []
+    empty: list[str] = []
     for entry in selection:
         fnames = sorted(candidates[entry.label], key=_fname_key)
         if not fnames:
-            logger.warning("FSD50K %s: class %s has no clips%s; dropped",
-                           split, entry.label, " with a single label" if single_label else "")
+            empty.append(entry.label)
             continue
         if clips_per_class is not None and len(fnames) > clips_per_class:
             order = np.random.default_rng((seed, entry.index)).permutation(len(fnames))
@@ -200,6 +200,11 @@ def load_fsd50k(
         clips.extend(Clip(path=str((audio_dir / f"{f}.wav").resolve()), label=entry.label) for f in fnames)
     if not kept:
         raise FSD50KError(csv_path, f"no clips for any of the {len(selection)} selected classes")
+    if empty:
+        # One line, not one per class: a subset of FSD50K can leave most classes empty.
+        logger.warning("FSD50K %s: %d of %d classes have no clips%s and are dropped (e.g. %s)", split, len(empty),
+                       len(selection), " with a single label" if single_label else "", ", ".join(empty[:3]))
+        logger.debug("FSD50K %s: dropped classes: %s", split, ", ".join(empty))
     _check_audio_present(audio_dir, clips)
 
     return SoundSet(

@@ -12,7 +12,6 @@ from ausweep.extract.run import (
     ExtractionError,
     audio_clip_embeddings,
     audio_embeddings,
-    template_spans,
     text_embeddings,
 )
 
@@ -23,6 +22,5 @@ __all__ = [
     "audio_clip_embeddings",
     "audio_embeddings",
     "default_cache_dir",
-    "template_spans",
     "text_embeddings",
 ]

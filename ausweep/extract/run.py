@@ -61,18 +61,6 @@ class ExtractionError(RuntimeError):
 # ----------------------------------------------------------------------------- specs
 
 
-def template_spans(template: str, phrases: Sequence[str]) -> tuple[list[str], list[tuple[int, int]]]:
-    """"the sound of {}" + ["dog"] -> (["the sound of dog"], [(13, 16)]): the object's character span."""
-    if template.count("{}") != 1:
-        raise ValueError(f"text template must contain exactly one '{{}}', got {template!r}")
-    start = template.index("{}")
-    sentences, spans = [], []
-    for p in phrases:
-        sentences.append(template.replace("{}", p))
-        spans.append((start, start + len(p)))
-    return sentences, spans
-
-
 def text_spec(model: str, revision: str | None, template: str, soundset: SoundSet) -> dict[str, Any]:
     from ausweep.models.text import text_model_identity
 
@@ -155,7 +143,9 @@ def text_embeddings(model: str, revision: str | None, template: str, soundset: S
     hit = cache.get(spec)
     if hit is not None:
         return hit["embeddings"]
-    sentences, spans = template_spans(template, [soundset.class_text[c] for c in soundset.classes])
+    from ausweep.models.text import spans_for
+
+    sentences, spans = spans_for(template, [soundset.class_text[c] for c in soundset.classes])
     log.info("extracting text embeddings: %s on %d class sentences", model, len(sentences))
     worker = _make_workers("text", model, revision, cfg, 1)[0]
     try:

@@ -46,10 +46,21 @@ def find_resumable(root: Path, label: str) -> Path | None:
     return runs[-1] if runs else None
 
 
-def _trainable(config: dict[str, Any], study_name: str) -> None:
-    """The Tune function trainable: build the typed config, run the study's trial, report."""
+def _trainable(config: dict[str, Any], study_name: str, completed_dir: str) -> None:
+    """The Tune function trainable: build the typed config, run the study's trial, report.
+
+    Tune saves its experiment state every few seconds, so after a driver crash it may not know
+    that a trial finished. The driver records every finished trial (by config hash) under
+    ``completed_dir``; such a trial replays its record instead of running again.
+    """
     from ray import tune
 
+    from ausweep.track.tune_callback import REPLAYED, completed_path
+
+    record = completed_path(completed_dir, config_hash(config))
+    if record.is_file():
+        tune.report({**json.loads(record.read_text()), REPLAYED: 1})
+        return
     study = STUDIES.get(study_name)
     cfg = from_dict(study.config_cls, config, where="trial config")
     for result in study.trial(cfg):
@@ -94,8 +105,9 @@ def run_sweep(
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     from ausweep.runtime import cluster_gpus, init_ray
 
-    init_ray()
+    # prepare() checks model names first, so a typo fails before any Ray process starts.
     space = study.prepare(configs, sweep.space)
+    init_ray()
 
     from ausweep.track.store import SweepTracker
 
@@ -125,7 +137,7 @@ def run_sweep(
                 outcome.n_errors += 1
                 log.error("trial failed: %s", result.error)
                 continue
-            metrics = {k: v for k, v in (result.metrics or {}).items() if k not in ("series", "artifacts", "tags", "config")}
+            metrics = {k: v for k, v in (result.metrics or {}).items() if k not in ("series", "artifacts", "tags", "config", "ausweep_replayed")}
             outcome.rows.append({"config": result.config, "metrics": metrics})
         out_dir = run_dir / "summary"
         out_dir.mkdir(exist_ok=True)
@@ -157,7 +169,8 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
 
     res = sweep.spec.resources
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, study_name=study.name), {"cpu": res.cpu, "gpu": res.gpu}
+        tune.with_parameters(_trainable, study_name=study.name, completed_dir=str(run_dir / "completed")),
+        {"cpu": res.cpu, "gpu": res.gpu},
     )
     if resume:
         # Finished trials are kept; unfinished and errored ones run again (into their MLflow runs).
@@ -185,7 +198,8 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
     run_config = tune.RunConfig(
         name=run_dir.name,
         storage_path=str(run_dir.parent),
-        callbacks=[MLflowTrialLogger(tracker, swept_keys=list(space), tags={"ausweep.sweep": sweep.name})],
+        callbacks=[MLflowTrialLogger(tracker, swept_keys=list(space), tags={"ausweep.sweep": sweep.name},
+                                     completed_dir=str(run_dir / "completed"))],
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         verbose=1,
     )

@@ -122,6 +122,8 @@ class Sweep:
         axes = []
         for key, dist in self.space.items():
             (kind, args), = dist.items()
+            if args == "all":  # expanded by the study once it knows the model (e.g. its depth)
+                continue
             values = args if kind in ("grid", "choice") else [args[0]]
             axes.append([(key, v) for v in values])
         return [dict(combo) for combo in itertools.product(*axes)] if axes else [{}]
@@ -133,7 +135,7 @@ class Sweep:
         n = 1
         for dist in self.space.values():
             (kind, args), = dist.items()
-            n *= len(args) if kind == "grid" else 1
+            n *= len(args) if kind == "grid" and args != "all" else 1
         return n * self.spec.tune.num_samples
 
 

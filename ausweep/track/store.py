@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-TRIAL_TAG = "ausweep.trial_id"
+TRIAL_TAG = "ausweep.trial_key"  # config hash of the trial: stable across Tune retries and restores
 SWEEP_TAG = "ausweep.sweep"
 PARENT_TAG = "mlflow.parentRunId"
 _PARAM_MAX = 6000  # MLflow's limit on a param value's length
@@ -114,25 +114,30 @@ class SweepTracker:
         self.log_params(self.parent_id, params)
         return self.parent_id
 
-    def child_for_trial(self, trial_id: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        """The child run of ``trial_id``: the existing one (retry, resume) or a new one."""
+    def child_for_trial(self, trial_key: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        """The child run of ``trial_key``: the existing one (retry, resume) or a new one.
+
+        A FINISHED child is returned untouched (the trial is being replayed from its record); any
+        other existing child is reopened and its ``ausweep.attempts`` counter goes up.
+        """
         assert self.parent_id, "start_parent first"
         found = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}' and tags.`{TRIAL_TAG}` = '{trial_key}'",
             max_results=5,
         )
         if found:
-            run_id = found[0].info.run_id
-            if found[0].info.status != "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
-            attempts = int(found[0].data.tags.get("ausweep.attempts", "1")) + 1
-            self.client.set_tag(run_id, "ausweep.attempts", str(attempts))
-            return run_id
+            run = found[0]
+            if run.info.status == "FINISHED":
+                return run.info.run_id
+            self.client.update_run(run.info.run_id, status="RUNNING")
+            attempts = int(run.data.tags.get("ausweep.attempts", "1")) + 1
+            self.set_tags(run.info.run_id, {"ausweep.attempts": attempts, **tags})
+            return run.info.run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
-            tags={**provenance(), **tags, PARENT_TAG: self.parent_id, TRIAL_TAG: trial_id, "ausweep.attempts": "1"},
+            tags={**provenance(), **tags, PARENT_TAG: self.parent_id, TRIAL_TAG: trial_key, "ausweep.attempts": "1"},
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id

@@ -7,12 +7,17 @@ Trials report a flat dict of numbers to Tune, plus optional extras under reserve
 * ``"tags"``: ``{name: value}`` (dataset digest...).
 
 A trial that is retried (worker died) or resumed (driver died) maps onto the same child run by its
-Tune trial id, so MLflow never shows duplicates; every child ends FINISHED or FAILED.
+config hash (Tune may give a re-created trial a new id), so MLflow never shows duplicates; every
+child ends FINISHED or FAILED. Results flagged ``REPLAYED`` (a finished trial that Tune's last
+saved state did not know about, see :mod:`ausweep.sweep.runner`) are not logged twice.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Any, Mapping
 
 from ray.tune import Callback
@@ -23,6 +28,7 @@ from ausweep.track.store import SweepTracker
 log = logging.getLogger(__name__)
 
 RESERVED = ("series", "artifacts", "tags")
+REPLAYED = "ausweep_replayed"
 # Bookkeeping Tune adds to every result; not worth a metric column in the UI.
 _TUNE_KEYS = {
     "time_this_iter_s", "time_total_s", "timestamp", "training_iteration", "iterations_since_restore",
@@ -32,8 +38,10 @@ _TUNE_KEYS = {
 
 
 class MLflowTrialLogger(Callback):
-    def __init__(self, tracker: SweepTracker, swept_keys: list[str] = (), tags: Mapping[str, str] | None = None):
+    def __init__(self, tracker: SweepTracker, swept_keys: list[str] = (), tags: Mapping[str, str] | None = None,
+                 completed_dir: str | None = None):
         self.tracker = tracker
+        self.completed_dir = completed_dir
         self.swept_keys = list(swept_keys)
         self.tags = dict(tags or {})
         self.runs: dict[str, str] = {}  # tune trial id -> mlflow run id
@@ -41,9 +49,9 @@ class MLflowTrialLogger(Callback):
     def _run_id(self, trial: Any) -> str:
         if trial.trial_id not in self.runs:
             cfg = trial.config or {}
-            self.runs[trial.trial_id] = self.tracker.child_for_trial(
-                trial.trial_id, _run_name(cfg, self.swept_keys, trial.trial_id), flatten(cfg), {**self.tags, "ausweep.config_hash": config_hash(cfg)}
-            )
+            key = config_hash(cfg)
+            tags = {**self.tags, "ausweep.config_hash": key, "ausweep.trial_id": trial.trial_id}
+            self.runs[trial.trial_id] = self.tracker.child_for_trial(key, _run_name(cfg, self.swept_keys, trial.trial_id), flatten(cfg), tags)
         return self.runs[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -54,6 +62,8 @@ class MLflowTrialLogger(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self._run_id(trial)
+        if result.get(REPLAYED):
+            return
         step = int(result.get("training_iteration", 1)) - 1
         metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS and k not in RESERVED and not k.startswith("config")}
         self.tracker.log_metrics(run_id, metrics, step=step)
@@ -66,6 +76,9 @@ class MLflowTrialLogger(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.tracker.end(self._run_id(trial), "FINISHED")
+        if self.completed_dir is not None and trial.last_result and not trial.last_result.get(REPLAYED):
+            record = {k: v for k, v in trial.last_result.items() if k not in RESERVED and k != "config" and _plain(v)}
+            write_completed(self.completed_dir, config_hash(trial.config or {}), record)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)
@@ -84,3 +97,20 @@ def _run_name(cfg: Mapping[str, Any], swept_keys: list[str], trial_id: str) -> s
             v = f"{v:.3g}"
         parts.append(str(v) if k.endswith(".model") else f"{k.split('.')[-1]}={v}")
     return ("|".join(parts) or trial_id)[:200]
+
+
+def _plain(v: Any) -> bool:
+    return isinstance(v, (int, float, str, bool)) or v is None
+
+
+def completed_path(completed_dir: str, key: str) -> Path:
+    return Path(completed_dir) / f"{key}.json"
+
+
+def write_completed(completed_dir: str, key: str, record: Mapping[str, Any]) -> None:
+    """Record a finished trial's final metrics (atomically) so a resumed sweep can replay it."""
+    path = completed_path(completed_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, default=str))
+    os.replace(tmp, path)

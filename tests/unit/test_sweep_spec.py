@@ -26,6 +26,10 @@ def _shipped():
 def test_every_shipped_sweep_and_preset_validates(name, preset, monkeypatch):
     monkeypatch.chdir(REPO)
     sweep = load_sweep(name, preset)
+    if sweep.base.get("data", {}).get("source") == "fsd50k":  # the user must say where FSD50K lives
+        with pytest.raises(ConfigError, match="root"):
+            from_dict(STUDIES.get(sweep.spec.study).config_cls, sweep.config_dicts()[0], where=str(sweep.path))
+        sweep = load_sweep(name, preset, {"data": {"root": "/data/FSD50K"}})
     study = STUDIES.get(sweep.spec.study)
     for cfg in sweep.config_dicts():
         from_dict(study.config_cls, cfg, where=str(sweep.path))
@@ -52,7 +56,7 @@ def _write(tmp_path, text):
         ("study: probe\nsearch_space:\n  probe.lr: {gird: [1, 2]}\n", "search_space.probe.lr"),
         ("study: probe\nsearch_space:\n  probe.lr: {loguniform: [0, 1]}\n", "search_space.probe.lr.loguniform"),
         ("study: probe\nsearch_space:\n  probe.lr: {grid: []}\n", "search_space.probe.lr.grid"),
-        ("study: probe\ntune: {mode: maximum}\n", "mode"),
+        ("study: probe\ntune: {mode: maximum}\n", "tune.mode"),
         ("study: probe\nsurch_space: {}\n", "surch_space"),
     ],
 )

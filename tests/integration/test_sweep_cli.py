@@ -1,0 +1,141 @@
+"""The CLI end to end on a real local Ray session and a real MLflow SQLite store (tiny models)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import make_fsd50k, write_sweep
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _mlflow(uri: str, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    root = make_fsd50k(tmp_path / "FSD50K")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return tmp_path, root, uri
+
+
+def test_cli_runs_sweep_and_mlflow_holds_parent_and_children(tiny, ray_session, capsys):
+    from ausweep.sweep.cli import main
+
+    tmp, root, uri = tiny
+    sweep = write_sweep(tmp / "tiny.yaml", root, tmp / "cache", num_actors=2)
+    assert main([str(sweep), "--storage", str(tmp / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "4 trial(s) done, 0 failed" in out and "mlflow ui --backend-store-uri sqlite:" in out
+    client, parents, children = _mlflow(uri, "tiny")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    grid = {(c.data.params["text.model"], float(c.data.params["probe.lr"])) for c in children}
+    assert grid == {(m, lr) for m in ("tiny-bert", "tiny-gpt2") for lr in (1e-2, 3e-3)}
+    for c in children:
+        assert c.info.status == "FINISHED"
+        m = c.data.metrics
+        assert 0.0 <= m["acc_at_1"] <= m["acc_at_5"] <= 1.0
+        assert m["chance_at_1"] == pytest.approx(1 / 10)
+        for key in ("acc_at_1_se", "perm_acc_at_1", "procrustes_acc_at_1"):
+            assert key in m
+        assert len(client.get_metric_history(c.info.run_id, "train_loss")) == 30  # one point per epoch
+        tags = c.data.tags
+        assert len(tags["ausweep.git_sha"]) in (40, 7) or tags["ausweep.git_sha"] == "unknown"
+        assert tags["ausweep.config_hash"] and tags["ausweep.data_digest"] and tags["ausweep.version.torch"]
+        files = {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert {"per_class_accuracy.csv", "config.yaml"} <= files
+    parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"results.csv", "acc_at_k.png"} <= parent_files
+    assert "best_acc_at_1" in parents[0].data.metrics
+
+
+def _run_cli(args: list[str], cwd: Path, env: dict) -> subprocess.Popen:
+    log = open(cwd / "driver.log", "w")  # a file, not a pipe: an unread pipe would block the driver
+    return subprocess.Popen([sys.executable, "-m", "ausweep.sweep", *args], cwd=cwd, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_resume_after_driver_killed_runs_only_unfinished_trials(tiny):
+    tmp, root, uri = tiny
+    sweep = write_sweep(tmp / "tiny.yaml", root, tmp / "cache", lrs=(1e-2, 5e-3, 3e-3, 1e-3), max_concurrent=1, epochs=1500)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri}
+    args = [str(sweep), "--storage", str(tmp / "runs")]
+    proc = _run_cli(args, tmp, env)
+    deadline = time.time() + 240
+    finished = 0
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            try:
+                _, _, children = _mlflow(uri, "tiny")
+            except Exception:  # the store is being created
+                continue
+            finished = sum(c.info.status == "FINISHED" for c in children)
+            if finished >= 2:
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        proc.wait()
+    assert 2 <= finished < 8, f"could not interrupt the sweep mid-way ({finished} finished): " + (tmp / "driver.log").read_text()[-3000:]
+    _, _, before = _mlflow(uri, "tiny")
+    done_before = {c.data.tags["ausweep.trial_key"] for c in before if c.info.status == "FINISHED"}
+
+    out = subprocess.run([sys.executable, "-m", "ausweep.sweep", *args, "--resume"], cwd=tmp, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    _, parents, children = _mlflow(uri, "tiny")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    trial_ids = [c.data.tags["ausweep.trial_key"] for c in children]
+    assert len(trial_ids) == 8 and len(set(trial_ids)) == 8, "one child run per trial, no duplicates"
+    assert all(c.info.status == "FINISHED" for c in children)
+    for c in children:
+        if c.data.tags["ausweep.trial_key"] in done_before:
+            assert c.data.tags["ausweep.attempts"] == "1", "a finished trial must not run again"
+
+
+def test_unknown_model_is_one_clear_line(tiny):
+    tmp, root, uri = tiny
+    sweep = write_sweep(tmp / "tiny.yaml", root, tmp / "cache")
+    out = subprocess.run([sys.executable, "-m", "ausweep.sweep", str(sweep), "text.model=tiny-brt"], cwd=tmp,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    err = [line for line in out.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "tiny-brt" in err[0] and "tiny-bert" in err[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_corrupt_audio_is_one_clear_line_and_keeps_other_shards(tiny):
+    tmp, root, uri = tiny
+    # Whispering comes last in vocabulary order, so its last clip sits in the last shard.
+    bad = root / "FSD50K.eval_audio" / "1026.wav"
+    bad.write_bytes(os.urandom(2000))
+    sweep = write_sweep(tmp / "tiny.yaml", root, tmp / "cache")
+    out = subprocess.run([sys.executable, "-m", "ausweep.sweep", str(sweep)], cwd=tmp,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 2
+    err = [line for line in out.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and str(bad) in err[0], out.stderr
+    assert "Traceback" not in out.stderr
+    shards = list((tmp / "cache" / "audio-shard").rglob("*.npz"))
+    assert shards, "shards before the bad file are kept for the next run"
+    assert not list((tmp / "cache").rglob("*.tmp-*"))

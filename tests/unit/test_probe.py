@@ -1,0 +1,340 @@
+"""Unit tests of the contrastive linear probe (ausweep.probe): CPU, synthetic embeddings, seconds."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from scipy import stats
+
+from ausweep.config import ConfigError, describe, from_dict
+from ausweep.probe import (
+    ProbeConfig,
+    above_chance_pvalue,
+    accuracy_at_k,
+    chance_at_k,
+    heldout_scores,
+    init_params,
+    make_splits,
+    orthogonal_procrustes,
+    procrustes_scores,
+    retrieval_ranks,
+    run,
+    shuffled_pairing,
+    split_masks,
+    standard_error,
+    train_probes,
+)
+from ausweep.probe.metrics import per_class_rows
+from ausweep.probe.train import n_train_classes
+
+
+def _labels(n: int) -> list[str]:
+    return [f"class{i}" for i in range(n)]
+
+
+def _linear_pair(n_classes: int = 60, text_dim: int = 32, audio_dim: int = 48, seed: int = 0):
+    """Text T (C x dt) and audio A = T @ M + 0.01 noise: audio is a known linear image of text."""
+    rng = np.random.default_rng(seed)
+    text = rng.standard_normal((n_classes, text_dim))
+    audio = text @ rng.standard_normal((text_dim, audio_dim)) + 0.01 * rng.standard_normal((n_classes, audio_dim))
+    return text, audio
+
+
+def _chance_bound(n_trials: int, chance: float, level: float = 0.999) -> float:
+    """Largest hit rate a chance-level retriever reaches with probability ``level`` (binomial quantile)."""
+    return stats.binom.ppf(level, n_trials, chance) / n_trials
+
+
+# ----------------------------------------------------------------------------- batched == sequential
+
+
+@pytest.mark.parametrize("with_control", [False, True])
+def test_batched_training_equals_one_probe_at_a_time(with_control):
+    n_classes, text_dim, audio_dim = 20, 12, 9
+    text, audio = _linear_pair(n_classes, text_dim, audio_dim)
+    cfg = ProbeConfig(epochs=40, shared_dim=8, n_splits=4, lr=1e-2)
+    splits = make_splits(n_classes, cfg.n_splits, cfg.train_frac, cfg.seed)
+    masks = split_masks(splits, n_classes)
+    test_idx = np.stack([te for _, te in splits])
+    pairing = np.tile(np.arange(n_classes), (len(splits), 1))
+    if with_control:
+        pairing = shuffled_pairing(splits, n_classes, cfg.seed)
+    inits = init_params(text_dim, audio_dim, cfg.shared_dim, cfg.seed, range(len(splits)))
+
+    batched = train_probes(text, audio, masks, cfg, inits, pairing)
+    b_scores, b_targets = heldout_scores(batched.probes, text, audio, test_idx)
+    for s in range(len(splits)):
+        # The single probe builds its own init from (seed, s): nothing is shared with the batch.
+        one = train_probes(
+            text, audio, masks[s : s + 1], cfg, init_params(text_dim, audio_dim, cfg.shared_dim, cfg.seed, [s]),
+            pairing[s : s + 1],
+        )
+        for got, want in zip(batched.probes.params.select(slice(s, s + 1)).tensors(), one.probes.params.tensors()):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batched.loss_curve[:, s : s + 1], one.loss_curve, atol=1e-5, rtol=1e-5)
+        scores, targets = heldout_scores(one.probes, text, audio, test_idx[s : s + 1])
+        np.testing.assert_allclose(b_scores[s : s + 1], scores, atol=1e-5)
+        np.testing.assert_array_equal(retrieval_ranks(b_scores[s : s + 1], b_targets[s : s + 1]),
+                                      retrieval_ranks(scores, targets))  # fmt: skip
+
+
+def test_loss_decreases_and_init_depends_only_on_seed_and_split():
+    text, audio = _linear_pair(20, 12, 9)
+    result = run(text, audio, _labels(20), ProbeConfig(epochs=30, shared_dim=8, n_splits=2, procrustes=False))
+    assert len(result.loss_curve) == 30
+    assert result.loss_curve[-1] < result.loss_curve[0]
+    many = init_params(12, 9, 8, seed=3, splits=[0, 1, 2])
+    torch.testing.assert_close(many.select([2]).w_audio, init_params(12, 9, 8, seed=3, splits=[2]).w_audio)
+    assert not torch.equal(many.w_text[0], many.w_text[1])
+
+
+# ----------------------------------------------------------------------------- metrics by hand
+
+
+def test_ranks_and_accuracy_on_a_hand_written_similarity_matrix():
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.2, 0.3],  # true 0: best                          -> rank 1
+            [0.5, 0.4, 0.6, 0.1],  # true 1: 0.5 and 0.6 beat 0.4          -> rank 3
+            [0.2, 0.3, 0.1, 0.0],  # true 2: 0.2 and 0.3 beat 0.1          -> rank 3
+            [0.7, 0.7, 0.7, 0.7],  # true 3: four-way tie counts against it -> rank 4
+        ]
+    )
+    targets = np.array([0, 1, 2, 3])
+    ranks = retrieval_ranks(scores, targets)
+    np.testing.assert_array_equal(ranks, [1, 3, 3, 4])
+    assert accuracy_at_k(ranks, 1) == 0.25
+    assert accuracy_at_k(ranks, 2) == 0.25
+    assert accuracy_at_k(ranks, 3) == 0.75
+    assert accuracy_at_k(ranks, 4) == 1.0
+    # A leading split dimension: accuracy per split.
+    stacked = retrieval_ranks(np.stack([scores, scores[:, ::-1]]), np.stack([targets, 3 - targets]))
+    np.testing.assert_array_equal(stacked, [[1, 3, 3, 4], [1, 3, 3, 4]])
+    np.testing.assert_array_equal(accuracy_at_k(stacked, 1), [0.25, 0.25])
+
+
+def test_per_class_rows_by_hand():
+    ranks = np.array([[1, 7], [2, 1]])  # split 0 holds out classes 0, 2; split 1 holds out 2, 1
+    test_idx = np.array([[0, 2], [2, 1]])
+    rows = per_class_rows(ranks, test_idx, ["a", "b", "c", "d"])
+    assert [r["n_heldout"] for r in rows] == [1, 1, 2, 0]
+    assert rows[0] == {"label": "a", "n_heldout": 1, "hit@1": 1.0, "hit@5": 1.0, "mean_rank": 1.0}
+    assert rows[2]["hit@1"] == 0.0 and rows[2]["hit@5"] == 0.5 and rows[2]["mean_rank"] == 4.5
+    assert math.isnan(rows[3]["hit@1"])
+
+
+def test_chance_standard_error_and_binomial_formulas():
+    assert chance_at_k(1, 60) == pytest.approx(1 / 60)
+    assert chance_at_k(5, 144) == pytest.approx(5 / 144)
+    assert chance_at_k(10, 5) == 1.0  # capped: K beyond the candidates always hits
+    with pytest.raises(ValueError):
+        chance_at_k(1, 0)
+    values = [0.5, 0.7, 0.6, 0.9]
+    assert standard_error(values) == pytest.approx(np.std(values, ddof=1) / 2)
+    assert math.isnan(standard_error([0.5]))
+    # P(X >= 7) for X ~ Binomial(90, 1/60).
+    assert above_chance_pvalue(7, 90, 1 / 60) == pytest.approx(stats.binom.sf(6, 90, 1 / 60))
+    assert above_chance_pvalue(0, 90, 1 / 60) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+@pytest.mark.parametrize("n_classes,n_train", [(144, 101), (60, 42), (10, 7), (15, 11), (3, 2)])
+def test_splits_are_disjoint_cover_all_and_round_half_up(n_classes, n_train):
+    # 0.7 * C rounded half up: 100.8 -> 101, 42, 7, 10.5 -> 11, 2.1 -> 2.
+    assert n_train_classes(n_classes, 0.7) == n_train
+    splits = make_splits(n_classes, 5, 0.7, seed=0)
+    assert len(splits) == 5
+    for train_idx, test_idx in splits:
+        assert len(train_idx) == n_train and len(test_idx) == n_classes - n_train
+        assert not set(train_idx) & set(test_idx)
+        assert sorted(np.concatenate([train_idx, test_idx])) == list(range(n_classes))
+
+
+def test_splits_are_reproducible_and_seeded_per_split():
+    a = make_splits(50, 4, 0.7, seed=1)
+    b = make_splits(50, 6, 0.7, seed=1)
+    c = make_splits(50, 4, 0.7, seed=2)
+    for (tr_a, te_a), (tr_b, te_b) in zip(a, b):  # split s depends on (seed, s) only, not on n_splits
+        np.testing.assert_array_equal(tr_a, tr_b)
+        np.testing.assert_array_equal(te_a, te_b)
+    assert any(not np.array_equal(x[0], y[0]) for x, y in zip(a, c))
+    assert not np.array_equal(a[0][0], a[1][0])
+    masks = split_masks(a, 50)
+    assert masks.shape == (4, 50) and (masks.sum(1) == 35).all()
+
+
+def test_too_few_classes_to_split():
+    with pytest.raises(ValueError, match="at least 2 training classes and 1 held-out"):
+        make_splits(2, 5, 0.7, seed=0)
+    with pytest.raises(ValueError, match="at least 2 training classes and 1 held-out"):
+        make_splits(4, 5, 0.9, seed=0)  # round(3.6) = 4 train, 0 held out
+
+
+def test_shuffled_pairing_permutes_only_training_rows():
+    splits = make_splits(30, 3, 0.7, seed=0)
+    pairing = shuffled_pairing(splits, 30, seed=0)
+    for (train_idx, test_idx), row in zip(splits, pairing):
+        np.testing.assert_array_equal(row[test_idx], test_idx)
+        assert sorted(row[train_idx]) == list(train_idx)
+        assert (row[train_idx] != train_idx).mean() > 0.5  # actually shuffled
+    np.testing.assert_array_equal(pairing, shuffled_pairing(splits, 30, seed=0))
+
+
+# ----------------------------------------------------------------------------- Procrustes
+
+
+def test_procrustes_recovers_a_known_rotation():
+    rng = np.random.default_rng(0)
+    text = rng.standard_normal((50, 16))
+    q, _ = np.linalg.qr(rng.standard_normal((16, 16)))  # a random orthogonal matrix
+    audio = text @ q
+    r = orthogonal_procrustes(torch.as_tensor(audio), torch.as_tensor(text)).numpy()
+    # audio @ R = text is solved by R = Q^T exactly.
+    np.testing.assert_allclose(r, q.T, atol=1e-10)
+    np.testing.assert_allclose(r, scipy.linalg.orthogonal_procrustes(audio, text)[0], atol=1e-10)
+
+
+def test_procrustes_baseline_retrieves_perfectly_under_a_rotation():
+    rng = np.random.default_rng(1)
+    text = rng.standard_normal((40, 16))
+    q, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+    audio = text @ q
+    splits = make_splits(40, 3, 0.7, seed=0)
+    # No standardisation: per-feature scaling of each side would turn the rotation into a
+    # general linear map. PCA keeps the relation (A's principal axes are T's, rotated by Q).
+    for candidates in ("all", "heldout"):
+        scores, targets = procrustes_scores(text, audio, splits, 16, standardize=False, candidates=candidates)
+        assert (retrieval_ranks(scores, targets) == 1).all()
+    cfg = ProbeConfig(epochs=1, n_splits=3, permutation_control=False, standardize=False, shared_dim=16)
+    assert run(text, audio, _labels(40), cfg).metrics["procrustes_acc@1"] == 1.0
+
+
+# ----------------------------------------------------------------------------- known answers end to end
+
+
+@pytest.fixture(scope="module")
+def aligned_result():
+    text, audio = _linear_pair()
+    return run(text, audio, _labels(60), ProbeConfig())
+
+
+@pytest.fixture(scope="module")
+def shuffled_result():
+    text, audio = _linear_pair()
+    audio = audio[np.random.default_rng(7).permutation(60)]  # pairs broken: row i no longer class i
+    return run(text, audio, _labels(60), ProbeConfig(procrustes=False))
+
+
+def test_linear_relation_is_found(aligned_result):
+    m = aligned_result.metrics
+    assert m["acc@1"] > 0.9
+    assert m["acc@5"] >= m["acc@1"]
+    assert m["procrustes_acc@1"] > 0.9  # A is linear in T and PCA keeps all 32 directions
+    assert m["above_chance@1"] < 1e-10
+
+
+def test_permutation_control_sits_at_chance(aligned_result):
+    # 5 splits x 18 held-out classes = 90 retrievals; at chance (1/60) a hit rate above the
+    # binomial 99.9 % quantile happens less than once in a thousand (7/90 = 0.078 here).
+    m = aligned_result.metrics
+    n_trials = int(m["n_test_classes"]) * 5
+    assert m["perm_acc@1"] <= _chance_bound(n_trials, m["chance@1"])
+    assert m["perm_acc@5"] <= _chance_bound(n_trials, m["chance@5"])
+
+
+def test_shuffled_pairs_sit_at_chance(shuffled_result):
+    m = shuffled_result.metrics
+    n_trials = int(m["n_test_classes"]) * 5
+    assert m["acc@1"] <= _chance_bound(n_trials, m["chance@1"])
+    assert m["acc@5"] <= _chance_bound(n_trials, m["chance@5"])
+    assert m["above_chance@1"] > 0.001
+
+
+def test_metric_names_and_per_class_rows(aligned_result):
+    ks = [1, 3, 5, 10]
+    expected = {"final_loss", "n_classes", "n_train_classes", "n_test_classes", "above_chance@1"}
+    for k in ks:
+        expected |= {f"acc@{k}", f"acc@{k}_se", f"chance@{k}", f"perm_acc@{k}", f"perm_acc@{k}_se"}
+        expected |= {f"procrustes_acc@{k}", f"procrustes_acc@{k}_se"}
+    m = aligned_result.metrics
+    assert set(m) == expected
+    assert all(isinstance(v, float) for v in m.values())
+    assert (m["n_classes"], m["n_train_classes"], m["n_test_classes"]) == (60, 42, 18)
+    assert m["chance@1"] == pytest.approx(1 / 60)
+    assert len(aligned_result.loss_curve) == 300
+    assert m["final_loss"] <= aligned_result.loss_curve[-1] + 1e-6
+    rows = aligned_result.per_class
+    assert [r["label"] for r in rows] == _labels(60)
+    assert sum(r["n_heldout"] for r in rows) == 5 * 18
+
+
+def test_heldout_candidates_change_chance():
+    text, audio = _linear_pair(20, 12, 9)
+    cfg = ProbeConfig(epochs=5, n_splits=2, candidates="heldout", procrustes=False, permutation_control=False)
+    m = run(text, audio, _labels(20), cfg).metrics
+    assert m["chance@1"] == pytest.approx(1 / 6)  # 20 - 14 held-out candidates
+    assert m["chance@10"] == 1.0
+    assert "perm_acc@1" not in m and "procrustes_acc@1" not in m
+
+
+# ----------------------------------------------------------------------------- input and config errors
+
+
+@pytest.mark.parametrize(
+    "text_shape,audio_shape,n_labels,match",
+    [
+        ((20, 8), (19, 6), 20, "text has 20 class rows but audio has 19"),
+        ((20, 8), (20, 6), 19, "19 labels for 20 class rows"),
+        ((20,), (20, 6), 20, "2-D array"),
+        ((2, 8), (2, 6), 2, "at least 2 training classes"),
+    ],
+)
+def test_run_rejects_bad_inputs(text_shape, audio_shape, n_labels, match):
+    with pytest.raises(ValueError, match=match):
+        run(np.ones(text_shape), np.ones(audio_shape), _labels(n_labels), ProbeConfig(epochs=1))
+
+
+def test_run_rejects_nan():
+    text, audio = _linear_pair(20, 8, 6)
+    audio[3, 2] = np.nan
+    with pytest.raises(ValueError, match=r"audio embeddings have NaN or inf in 1 class row\(s\), first \[3\]"):
+        run(text, audio, _labels(20), ProbeConfig(epochs=1))
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("lr", 0.0, "lr must be > 0"),
+        ("shared_dim", 0, "shared_dim must be >= 1"),
+        ("temperature", -0.1, "temperature must be > 0"),
+        ("weight_decay", -1e-4, "weight_decay must be >= 0"),
+        ("epochs", 0, "epochs must be >= 1"),
+        ("n_splits", 0, "n_splits must be >= 1"),
+        ("train_frac", 1.0, "train_frac must be strictly between 0 and 1"),
+        ("train_frac", 0.0, "train_frac must be strictly between 0 and 1"),
+        ("seed", -1, "seed must be >= 0"),
+        ("ks", [], "ks must name at least one K"),
+        ("ks", [1, 0], "every K in ks must be an integer >= 1"),
+        ("ks", [1, 1], "ks has repeated values"),
+        ("candidates", "train", "candidates must be one of"),
+        ("device", "gpu", "device must be"),
+    ],
+)
+def test_config_validation(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        ProbeConfig(**{field: value})
+    with pytest.raises(ConfigError):  # the same through the dict path, which names where it came from
+        from_dict(ProbeConfig, {field: value}, where="configs/probe.yaml")
+
+
+def test_config_defaults_and_help():
+    cfg = from_dict(ProbeConfig, {"lr": "3e-4", "ks": [1, 5]})
+    assert cfg.lr == 3e-4 and cfg.ks == [1, 5] and cfg.temperature == 0.07 and cfg.n_splits == 5
+    assert ProbeConfig().ks is not ProbeConfig().ks  # a fresh list per instance
+    assert all(help_text for _, _, help_text in describe(ProbeConfig))
