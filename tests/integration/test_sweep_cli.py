@@ -139,3 +139,29 @@ def test_corrupt_audio_is_one_clear_line_and_keeps_other_shards(tiny):
     shards = list((tmp / "cache" / "audio-shard").rglob("*.npz"))
     assert shards, "shards before the bad file are kept for the next run"
     assert not list((tmp / "cache").rglob("*.tmp-*"))
+
+
+def test_bring_your_own_embeddings_known_answer(tiny, ray_session):
+    """Audio = a random linear map of text + noise: the probe must find it through the whole CLI."""
+    import numpy as np
+
+    from ausweep.data.npz import save_embeddings_npz
+    from ausweep.sweep.cli import main
+
+    tmp, _, uri = tiny
+    rng = np.random.default_rng(0)
+    labels = [f"class_{i}" for i in range(60)]
+    text = rng.standard_normal((60, 32)).astype(np.float32)
+    audio = text @ rng.standard_normal((32, 48)).astype(np.float32) + 0.01 * rng.standard_normal((60, 48)).astype(np.float32)
+    save_embeddings_npz(tmp / "text.npz", labels, text)
+    # the audio file lists its classes in another order: rows are matched by label
+    order = rng.permutation(60)
+    save_embeddings_npz(tmp / "audio.npz", [labels[i] for i in order], audio[order])
+    rc = main(["probe", "--preset", "byo", "--storage", str(tmp / "runs"), f"embeddings.text={tmp / 'text.npz'}",
+               f"embeddings.audio={tmp / 'audio.npz'}", "probe.shared_dim=32", "probe.lr=0.003"])
+    assert rc == 0
+    _, parents, children = _mlflow(uri, "probe")
+    assert len(parents) == 1 and len(children) == 1  # lr and shared_dim fixed on the command line
+    m = children[0].data.metrics
+    assert m["acc_at_1"] > 0.9 and m["chance_at_1"] == pytest.approx(1 / 60)
+    assert m["perm_acc_at_1"] < 0.15
