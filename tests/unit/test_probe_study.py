@@ -1,0 +1,53 @@
+"""The probe study's wiring: layer axes, layer selection, mixed .npz + extracted sides (no Ray)."""
+
+import numpy as np
+import pytest
+
+from ausweep.config import ConfigError, from_dict
+from ausweep.data.npz import save_embeddings_npz
+from ausweep.probe.study import ProbeExperiment, expand_layers, load_embeddings, run, select_layer
+from tests.tiny import make_fsd50k
+
+
+def _cfg(**text):
+    return from_dict(ProbeExperiment, {"text": {"model": "tiny-bert", **text}})
+
+
+def test_layers_all_with_one_lm_becomes_a_layer_grid():
+    space = {"text.layer": {"grid": "all"}, "probe.lr": {"grid": [1, 2]}}
+    out = expand_layers(space, [_cfg()], {"tiny-bert": 3})
+    assert out == {"probe.lr": {"grid": [1, 2]}, "text.layer": {"grid": [0, 1, 2]}}
+
+
+def test_layers_all_with_lms_of_different_depth_pairs_model_and_layer():
+    space = {"text.model": {"grid": ["tiny-bert", "tiny-gpt2"]}, "text.layer": {"grid": "all"}}
+    out = expand_layers(space, [_cfg(), _cfg(model="tiny-gpt2")], {"tiny-bert": 3, "tiny-gpt2": 2})
+    pairs = [(d["model"], d["layer"]) for d in out["text"]["grid"]]
+    assert pairs == [("tiny-bert", 0), ("tiny-bert", 1), ("tiny-bert", 2), ("tiny-gpt2", 0), ("tiny-gpt2", 1)]
+    assert all(d["template"] == "the sound of {}" for d in out["text"]["grid"])  # the rest of `text` is kept
+    assert expand_layers({"probe.lr": {"grid": [1]}}, [_cfg()], {}) == {"probe.lr": {"grid": [1]}}
+
+
+def test_select_layer_bounds():
+    emb = np.arange(3 * 4 * 2).reshape(3, 4, 2)
+    np.testing.assert_array_equal(select_layer(emb, -1, "m"), emb[2])
+    np.testing.assert_array_equal(select_layer(emb, 0, "m"), emb[0])
+    with pytest.raises(ConfigError, match="m has 3 hidden states"):
+        select_layer(emb, 3, "m")
+
+
+def test_text_from_npz_audio_extracted(tmp_path):
+    """One side from a file, the other extracted in-process: rows meet by class label."""
+    root = make_fsd50k(tmp_path / "fsd")
+    base = {"data": {"source": "fsd50k", "root": str(root), "clips_per_class": 3, "max_seconds": 1.0},
+            "audio": {"model": "logmel-stats"}, "probe": {"epochs": 20, "shared_dim": 8},
+            "extract": {"num_actors": 0, "cache_dir": str(tmp_path / "cache"), "progress": False}}
+    labels = ["Whispering", "Bark", "Thunder", "Meow", "Siren"]  # a subset, in another order
+    text = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    save_embeddings_npz(tmp_path / "t.npz", labels, text)
+    cfg = from_dict(ProbeExperiment, {**base, "embeddings": {"text": str(tmp_path / "t.npz")}})
+    emb = load_embeddings(cfg)
+    assert sorted(emb.labels) == sorted(labels) and emb.text.shape == (5, 16) and emb.audio.shape[0] == 5
+    for i, label in enumerate(emb.labels):
+        np.testing.assert_array_equal(emb.text[i], text[labels.index(label)])
+    assert run(cfg).metrics["n_classes"] == 5
