@@ -28,6 +28,9 @@ class UnknownNameError(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return self.args[0]
 
+    def __reduce__(self):  # survive pickling across Ray processes
+        return type(self), (self.kind, self.name, self.known)
+
 
 @dataclass(frozen=True)
 class Entry(Generic[T]):

@@ -22,6 +22,9 @@ class AudioReadError(ValueError):
         self.path, self.reason = str(path), " ".join(str(reason).split())  # one line, always
         super().__init__(f"{self.path}: {self.reason}")
 
+    def __reduce__(self):  # survive pickling, so a Ray actor's error reaches the driver intact
+        return type(self), (self.path, self.reason)
+
 
 def read_audio(path: str | Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
     """Read ``path`` as a float32 mono waveform ``(num_samples,)`` in [-1, 1] at ``sample_rate``.

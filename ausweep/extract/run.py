@@ -183,7 +183,7 @@ def audio_clip_embeddings(model: str, revision: str | None, soundset: SoundSet, 
             raise ExtractionError(f"class '{label}' of sound set '{soundset.name}' has no clips")
     shards = [paths[i : i + cfg.shard_size] for i in range(0, len(paths), cfg.shard_size)]
     specs = [_shard_spec(mspec, s) for s in shards]
-    todo = list(range(len(specs)))
+    todo = [i for i, s in enumerate(specs) if not cache.has(s)]
     done_clips = len(paths) - sum(len(shards[i]) for i in todo)
     if todo:
         log.info("audio %s: %d of %d shards to compute (%d clips cached)", model, len(todo), len(shards), done_clips)

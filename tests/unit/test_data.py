@@ -481,3 +481,10 @@ def test_demo_default_dir_respects_ausweep_cache(monkeypatch, tmp_path):
 def test_load_soundset_demo(demo_dir):
     s = load_soundset(DataConfig(source="demo", root=str(demo_dir), clips_per_class=2))
     assert s.meta["source"] == "demo" and s.meta["max_seconds"] == "10.0" and len(s.clips) == 2 * len(s.classes)
+
+
+def test_audio_read_error_survives_pickling():
+    import pickle
+
+    e = pickle.loads(pickle.dumps(AudioReadError("/x/a.wav", "cannot be decoded")))
+    assert isinstance(e, AudioReadError) and e.path == "/x/a.wav" and str(e) == "/x/a.wav: cannot be decoded"
