@@ -102,7 +102,9 @@ def _unwrap(e: BaseException) -> BaseException:
 def _make_workers(kind: str, model: str, revision: str | None, cfg: ExtractConfig, n: int) -> list[Any]:
     cache_root = str(cfg.cache().root)
     if cfg.num_actors == 0:
-        return [Extractor(kind, model, revision, cfg.device, cfg.batch_size, cache_root)]
+        worker = Extractor(kind, model, revision, cfg.device, cfg.batch_size, cache_root)
+        worker.ready()
+        return [worker]
     import ray
 
     from ausweep.runtime import init_ray

@@ -8,6 +8,7 @@ only small keys travel back to the driver and a shard that finished is never com
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,25 +26,48 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _actor_cpus() -> int | None:
+    """CPUs Ray reserved for this actor (at least 1), or None outside a Ray actor."""
+    ray = sys.modules.get("ray")  # an actor has imported ray; in-process use need not
+    if ray is None or not ray.is_initialized():
+        return None
+    ctx = ray.get_runtime_context()
+    if ctx.get_actor_id() is None:  # the driver running the extractor in-process
+        return None
+    return max(1, int(ctx.get_assigned_resources().get("CPU", 1)))
+
+
 class Extractor:
     """One loaded text LM or audio encoder."""
 
     def __init__(self, kind: str, model: str, revision: str | None, device: str, batch_size: int, cache_root: str):
-        self.kind, self.model_name, self.batch_size = kind, model, batch_size
+        cpus = _actor_cpus()
+        if cpus is not None:
+            import torch
+
+            # Ray derives OMP_NUM_THREADS from the actor's CPUs only when the driver's environment
+            # leaves it unset; an exported OMP_NUM_THREADS=N would give every actor N threads and
+            # oversubscribe the cores. Follow the reservation instead.
+            torch.set_num_threads(cpus)
+        if kind not in ("text", "audio"):
+            raise ValueError(f"unknown extractor kind {kind!r}")
+        self.kind, self.model_name, self.revision, self.batch_size = kind, model, revision, batch_size
         self.device = resolve_device(device)
         self.cache = EmbeddingCache(cache_root)
-        if kind == "text":
-            from ausweep.models.text import load_text_encoder
-
-            self.encoder: Any = load_text_encoder(model, device=self.device, revision=revision)
-        elif kind == "audio":
-            from ausweep.models.audio import load_audio_encoder
-
-            self.encoder = load_audio_encoder(model, device=self.device, revision=revision)
-        else:
-            raise ValueError(f"unknown extractor kind {kind!r}")
+        self.encoder: Any = None
 
     def ready(self) -> str:
+        """Load the model. Not done in ``__init__``: Ray reports an actor constructor's exception
+        only as text, while a method's exception reaches the driver as itself (one clear line)."""
+        if self.encoder is None:
+            if self.kind == "text":
+                from ausweep.models.text import load_text_encoder
+
+                self.encoder = load_text_encoder(self.model_name, device=self.device, revision=self.revision)
+            else:
+                from ausweep.models.audio import load_audio_encoder
+
+                self.encoder = load_audio_encoder(self.model_name, device=self.device, revision=self.revision)
         return self.device
 
     def text(self, spec: dict, sentences: Sequence[str], spans: Sequence[tuple[int, int]]) -> int:

@@ -79,17 +79,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as e:  # data and model errors: one line naming the file or model, not a traceback
         if _is_user_error(e) and not args.verbose:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
             return 2
         raise
     return _print_outcome(outcome)
 
 
 def _is_user_error(e: BaseException) -> bool:
+    """Errors about the user's inputs (files, names, values), reported in one line; ``-v`` shows
+    the traceback. Anything else is a bug and keeps its traceback."""
+    from ausweep.data.demo import DemoToolError
     from ausweep.extract import ExtractionError
+    from ausweep.models.catalog import ModelUnavailableError
 
-    names = {"AudioReadError", "EmbeddingsFileError", "ModelLoadError"}
-    return isinstance(e, (ExtractionError, ValueError)) or type(e).__name__ in names
+    return isinstance(e, (ExtractionError, ValueError, ModelUnavailableError, DemoToolError))
 
 
 def _print_fields(name: str) -> int:

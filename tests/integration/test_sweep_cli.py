@@ -165,3 +165,16 @@ def test_bring_your_own_embeddings_known_answer(tiny, ray_session):
     m = children[0].data.metrics
     assert m["acc_at_1"] > 0.9 and m["chance_at_1"] == pytest.approx(1 / 60)
     assert m["perm_acc_at_1"] < 0.15
+
+
+def test_hub_model_missing_offline_is_one_clear_line(tiny):
+    """A hub id that is not in the local cache fails inside a Ray actor; the driver says so in one line."""
+    tmp, root, uri = tiny
+    sweep = write_sweep(tmp / "tiny.yaml", root, tmp / "cache", num_actors=2)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp / "hf")}
+    out = subprocess.run([sys.executable, "-m", "ausweep.sweep", str(sweep), "text.model=acme/no-such-lm"], cwd=tmp,
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 2, out.stderr[-3000:]
+    err = [line for line in out.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "acme/no-such-lm" in err[0] and "HF_HUB_OFFLINE" in err[0], out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
