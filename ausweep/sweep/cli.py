@@ -42,14 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="where Tune keeps trial state (default $AUSWEEP_STORAGE or ./ausweep_runs)")
     p.add_argument("--show", action="store_true", help="print the resolved base config, search space and trial count; run nothing")
     p.add_argument("--fields", action="store_true", help="print every config field of the sweep's study with its help")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging, Tune's own trial tables, and tracebacks for input errors")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)  # options and key=value in any order
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "mlflow", "urllib3", "filelock", "httpx"):
+    # tensorboardX complains about every "acc@1"-style key Tune hands it; MLflow is our record.
+    for noisy in ("alembic", "mlflow", "urllib3", "filelock", "httpx", "tensorboardX"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from ausweep.config import ConfigError, parse_overrides
     from ausweep.registry import UnknownNameError
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.show:
             return _print_show(run_sweep(args.name, args.preset, overrides, dry_run=True))
-        outcome = run_sweep(args.name, args.preset, overrides, resume=args.resume, storage=args.storage)
+        outcome = run_sweep(args.name, args.preset, overrides, resume=args.resume, storage=args.storage, verbose=args.verbose)
     except (ConfigError, UnknownNameError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

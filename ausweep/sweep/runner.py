@@ -82,6 +82,7 @@ def run_sweep(
     resume: bool | str = False,
     storage: str | None = None,
     dry_run: bool = False,
+    verbose: bool = False,
 ) -> SweepOutcome | Sweep:
     """Run sweep ``name`` end to end and return its outcome (``dry_run``: the resolved Sweep only)."""
     sweep = load_sweep(name, preset, overrides)
@@ -127,7 +128,7 @@ def run_sweep(
             "overrides": overrides or {}, "space": space, "started": time.time(),
         }, indent=2, default=str))
 
-    tuner = _make_tuner(sweep, study, space, tracker, run_dir, resume=bool(state), cluster_gpus=cluster_gpus())
+    tuner = _make_tuner(sweep, study, space, tracker, run_dir, resume=bool(state), cluster_gpus=cluster_gpus(), verbose=verbose)
     outcome = SweepOutcome(run_dir=run_dir, parent_run_id=parent_id, tracking_uri=tracker.uri)
     status = "FAILED"
     try:
@@ -162,10 +163,12 @@ def _best(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] 
     return (max if mode == "max" else min)(scored, key=lambda r: r["metrics"][metric])
 
 
-def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: Path, resume: bool, cluster_gpus: float):
+def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: Path, resume: bool, cluster_gpus: float,
+                verbose: bool = False):
     from ray import tune
 
-    from ausweep.track.tune_callback import MLflowTrialLogger
+    from ausweep.sweep.spec import count_trials
+    from ausweep.track.tune_callback import MLflowTrialLogger, TrialProgress
 
     res = sweep.spec.resources
     trainable = tune.with_resources(
@@ -197,12 +200,15 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
         # Reusing trial processes skips a torch/transformers import (seconds) per trial.
         reuse_actors=True,
     )
+    callbacks = [MLflowTrialLogger(tracker, swept_keys=list(space), tags={"ausweep.sweep": sweep.name},
+                                   completed_dir=str(run_dir / "completed"))]
+    if not verbose:
+        callbacks.append(TrialProgress(count_trials(space, settings.num_samples), settings.metric, settings.mode))
     run_config = tune.RunConfig(
         name=run_dir.name,
         storage_path=str(run_dir.parent),
-        callbacks=[MLflowTrialLogger(tracker, swept_keys=list(space), tags={"ausweep.sweep": sweep.name},
-                                     completed_dir=str(run_dir / "completed"))],
+        callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-        verbose=1,
+        verbose=2 if verbose else 0,
     )
     return tune.Tuner(trainable, param_space=to_tune_space(sweep.base, space), tune_config=tune_config, run_config=run_config)

@@ -132,11 +132,16 @@ class Sweep:
         return [deep_merge(self.base, unflatten(p)) for p in self.grid_points()]
 
     def n_trials(self) -> int:
-        n = 1
-        for dist in self.space.values():
-            (kind, args), = dist.items()
-            n *= len(args) if kind == "grid" and args != "all" else 1
-        return n * self.spec.tune.num_samples
+        """Trials the sweep will run (a ``{grid: all}`` axis counts once until the study expands it)."""
+        return count_trials(self.space, self.spec.tune.num_samples)
+
+
+def count_trials(space: dict[str, dict[str, Any]], num_samples: int) -> int:
+    n = num_samples
+    for dist in space.values():
+        (kind, args), = dist.items()
+        n *= len(args) if kind == "grid" and args != "all" else 1
+    return n
 
 
 # ----------------------------------------------------------------------------- finding and loading

@@ -114,3 +114,43 @@ def write_completed(completed_dir: str, key: str, record: Mapping[str, Any]) -> 
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(record, default=str))
     os.replace(tmp, path)
+
+
+class TrialProgress(Callback):
+    """A one-line progress bar over trials with the best metric so far; replaces Tune's
+    per-trial result tables unless the user asks for them (``-v``)."""
+
+    def __init__(self, total: int, metric: str, mode: str):
+        self.total, self.metric, self.mode = total, metric, mode
+        self.best: float | None = None
+        self.failed = 0
+        self._bar: Any = None
+
+    def __getstate__(self) -> dict:  # pickled with Tune's experiment state; the bar is rebuilt
+        return {**self.__dict__, "_bar": None}
+
+    def setup(self, **info: Any) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self.total, desc="trials", unit="trial", dynamic_ncols=True)
+
+    def _tick(self, result: Mapping[str, Any] | None) -> None:
+        if self._bar is None:  # restored without setup()
+            self.setup()
+        value = (result or {}).get(self.metric)
+        if isinstance(value, (int, float)) and (self.best is None or (value > self.best) == (self.mode == "max")):
+            self.best = float(value)
+        self._bar.update(1)
+        best = "-" if self.best is None else f"{self.best:.4g}"
+        self._bar.set_postfix({f"best {self.metric}": best, "failed": self.failed}, refresh=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._tick(trial.last_result)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.failed += 1
+        self._tick(None)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
