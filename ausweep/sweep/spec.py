@@ -186,10 +186,13 @@ def list_sweeps() -> list[tuple[str, str]]:
             if p.stem in out:
                 continue
             try:
-                out[p.stem] = str(load_yaml(p).get("description", "")).strip().splitlines()[0:1]
+                raw = load_yaml(p)
+                desc = (str(raw.get("description", "")).strip().splitlines() or [""])[0]
+                presets = raw.get("presets") or {}
+                out[p.stem] = desc + (f"  [presets: {', '.join(presets)}]" if presets else "")
             except ConfigError as e:
-                out[p.stem] = [f"(invalid: {e})"]
-    return [(k, v[0] if v else "") for k, v in sorted(out.items())]
+                out[p.stem] = f"(invalid: {e})"
+    return sorted(out.items())
 
 
 def load_sweep(name: str, preset: str | None = None, overrides: dict[str, Any] | None = None) -> Sweep:
