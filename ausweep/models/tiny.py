@@ -108,7 +108,8 @@ def tiny_tokenizer(kind: str):
     letters = list(string.ascii_lowercase)
     if kind == "wordpiece":  # BERT-style uncased WordPiece
         specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        vocab = specials + letters + [f"##{c}" for c in letters] + sorted(set(WORDS))
+        # dict.fromkeys drops repeats ("a" is a letter and a word) so ids stay dense: 0..len-1.
+        vocab = list(dict.fromkeys(specials + letters + [f"##{c}" for c in letters] + sorted(set(WORDS))))
         tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

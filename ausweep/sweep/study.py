@@ -31,3 +31,4 @@ class Study:
 
 STUDIES: Registry[Study] = Registry("study")
 STUDIES.register("probe", "ausweep.probe.study:STUDY", help="Contrastive linear probe between LM text and audio embeddings (Ngo & Kim 2024).")
+STUDIES.register("auditorybench_baselines", "ausweep.benchmarks.study:STUDY", help="Zero-shot text-only AuditoryBench baselines: masked LMs by fill-mask, causal LMs by log-likelihood ranking.")

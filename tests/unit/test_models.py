@@ -402,3 +402,14 @@ def test_logmel_stats_puts_a_tone_in_its_band(freq):
 
 def test_resample_length():
     assert len(resample(np.zeros(16000, np.float32), 16000, 48000)) == 48000
+
+
+def test_tiny_tokenizer_ids_fit_the_embedding_table():
+    """Every token id indexes a row: a repeated vocabulary entry once made "with" crash tiny-bert."""
+    from ausweep.models.tiny import WORDS, build_tiny_text
+
+    for name in ("tiny-bert", "tiny-gpt2", "tiny-t5", "tiny-llama", "tiny-qwen2"):
+        model, tok = build_tiny_text(name)
+        assert max(tok.get_vocab().values()) < model.get_input_embeddings().num_embeddings, name
+        ids = tok(" ".join(WORDS), return_tensors="pt")["input_ids"]
+        (model.get_encoder() if model.config.is_encoder_decoder else model)(input_ids=ids)  # no id out of range
