@@ -1,0 +1,351 @@
+"""The training loop shared by the span detector and AudioBERT.
+
+Both are token-level classifiers trained with cross-entropy at *labelled* positions only: AudioBERT's
+labels are the answer's word-piece ids at the ``[MASK]`` positions (masked-LM loss, -100 elsewhere);
+the span detector's labels are O/B/I tags on every real token (-100 on special and padding tokens).
+So one loop serves both: :func:`fit` takes a model, a dict of padded tensors with a ``labels`` key,
+and a :class:`~ausweep.adapt.config.TrainConfig`.
+
+The loop: AdamW over the parameters that require grad, cosine schedule with linear warm-up
+(``transformers.get_cosine_schedule_with_warmup``), gradient-norm clipping, a dev evaluation each
+epoch, and a best-dev checkpoint of the trainable parameters (kept in memory, optionally written as
+safetensors). Plain PyTorch, no accelerate: one device, and the only mixed-precision case (bf16
+autocast on CUDA) needs no gradient scaler.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ausweep.adapt.config import TrainConfig
+
+IGNORE_INDEX = -100  # label of positions that carry no loss (torch's and transformers' convention)
+CHECKPOINT_NAME = "trainable.safetensors"
+
+Batch = Mapping[str, torch.Tensor]  # name -> tensor whose first dimension is the example
+
+
+# ----------------------------------------------------------------------------- loss and accuracy
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model's output: a tensor, or a transformers output with ``.logits``."""
+    return output if isinstance(output, torch.Tensor) else output.logits
+
+
+def masked_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over labelled positions.
+
+    Args:
+        logits: (B, T, C) float, C = vocabulary (masked LM) or tag set (span detector).
+        labels: (B, T) int64; :data:`IGNORE_INDEX` where there is no loss.
+
+    Returns:
+        Scalar; 0 (with a gradient path) when no position is labelled.
+    """
+    keep = labels != IGNORE_INDEX  # (B, T)
+    if not keep.any():
+        return logits.sum() * 0.0
+    # Select the labelled rows before the softmax: for a masked LM, that is 1-2 of T positions.
+    return F.cross_entropy(logits[keep].float(), labels[keep])
+
+
+def masked_token_counts(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, int]:
+    """Correct / total counts at labelled positions, per token and per example.
+
+    An example is correct when *every* labelled position is (AuditoryBench scores a multi-piece
+    answer such as "sea lion" by exact match of all its word-pieces). Examples with no labelled
+    position are not counted.
+
+    Args:
+        logits: (B, T, C); labels: (B, T) with :data:`IGNORE_INDEX` at unlabelled positions.
+    """
+    keep = labels != IGNORE_INDEX  # (B, T)
+    hit = (logits.argmax(-1) == labels) & keep  # (B, T)
+    has = keep.any(1)  # (B,)
+    exact = (hit.sum(1) == keep.sum(1)) & has  # (B,)
+    return {
+        "tokens_correct": int(hit.sum()),
+        "tokens": int(keep.sum()),
+        "examples_correct": int(exact.sum()),
+        "examples": int(has.sum()),
+    }
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def num_examples(data: Batch) -> int:
+    """Number of examples in a dict of tensors; every tensor must agree on its first dimension."""
+    sizes = {k: int(v.shape[0]) for k, v in data.items()}
+    if not sizes:
+        raise ValueError("empty batch: no tensors")
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"tensors disagree on the number of examples: {sizes}")
+    return next(iter(sizes.values()))
+
+
+def iter_batches(data: Batch, batch_size: int, generator: torch.Generator | None = None):
+    """Yield sub-dicts of ``batch_size`` examples; shuffled when ``generator`` is given."""
+    n = num_examples(data)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        yield {k: v[idx] for k, v in data.items()}
+
+
+def _to(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _autocast(device: torch.device, bf16: bool):
+    # bf16 autocast only on CUDA: see TrainConfig.bf16.
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+
+
+def _forward(model: nn.Module, batch: Batch) -> torch.Tensor:
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    return logits_of(model(**inputs))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Batch, batch_size: int = 64, device: str | torch.device = "cpu",
+             bf16: bool = False) -> dict[str, float]:
+    """Score ``model`` on ``data`` (padded tensors incl. ``labels``) at the labelled positions.
+
+    Returns ``loss`` (mean cross-entropy over labelled tokens), ``acc`` (exact match per example:
+    every labelled token right) and ``token_acc``.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loss_sum, counts = 0.0, {"tokens_correct": 0, "tokens": 0, "examples_correct": 0, "examples": 0}
+    try:
+        for batch in iter_batches(data, batch_size):
+            batch = _to(batch, device)
+            with _autocast(device, bf16):
+                logits = _forward(model, batch)
+            labels = batch["labels"]
+            keep = labels != IGNORE_INDEX
+            if keep.any():
+                loss_sum += float(F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum"))
+            for k, v in masked_token_counts(logits, labels).items():
+                counts[k] += v
+    finally:
+        model.train(was_training)
+    return {
+        "loss": loss_sum / max(counts["tokens"], 1),
+        "acc": counts["examples_correct"] / max(counts["examples"], 1),
+        "token_acc": counts["tokens_correct"] / max(counts["tokens"], 1),
+    }
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU copies of the parameters that require grad, by their ``named_parameters`` name."""
+    return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``state`` (from :func:`trainable_state_dict`) into ``model``; every name must exist
+    and be trainable, and every trainable parameter must be given."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    unknown, missing = sorted(set(state) - set(params)), sorted(set(params) - set(state))
+    if unknown or missing:
+        raise KeyError(f"trainable state does not fit the model: unknown {unknown[:5]}, missing {missing[:5]}")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(state[n].to(p.device, p.dtype))
+
+
+def save_trainable(state: Mapping[str, torch.Tensor], directory: str | Path,
+                   metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``state`` to ``directory/trainable.safetensors`` atomically.
+
+    The file is written under a temporary name in the same directory and renamed over the old
+    one, so a reader (or a crash mid-write) never sees a half-written checkpoint.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / CHECKPOINT_NAME
+    fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT_NAME}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        save_file(dict(state), tmp, metadata={str(k): str(v) for k, v in (metadata or {}).items()})
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
+
+
+def load_trainable(model: nn.Module, path: str | Path) -> dict[str, str]:
+    """Load a checkpoint written by :func:`save_trainable` (a file or its directory) into ``model``;
+    returns the file's metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    load_trainable_state_dict(model, load_file(str(path)))
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns.
+
+    ``history`` has one row per epoch: ``epoch``, ``train_loss`` (mean over that epoch's steps),
+    ``lr`` (at the epoch's end) and every dev metric prefixed ``dev_`` (``dev_acc``, ``dev_loss``,
+    ... from the evaluation function).
+    """
+
+    history: list[dict[str, float]]
+    best_epoch: int  # 0-based; the last epoch when there is no dev set
+    best_metric: float  # the selection metric at best_epoch (nan without a dev set)
+    metric: str  # its name, e.g. "acc"
+    examples_per_s: float  # training throughput (optimiser steps only, evaluation excluded)
+    train_seconds: float
+    best_state: dict[str, torch.Tensor] = field(repr=False)  # trainable parameters at best_epoch (CPU)
+    checkpoint: Path | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def fit(
+    model: nn.Module,
+    train_data: Batch,
+    cfg: TrainConfig,
+    dev_data: Batch | None = None,
+    eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
+    metric: str = "acc",
+    mode: str = "max",
+    log: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train the parameters of ``model`` that require grad; returns a :class:`TrainResult`.
+
+    Args:
+        model: called as ``model(**inputs)`` with every key of the data except ``labels``; returns
+            (B, T, C) logits or an output with ``.logits``.
+        train_data: dict of equally long tensors; ``labels`` (N, T) holds class ids at the
+            positions that carry loss and :data:`IGNORE_INDEX` elsewhere.
+        cfg: optimiser, schedule, epochs, device, checkpointing.
+        dev_data: scored after each epoch by :func:`evaluate` (unless ``eval_fn`` is given).
+        eval_fn: ``eval_fn(model) -> {name: value}``, replacing the default dev evaluation (the span
+            detector uses it to select on span F1). The model is in eval mode while it runs.
+        metric: the dev metric that selects the best epoch; ``mode`` "max" or "min".
+        log: called with each epoch's history row (e.g. to print or to report to Tune).
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    if "labels" not in train_data:
+        raise ValueError("train_data needs a 'labels' tensor")
+    n_train = num_examples(train_data)
+    device = torch.device(cfg.device)
+    seed_everything(cfg.seed)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (nothing requires grad)")
+    from transformers import get_cosine_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = math.ceil(n_train / cfg.batch_size) * cfg.epochs
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
+
+    if eval_fn is None and dev_data is not None:
+        def eval_fn(m: nn.Module) -> Mapping[str, float]:
+            return evaluate(m, dev_data, cfg.eval_batch_size, device, cfg.bf16)
+
+    history: list[dict[str, float]] = []
+    best_state, best_epoch, best = trainable_state_dict(model), -1, math.nan
+    checkpoint: Path | None = None
+    train_seconds = 0.0
+    for epoch in range(cfg.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        losses = []
+        for batch in iter_batches(train_data, cfg.batch_size, shuffle):
+            batch = _to(batch, device)
+            with _autocast(device, cfg.bf16):
+                logits = _forward(model, batch)
+            loss = masked_token_loss(logits, batch["labels"])
+            optimizer.zero_grad(set_to_none=True)
+            # A batch can have no trainable path (AudioBERT: no row has an auditory span, so every
+            # row ran through the frozen model); it then has nothing to update.
+            if loss.requires_grad:
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+            with warnings.catch_warnings():  # after a skipped step torch warns of the order; the schedule
+                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")  # counts batches on purpose
+                scheduler.step()
+            losses.append(float(loss.detach()))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds += time.perf_counter() - t0
+
+        row = {"epoch": float(epoch), "train_loss": float(np.mean(losses)), "lr": float(scheduler.get_last_lr()[0])}
+        if eval_fn is not None:
+            model.eval()
+            with torch.no_grad():
+                scores = dict(eval_fn(model))
+            if metric not in scores:
+                raise KeyError(f"the dev evaluation returned {sorted(scores)}, not the selection metric {metric!r}")
+            row.update({f"dev_{k}": float(v) for k, v in scores.items()})
+            value = float(scores[metric])
+            improved = best_epoch < 0 or (value > best if mode == "max" else value < best)
+        else:
+            value, improved = math.nan, True  # no dev set: keep the last epoch
+        if improved:
+            best_state, best_epoch, best = trainable_state_dict(model), epoch, value
+            if cfg.save_dir is not None:
+                checkpoint = save_trainable(best_state, cfg.save_dir, {"epoch": epoch, metric: value})
+        history.append(row)
+        if log is not None:
+            log(row)
+
+    if cfg.restore_best:
+        load_trainable_state_dict(model, best_state)
+    model.eval()
+    return TrainResult(
+        history=history,
+        best_epoch=best_epoch,
+        best_metric=best,
+        metric=metric,
+        examples_per_s=n_train * cfg.epochs / max(train_seconds, 1e-9),
+        train_seconds=train_seconds,
+        best_state=best_state,
+        checkpoint=checkpoint,
+    )
