@@ -187,6 +187,17 @@ def tiny_clap(seed: int = 0):
     return model.eval(), tokenizer, fe
 
 
+def load_tiny_clap_audio(name: str = "tiny-clap-joint", device: str = "cpu", revision: str | None = None, **options: Any):
+    """The audio tower of :func:`tiny_clap` as an audio encoder (``proj`` pooling, joint space), so
+    the extraction stage embeds corpora in the same space as :meth:`ClapTextAudio.tiny`'s text tower."""
+    from ausweep.models.audio import ClapAudioEncoder
+
+    if revision is not None:
+        raise ValueError(f"tiny model '{name}' is built from a config; it has no revisions")
+    model, _, fe = tiny_clap(seed=0)
+    return ClapAudioEncoder(model, fe, name, device=device, pooling="proj", **options)
+
+
 class ClapTextAudio:
     """CLAP's text and audio towers, both ending in unit-length vectors of the joint space.
 

@@ -167,6 +167,11 @@ def _register_all() -> None:
     )
     for name, help in TINY_AUDIO_HELP.items():
         AUDIO_MODELS.register(name, ModelSpec("ausweep.models.audio:load_tiny", "builtin:tiny"), help=help)
+    AUDIO_MODELS.register(
+        "tiny-clap-joint",
+        ModelSpec("ausweep.adapt.retrieval:load_tiny_clap_audio", "builtin:tiny"),
+        help="tiny random CLAP's audio tower in the joint space of its text tower (AudioBERT retrieval tests)",
+    )
 
 
 def ensure_registered() -> None:
@@ -300,8 +305,9 @@ def model_identity(registry: Registry, name: str, revision: str | None = None, *
     elif spec.source == "builtin:tiny":
         from ausweep.models import tiny  # no heavy imports at its top
 
-        table = tiny.TINY_TEXT if name in tiny.TINY_TEXT else tiny.TINY_AUDIO
-        blob = json.dumps([table[name], tiny.WORDS, tiny.SEED], sort_keys=True)
+        # A tiny model built from other tiny configs (tiny-clap-joint) depends on all of them.
+        config = tiny.TINY_TEXT.get(name) or tiny.TINY_AUDIO.get(name) or [spec.loader, tiny.TINY_TEXT, tiny.TINY_AUDIO]
+        blob = json.dumps([config, tiny.WORDS, tiny.SEED], sort_keys=True)
         ident["config_sha256"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
     elif spec.source == "local":
         checkpoint = options.get("checkpoint")

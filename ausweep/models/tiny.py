@@ -32,7 +32,8 @@ SEED = 0
 TINY_TEXT: dict[str, dict[str, Any]] = {
     "tiny-bert": dict(
         model_type="bert", tokenizer="wordpiece", hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+        # 512 positions like BERT: AuditoryBench sentences split into many tiny WordPiece pieces.
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
     ),
     "tiny-gpt2": dict(
         model_type="gpt2", tokenizer="gpt2-bpe", n_embd=32, n_layer=2, n_head=2, n_positions=64,

@@ -105,6 +105,7 @@ def run_sweep(
     # Trials must see the same relative paths as the driver, not their trial directory.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     from ausweep.runtime import cluster_gpus, init_ray
+    from ausweep.track.tune_callback import NOT_METRICS
 
     # prepare() checks model names first, so a typo fails before any Ray process starts.
     space = study.prepare(configs, sweep.space)
@@ -138,7 +139,7 @@ def run_sweep(
                 outcome.n_errors += 1
                 log.error("trial failed: %s", result.error)
                 continue
-            metrics = {k: v for k, v in (result.metrics or {}).items() if k not in ("series", "artifacts", "tags", "config", "ausweep_replayed")}
+            metrics = {k: v for k, v in (result.metrics or {}).items() if k not in NOT_METRICS}
             outcome.rows.append({"config": result.config, "metrics": metrics})
         out_dir = run_dir / "summary"
         out_dir.mkdir(exist_ok=True)

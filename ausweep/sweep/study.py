@@ -32,3 +32,4 @@ class Study:
 STUDIES: Registry[Study] = Registry("study")
 STUDIES.register("probe", "ausweep.probe.study:STUDY", help="Contrastive linear probe between LM text and audio embeddings (Ngo & Kim 2024).")
 STUDIES.register("auditorybench_baselines", "ausweep.benchmarks.study:STUDY", help="Zero-shot text-only AuditoryBench baselines: masked LMs by fill-mask, causal LMs by log-likelihood ranking.")
+STUDIES.register("audiobert", "ausweep.adapt.study:STUDY", help="AudioBERT on AuditoryBench: span detector, CLAP retrieval, span-gated LoRA (Ok, Yoo & Lee 2025).")

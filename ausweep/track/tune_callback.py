@@ -35,6 +35,7 @@ _TUNE_KEYS = {
     "time_since_restore", "done", "pid", "date", "hostname", "node_ip", "experiment_tag", "trial_id",
     "checkpoint_dir_name", "should_checkpoint",
 }
+NOT_METRICS = _TUNE_KEYS | set(RESERVED) | {REPLAYED, "config"}
 
 
 class MLflowTrialLogger(Callback):
@@ -65,7 +66,7 @@ class MLflowTrialLogger(Callback):
         if result.get(REPLAYED):
             return
         step = int(result.get("training_iteration", 1)) - 1
-        metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS and k not in RESERVED and not k.startswith("config")}
+        metrics = {k: v for k, v in result.items() if k not in NOT_METRICS and not k.startswith("config")}
         self.tracker.log_metrics(run_id, metrics, step=step)
         for name, values in (result.get("series") or {}).items():
             self.tracker.log_series(run_id, name, values)

@@ -1,0 +1,390 @@
+"""AudioBERT on AuditoryBench as a sweepable study (``python -m ausweep.sweep lora_rank``).
+
+One trial = one (task, LoRA settings, seed) point:
+
+1. *Auditory context*, shared by every trial of a task and so built once by :func:`prepare` and
+   cached: the span detector is trained on the task's train spans and tags every sentence; each
+   detected span's text goes through CLAP's text tower and retrieves the nearest clip of an audio
+   corpus, whose CLAP audio embeddings come from the extraction stage (sharded, cached).
+2. AudioBERT: the retrieved audio embedding is projected and written over the input embedding of
+   the span's first token; LoRA is active only for sentences with a span; trained with the
+   masked-LM loss, best dev epoch kept.
+3. Scores per split with the upstream metrics (animal: exact match of every word-piece; pitch:
+   higher vs lower at the mask), next to the same BERT with no audio (the text-only model).
+
+AudioBERT injects one vector per sentence, at the first detected span: the pitch task compares
+two spans, and only the first carries audio here.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+
+from ausweep.adapt.config import AudioBertConfig, TrainConfig
+from ausweep.config import config_hash, option, to_dict
+from ausweep.data.sources import DataConfig
+from ausweep.extract import ExtractConfig
+from ausweep.sweep.study import Study
+
+log = logging.getLogger(__name__)
+CONTEXT_VERSION = 1
+NO_SPAN = -1
+
+
+@dataclass(frozen=True)
+class SpanSettings:
+    source: Literal["detector", "gold"] = option("detector", help="'detector': train the span detector and use its spans; 'gold': the dataset's own spans (an oracle ablation).")
+    model: str = option("bert-base-uncased", help="Encoder of the span detector: a hub id, local folder, or tiny-bert (tests).")
+    epochs: int = option(5, help="Span detector training epochs (upstream: 5).")
+    lr: float = option(1e-5, help="Span detector learning rate (upstream: 1e-5).")
+    batch_size: int = option(16, help="Span detector batch size (upstream: 16).")
+    seed: int = option(0, help="Span detector seed (one detector serves every trial of a task).")
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    clap: str = option("clap", help="CLAP model, as an audio registry name whose vectors live in CLAP's joint space: 'clap' (laion/clap-htsat-fused), 'clap-unfused', or 'tiny-clap-joint' (tests).")
+    corpus: DataConfig = option(DataConfig(source="demo", clips_per_class=4), help="The audio corpus that spans retrieve from.")
+    extract: ExtractConfig = option(ExtractConfig(), help="How the corpus's CLAP embeddings are extracted and cached.")
+
+
+@dataclass(frozen=True)
+class AudioBertExperiment:
+    task: Literal["animal", "pitch"] = option("animal", help="AuditoryBench task: animal sound recognition or sound pitch comparison.")
+    model: str = option("bert-base-uncased", help="The masked LM AudioBERT wraps (needs its MLM head): hub id, local folder, tiny-bert.")
+    max_items: int | None = option(None, help="Use at most this many items per split (demos, smoke tests); None = all.")
+    eval_splits: list[str] = option(["dev", "test", "wiki"], help="Splits scored after training (dev also selects the best epoch).")
+    span: SpanSettings = option(SpanSettings(), help="Where auditory spans come from.")
+    retrieval: RetrievalSettings = option(RetrievalSettings(), help="CLAP text-to-audio retrieval.")
+    adapter: AudioBertConfig = option(AudioBertConfig(), help="Projection and LoRA (d_audio is set from the CLAP model).")
+    train: TrainConfig = option(TrainConfig(), help="AudioBERT training.")
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.eval_splits) - {"train", "dev", "test", "wiki"})
+        if bad:
+            raise ValueError(f"eval_splits: unknown split(s) {bad}")
+        if "dev" not in self.eval_splits:
+            raise ValueError("eval_splits must include 'dev' (it selects the best epoch)")
+        if self.max_items is not None and self.max_items < 2:
+            raise ValueError("max_items must be >= 2")
+
+
+# ----------------------------------------------------------------------------- auditory context
+
+
+def _items(cfg: AudioBertExperiment, split: str) -> list[Any]:
+    from ausweep.benchmarks.auditorybench import load_auditorybench
+
+    items = load_auditorybench(cfg.task, split)
+    return items[: cfg.max_items] if cfg.max_items else items
+
+
+def _splits(cfg: AudioBertExperiment) -> list[str]:
+    return ["train"] + [s for s in cfg.eval_splits if s != "train"]
+
+
+def clap_text_tower(name: str, device: str = "cpu"):
+    """The CLAP text tower matching audio registry name ``name`` (same checkpoint, same space)."""
+    from ausweep.adapt.retrieval import ClapTextAudio
+    from ausweep.models.catalog import AUDIO_HUB
+
+    if name == "tiny-clap-joint":
+        return ClapTextAudio.tiny(device=device)
+    hub = {n: h for n, h, _ in AUDIO_HUB}
+    if name not in hub and "/" not in name:
+        from ausweep.registry import UnknownNameError
+
+        raise UnknownNameError("CLAP model", name, sorted(n for n in hub if n.startswith("clap")) + ["tiny-clap-joint"])
+    return ClapTextAudio.from_pretrained(hub.get(name, name), device=device)
+
+
+def context_spec(cfg: AudioBertExperiment) -> dict[str, Any]:
+    from ausweep.data.sources import load_soundset
+    from ausweep.models.audio import audio_model_identity
+
+    return {
+        "kind": "audiobert-context",
+        "version": CONTEXT_VERSION,
+        "task": cfg.task,
+        "max_items": cfg.max_items,
+        "splits": _splits(cfg),
+        "span": to_dict(cfg.span),
+        "clap": audio_model_identity(cfg.retrieval.clap, None),
+        "corpus": load_soundset(cfg.retrieval.corpus).digest(),
+    }
+
+
+def auditory_context(cfg: AudioBertExperiment) -> dict[str, Any]:
+    """Per split: ``span`` (N, 2) character spans (-1 where none), ``audio`` (N, d) retrieved CLAP
+    audio embeddings (zeros where none), ``clip`` (N,) retrieved clip index; plus ``metrics``.
+    Cached under a hash of everything that determines it."""
+    cache = cfg.retrieval.extract.cache()
+    spec = context_spec(cfg)
+    hit = cache.get(spec)
+    if hit is None:
+        hit = _build_context(cfg)
+        cache.save(spec, hit)
+        hit = cache.load(spec)
+    metrics = json.loads(str(hit.pop("metrics")))
+    out: dict[str, Any] = {"metrics": metrics}
+    for split in _splits(cfg):
+        out[split] = {k: hit[f"{split}/{k}"] for k in ("span", "audio", "clip")}
+    return out
+
+
+def _build_context(cfg: AudioBertExperiment) -> dict[str, np.ndarray]:
+    from ausweep.adapt.retrieval import AudioIndex, retrieve_audio_embeddings
+    from ausweep.adapt.span_detector import locate_spans
+    from ausweep.data.sources import load_soundset
+    from ausweep.extract import audio_clip_embeddings
+
+    splits = {s: _items(cfg, s) for s in _splits(cfg)}
+    metrics: dict[str, float] = {}
+    spans: dict[str, list[tuple[int, int] | None]] = {}
+    if cfg.span.source == "gold":
+        for s, items in splits.items():
+            spans[s] = [(locate_spans(it.sentence, it.spans)[0] or [None])[0] for it in items]
+    else:
+        detector = _train_detector(cfg, splits)
+        for s, items in splits.items():
+            spans[s] = [(found or [None])[0] for found in detector.predict_spans([it.sentence for it in items])]
+            if s != "train":
+                scores = detector.evaluate([it.sentence for it in items], [list(it.spans) for it in items])
+                metrics.update({f"span/{s}/{k}": float(v) for k, v in scores.items()})
+
+    corpus = load_soundset(cfg.retrieval.corpus)
+    clip_emb = audio_clip_embeddings(cfg.retrieval.clap, None, corpus, cfg.retrieval.extract, cfg.retrieval.corpus.max_seconds)
+    index = AudioIndex(clip_emb)
+    text_tower = clap_text_tower(cfg.retrieval.clap)
+    clip_text = [corpus.class_text[c.label].lower() for c in corpus.clips]
+    out: dict[str, np.ndarray] = {}
+    for s, items in splits.items():
+        queries = [it.sentence[sp[0] : sp[1]] if sp is not None else None for it, sp in zip(items, spans[s])]
+        audio, picked = retrieve_audio_embeddings(queries, text_tower.embed_text, index)
+        out[f"{s}/span"] = np.array([sp if sp is not None else (NO_SPAN, NO_SPAN) for sp in spans[s]], dtype=np.int64).reshape(-1, 2)
+        out[f"{s}/audio"] = audio.numpy().astype(np.float32)
+        out[f"{s}/clip"] = picked.numpy()
+        metrics[f"span/{s}/coverage"] = float(np.mean([sp is not None for sp in spans[s]])) if items else 0.0
+        if cfg.task == "animal":
+            # The corpus is labelled by sound class, not by AuditoryBench answer: a retrieval counts
+            # as a hit when the retrieved clip's class names the animal.
+            hits = [p >= 0 and it.answer.lower() in clip_text[p] for it, p in zip(items, picked.tolist())]
+            metrics[f"retrieval/{s}/label_match_at_1"] = float(np.mean(hits)) if hits else 0.0
+    out["metrics"] = np.array(json.dumps(metrics))
+    return out
+
+
+def _train_detector(cfg: AudioBertExperiment, splits: dict[str, list[Any]]):
+    from ausweep.adapt.span_detector import SpanDetector
+
+    s = cfg.span
+    detector = SpanDetector.tiny(seed=s.seed) if s.model == "tiny-bert" else SpanDetector.from_pretrained(s.model)
+    train_cfg = TrainConfig(lr=s.lr, epochs=s.epochs, batch_size=s.batch_size, warmup_ratio=0.0, seed=s.seed)
+    log.info("training the span detector (%s) on %d %s sentences", s.model, len(splits["train"]), cfg.task)
+    detector.fit([it.sentence for it in splits["train"]], [list(it.spans) for it in splits["train"]], train_cfg,
+                 [it.sentence for it in splits["dev"]], [list(it.spans) for it in splits["dev"]])
+    return detector
+
+
+# ----------------------------------------------------------------------------- one trial
+
+
+def _encode(cfg: AudioBertExperiment, tokenizer: Any, split: str, ctx: dict[str, Any], max_length: int) -> dict[str, Any]:
+    import torch
+
+    from ausweep.adapt.audiobert import encode_masked
+
+    items = _items(cfg, split)
+    spans = [None if a == NO_SPAN else (int(a), int(b)) for a, b in ctx[split]["span"]]
+    data = encode_masked(tokenizer, [it.sentence for it in items], spans, [it.answer for it in items],
+                         max_length=max_length)
+    data["audio_embedding"] = torch.from_numpy(ctx[split]["audio"])
+    return data
+
+
+def score(model: Any, data: dict[str, Any], task: str, tokenizer: Any, batch_size: int = 64, text_only: bool = False) -> dict[str, Any]:
+    """Upstream metrics on encoded ``data``: ``acc`` and per-item correctness. ``text_only`` runs the
+    same weights with no span (so no audio and no LoRA): the plain pretrained BERT."""
+    import torch
+
+    from ausweep.adapt.train import IGNORE_INDEX
+    from ausweep.benchmarks.metrics import exact_match, mask_predictions, pitch_prediction
+
+    hi, lo = (tokenizer.convert_tokens_to_ids(w) for w in ("higher", "lower"))
+    correct: list[bool] = []
+    model.eval()
+    n = len(data["input_ids"])
+    with torch.no_grad():
+        for i in range(0, n, batch_size):
+            batch = {k: v[i : i + batch_size] for k, v in data.items()}
+            if text_only:
+                batch["span_first_token"] = torch.full_like(batch["span_first_token"], NO_SPAN)
+            labels = batch.pop("labels")
+            logits = model(**batch)
+            for row, lab in zip(logits, labels):
+                pos = (lab != IGNORE_INDEX).nonzero().squeeze(1).tolist()
+                if task == "animal":
+                    correct.append(exact_match(mask_predictions(row, pos), lab[pos].tolist()))
+                else:
+                    gold = "higher" if int(lab[pos[0]]) == hi else "lower"
+                    correct.append(pitch_prediction(row[pos[0]], hi, lo) == gold)
+    return {"acc": float(np.mean(correct)) if correct else float("nan"), "correct": correct}
+
+
+def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
+    """Train one AudioBERT; yields a result per epoch (for ASHA), then the final scores."""
+    import torch
+
+    from ausweep.adapt.audiobert import AudioBert, lora_param_formula
+    from ausweep.adapt.train import fit
+    from ausweep.models.heads import load_lm_with_head
+
+    ctx = auditory_context(cfg)
+    lm = load_lm_with_head(cfg.model, kind="mlm", device=cfg.train.device)
+    adapter = dataclasses.replace(cfg.adapter, d_audio=int(ctx["train"]["audio"].shape[1]))
+    model = AudioBert(lm.model, adapter)
+    tok = lm.tokenizer
+    max_length = min(256, lm.max_length or 256)  # AuditoryBench sentences are short; 256 is ample
+    data = {s: _encode(cfg, tok, s, ctx, max_length) for s in _splits(cfg)}
+
+    def dev_eval(m: Any) -> dict[str, float]:
+        return {"acc": score(m, data["dev"], cfg.task, tok, cfg.train.eval_batch_size)["acc"]}
+
+    rows: queue.Queue = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:  # fit() reports epochs through a callback; a generator must yield them
+        try:
+            outcome["result"] = fit(model, data["train"], cfg.train, eval_fn=dev_eval, metric="acc", log=rows.put)
+        except BaseException as e:  # re-raised in the trial's thread below
+            outcome["error"] = e
+        finally:
+            rows.put(None)
+
+    torch.manual_seed(cfg.train.seed)
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    while (row := rows.get()) is not None:
+        yield {"train_loss": row["train_loss"], "dev/acc": row.get("dev_acc", float("nan")), "epoch": row["epoch"]}
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    result = outcome["result"]
+
+    metrics: dict[str, Any] = dict(ctx["metrics"])
+    per_item = []
+    for s in cfg.eval_splits:
+        audio = score(model, data[s], cfg.task, tok, cfg.train.eval_batch_size)
+        text = score(model, data[s], cfg.task, tok, cfg.train.eval_batch_size, text_only=True)
+        metrics[f"{s}/acc"] = audio["acc"]
+        metrics[f"{s}/acc_text_only"] = text["acc"]
+        spans = ctx[s]["span"][:, 0] != NO_SPAN
+        per_item += [{"split": s, "index": i, "has_span": bool(spans[i]), "correct": a, "correct_text_only": t}
+                     for i, (a, t) in enumerate(zip(audio["correct"], text["correct"]))]
+    hidden, layers = lm.model.config.hidden_size, lm.model.config.num_hidden_layers
+    metrics.update({
+        "dev/acc": result.best_metric, "best_epoch": result.best_epoch,
+        "trainable_params": model.trainable_parameter_count(),
+        "lora_params": model.lora_parameter_count(),
+        "lora_params_formula": lora_param_formula(hidden, layers, adapter.lora_r, adapter.target_modules),
+        "examples_per_s": result.examples_per_s,
+    })
+    yield {
+        **metrics,
+        "artifacts": {"predictions.csv": _csv(per_item), "history.json": json.dumps(result.history, indent=1)},
+        "tags": {"ausweep.context": config_hash(context_spec(cfg))},
+    }
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- sweep hooks
+
+
+def prepare(configs: list[AudioBertExperiment], space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Check names, then build each task's auditory context once (span detector, retrieval)."""
+    from ausweep.models.audio import check_audio_model
+    from ausweep.models.heads import check_lm_with_head
+
+    for c in configs:
+        check_lm_with_head(c.model, kind="mlm")
+        check_audio_model(c.retrieval.clap)
+    done = set()
+    for c in configs:
+        key = config_hash(context_spec(c))
+        if key not in done:
+            auditory_context(c)
+            done.add(key)
+    return space
+
+
+def summarize(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """results.csv and accuracy against LoRA rank, with the spread over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from ausweep.config import from_dict
+
+    records = []
+    for r in rows:
+        cfg = from_dict(AudioBertExperiment, r["config"], where="trial config")  # fills in the defaults
+        rec = {"task": cfg.task, "rank": cfg.adapter.lora_r, "seed": cfg.train.seed, "model": cfg.model}
+        rec.update({k: v for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        records.append(rec)
+    table = pd.DataFrame.from_records(records)
+    path = out_dir / "results.csv"
+    table.to_csv(path, index=False)
+    out = [path]
+    split = "test/acc" if "test/acc" in table else "dev/acc"
+    if split in table:
+        tasks = sorted(table["task"].unique())
+        fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            g = table[table["task"] == task].groupby("rank")[split]
+            mean, std = g.mean(), g.std().fillna(0.0)
+            ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o", capsize=3, label="AudioBERT (mean ± sd over seeds)")
+            text_col = split.replace("/acc", "/acc_text_only")
+            if text_col in table:
+                ax.axhline(table[table["task"] == task][text_col].mean(), color="k", ls="--", label="same BERT, text only")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("LoRA rank r")
+            ax.set_ylabel(split)
+            ax.set_title(task)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / "acc_vs_rank.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out.append(path)
+    return out
+
+
+STUDY = Study(
+    name="audiobert",
+    config_cls=AudioBertExperiment,
+    prepare=prepare,
+    trial=trial,
+    summarize=summarize,
+    description="AudioBERT (span detector + CLAP retrieval + span-gated LoRA BERT) on AuditoryBench.",
+)
