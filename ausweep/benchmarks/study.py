@@ -15,9 +15,7 @@ records them as tags.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from ausweep.benchmarks.auditorybench import (
 )
 from ausweep.config import ConfigError, option, to_dict
 from ausweep.sweep.study import Study
+from ausweep.track.artifacts import rows_to_csv
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ def trial(cfg: BaselineConfig) -> Iterator[dict[str, Any]]:
 
     cfg = dataclasses.replace(cfg, progress=False)
     out = evaluate_config(cfg)
-    artifacts = {f"predictions/{name}.csv": _csv(rows) for name, rows in out.predictions.items()}
+    artifacts = {f"predictions/{name}.csv": rows_to_csv(rows) for name, rows in out.predictions.items()}
     artifacts["config.yaml"] = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     yield {
         **out.metrics,
@@ -253,16 +252,6 @@ def _check_kind(cfg: BaselineConfig, kind: str) -> None:
             f"'{cfg.model}' is a causal LM: it answers the animal task only as multiple choice "
             "(upstream defines no open-vocabulary exact match for causal LMs); use fmt=mc or tasks=[pitch]",
         )
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 STUDY = Study(

@@ -8,9 +8,7 @@ extracting every needed embedding on Ray actors into the cache), after which eac
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from ausweep.probe.config import ProbeConfig
 from ausweep.probe.run import ProbeResult
 from ausweep.probe.run import run as run_probe
 from ausweep.sweep.study import Study
+from ausweep.track.artifacts import rows_to_csv
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +120,7 @@ def trial(cfg: ProbeExperiment) -> Iterator[dict[str, Any]]:
     yield {
         **result.metrics,
         "series": {"train_loss": result.loss_curve},
-        "artifacts": {"per_class_accuracy.csv": _csv(result.per_class), "config.yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False)},
+        "artifacts": {"per_class_accuracy.csv": rows_to_csv(result.per_class), "config.yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False)},
         "tags": {"ausweep.data_digest": emb.digest, "ausweep.text_dim": emb.text.shape[1], "ausweep.audio_dim": emb.audio.shape[1]},
     }
 
@@ -171,16 +170,6 @@ def expand_layers(space: dict[str, dict[str, Any]], configs: list[ProbeExperimen
     base_text = to_dict(configs[0].text)
     pairs = [{**base_text, "model": m, "layer": layer} for m in models for layer in range(n_layers[m])]
     return {"text": {"grid": pairs}, **space}
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def summarize(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:

@@ -4,12 +4,23 @@ from pathlib import Path
 
 import pytest
 
-from ausweep.config import ConfigError, from_dict
+from ausweep.config import ConfigError, from_dict, unflatten
 from ausweep.registry import UnknownNameError
 from ausweep.sweep.spec import list_sweeps, load_sweep, to_tune_space
 from ausweep.sweep.study import STUDIES
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _fsd50k_without_root(base, prefix=""):
+    """Dotted paths of the config sections that read FSD50K but have no root yet."""
+    found = []
+    for key, value in base.items():
+        if isinstance(value, dict):
+            if value.get("source") == "fsd50k" and not value.get("root"):
+                found.append(prefix + key)
+            found += _fsd50k_without_root(value, prefix + key + ".")
+    return found
 
 
 def _shipped():
@@ -26,10 +37,11 @@ def _shipped():
 def test_every_shipped_sweep_and_preset_validates(name, preset, monkeypatch):
     monkeypatch.chdir(REPO)
     sweep = load_sweep(name, preset)
-    if sweep.base.get("data", {}).get("source") == "fsd50k":  # the user must say where FSD50K lives
+    roots = _fsd50k_without_root(sweep.base)
+    if roots:  # the user must say where FSD50K lives
         with pytest.raises(ConfigError, match="root"):
             from_dict(STUDIES.get(sweep.spec.study).config_cls, sweep.config_dicts()[0], where=str(sweep.path))
-        sweep = load_sweep(name, preset, {"data": {"root": "/data/FSD50K"}})
+        sweep = load_sweep(name, preset, unflatten({f"{r}.root": "/data/FSD50K" for r in roots}))
     study = STUDIES.get(sweep.spec.study)
     for cfg in sweep.config_dicts():
         from_dict(study.config_cls, cfg, where=str(sweep.path))
