@@ -1,13 +1,15 @@
-"""AudioBERT (Ok, Yoo & Lee, ICASSP 2025): a masked LM that reads an audio embedding at the auditory span.
+"""AudioBERT (Ok, Yoo & Lee, ICASSP 2025): a masked LM that reads an audio embedding at each auditory span.
 
-Given a sentence such as "a [MASK] says woof", the span detector finds the auditory span ("woof"),
-CLAP retrieval turns it into an audio clip embedding, and this model
+Given a sentence such as "a [MASK] says woof", the span detector finds the auditory spans ("woof";
+"a flute has a [MASK] pitch than a tuba" has two), CLAP retrieval turns each into an audio clip
+embedding, and this model
 
-1. maps the audio embedding (B, d_audio) to the LM's hidden size with a learned linear projection;
-2. writes the projected vector over the *word* embedding of the span's first token (the position,
+1. maps each audio embedding (d_audio) to the LM's hidden size with one learned linear projection;
+2. writes each projected vector over the *word* embedding of its span's first token (the position,
    token-type embeddings and LayerNorm are then applied by BERT as usual), via ``inputs_embeds``;
 3. runs the masked LM with LoRA adapters on the attention projections -- but only for sentences
-   that have an auditory span. Sentences without one go through the untouched pretrained model.
+   that have at least one auditory span. Sentences without one go through the untouched
+   pretrained model.
 
 Why gate by running two groups rather than, say, zeroing the LoRA output per row: with the adapters
 disabled (``PeftModel.disable_adapter()``), the no-span rows are computed by exactly the pretrained
@@ -29,6 +31,7 @@ description, and the audio vector replaces only the word embedding.
 
 from __future__ import annotations
 
+import numbers
 import re
 import warnings
 from collections.abc import Sequence
@@ -40,7 +43,8 @@ from torch import nn
 from ausweep.adapt.config import AudioBertConfig
 from ausweep.adapt.train import IGNORE_INDEX
 
-NO_SPAN = -1  # span_first_token value of a sentence without an auditory span
+NO_SPAN = -1  # span_first_token value of an absent span (no span, padding, or truncated away)
+Span = tuple[int, int]  # character (start, end) of an auditory span in its sentence
 
 
 def lora_param_formula(hidden: int, n_layers: int, r: int, targets: Sequence[str]) -> int:
@@ -120,25 +124,37 @@ class AudioBert(nn.Module):
         Args:
             input_ids: (B, T) int64 token ids (with ``[MASK]`` where the answer goes).
             attention_mask: (B, T) 0/1.
-            span_first_token: (B,) int64, index in ``[0, T)`` of the first token of the detected
-                auditory span, or -1 (:data:`NO_SPAN`) for a sentence without one.
-            audio_embedding: (B, d_audio) float; ignored (conventionally zeros) where there is no span.
+            span_first_token: (B, K) int64, per sentence the index in ``[0, T)`` of the first token of
+                each detected auditory span, -1 (:data:`NO_SPAN`) for an absent one (padding up to
+                K, a span truncated away). (B,) is read as K = 1. The valid indices of a row must
+                differ.
+            audio_embedding: (B, K, d_audio) float, the audio of span k at ``[:, k]``; (B, d_audio)
+                is read as K = 1. Entries of absent spans are ignored (conventionally zeros).
             token_type_ids: optional (B, T).
 
         Returns:
-            (B, T, vocab) logits. Rows without a span are exactly the pretrained model's logits.
+            (B, T, vocab) logits. Rows without any span are exactly the pretrained model's logits.
         """
         B, T = input_ids.shape
-        if span_first_token.shape != (B,):
-            raise ValueError(f"span_first_token must have shape ({B},), got {tuple(span_first_token.shape)}")
-        if audio_embedding.shape != (B, self.cfg.d_audio):
-            raise ValueError(
-                f"audio_embedding must have shape ({B}, {self.cfg.d_audio}), got {tuple(audio_embedding.shape)}"
-            )
-        if bool(((span_first_token < NO_SPAN) | (span_first_token >= T)).any()):
+        spans = span_first_token.unsqueeze(1) if span_first_token.ndim == 1 else span_first_token  # (B, K)
+        audio_in = audio_embedding.unsqueeze(1) if audio_embedding.ndim == 2 else audio_embedding  # (B, K, d)
+        if spans.ndim != 2 or spans.shape[0] != B or spans.shape[1] < 1:
+            raise ValueError(f"span_first_token must have shape ({B},) or ({B}, K), got {tuple(span_first_token.shape)}")
+        K = spans.shape[1]
+        if audio_in.shape != (B, K, self.cfg.d_audio):
+            want = f"({B}, {self.cfg.d_audio})" if K == 1 else ""
+            want += (" or " if want else "") + f"({B}, {K}, {self.cfg.d_audio})"
+            raise ValueError(f"audio_embedding must have shape {want}, got {tuple(audio_embedding.shape)}")
+        if bool(((spans < NO_SPAN) | (spans >= T)).any()):
             raise ValueError(f"span_first_token must be -1 or in [0, {T}), got {span_first_token.tolist()}")
+        if K > 1:
+            # index_put with repeated indices keeps an unspecified one of the vectors: refuse instead
+            ordered = spans.sort(dim=1).values
+            if bool(((ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)).any()):
+                raise ValueError(f"two spans of a row start at the same token: {span_first_token.tolist()}")
 
-        has_span = span_first_token >= 0  # (B,)
+        valid = spans >= 0  # (B, K)
+        has_span = valid.any(1)  # (B,)
         with_rows = has_span.nonzero().squeeze(1)  # (b1,)
         without_rows = (~has_span).nonzero().squeeze(1)  # (b0,)
 
@@ -149,8 +165,11 @@ class AudioBert(nn.Module):
         if len(with_rows):
             ids = input_ids[with_rows]  # (b1, T)
             embeds = self.word_embeddings(ids)  # (b1, T, H)
-            audio = self.audio_proj(audio_embedding[with_rows].to(self.audio_proj.weight.dtype))  # (b1, H)
-            at = (torch.arange(len(with_rows), device=ids.device), span_first_token[with_rows])
+            row, k = valid[with_rows].nonzero(as_tuple=True)  # (n,) each: the present spans of these rows
+            # only present spans are projected, so whatever padding entries hold never reaches the model
+            picked = audio_in[with_rows][row, k].to(self.audio_proj.weight.dtype)  # (n, d_audio)
+            audio = self.audio_proj(picked)  # (n, H)
+            at = (row, spans[with_rows][row, k])
             embeds = embeds.index_put(at, audio.to(embeds.dtype))  # out of place: keeps autograd simple
             out = self.lm(inputs_embeds=embeds, attention_mask=attention_mask[with_rows], **extra(with_rows))
             parts.append((with_rows, out.logits))
@@ -174,7 +193,7 @@ class AudioBert(nn.Module):
 # ----------------------------------------------------------------------------- encoding
 
 
-def first_token_of_span(offsets: Sequence[tuple[int, int]], span: tuple[int, int] | None,
+def first_token_of_span(offsets: Sequence[tuple[int, int]], span: Span | None,
                         special: Sequence[int] | None = None) -> int:
     """Index of the first token whose character offsets overlap ``span = (start, end)``; -1 if none.
 
@@ -192,10 +211,15 @@ def first_token_of_span(offsets: Sequence[tuple[int, int]], span: tuple[int, int
     return NO_SPAN
 
 
+def _is_one_span(x: Any) -> bool:
+    """True for one ``(start, end)`` pair, False for a list of them (or of None)."""
+    return isinstance(x, Sequence) and len(x) == 2 and all(isinstance(v, numbers.Integral) for v in x)
+
+
 def encode_masked(
     tokenizer: Any,
     sentences: Sequence[str],
-    spans: Sequence[tuple[int, int] | None],
+    spans: Sequence[Span | None] | Sequence[Sequence[Span | None]],
     answers: Sequence[str] | None = None,
     max_length: int = 128,
 ) -> dict[str, torch.Tensor]:
@@ -204,18 +228,29 @@ def encode_masked(
     Each sentence holds one ``tokenizer.mask_token`` (``[MASK]``). With ``answers``, the mask is
     widened to as many mask tokens as the answer has word-pieces ("sea lion" -> two), and ``labels``
     holds the answer's ids there (-100 elsewhere). ``spans`` are character spans of the auditory
-    span in the *given* sentence (e.g. from the span detector), or None; they are shifted when the
-    mask before them is widened.
+    spans in the *given* sentence (e.g. from the span detector); each span after the mask is
+    shifted when the mask is widened. Per sentence, either
+
+    * one ``(start, end)`` or None (no span): ``span_first_token`` is then (N,), or
+    * a list of them, k-th span's audio going to ``audio_embedding[:, k]``; None or an empty list
+      means no span: ``span_first_token`` is then (N, K), K = the longest list (at least 1),
+      padded with -1. A span keeps its slot k even when it is None or truncated away.
 
     Returns:
-        ``input_ids`` (N, T), ``attention_mask`` (N, T), ``span_first_token`` (N,) (-1 where the span
-        is None or was truncated away) and, with answers, ``labels`` (N, T).
+        ``input_ids`` (N, T), ``attention_mask`` (N, T), ``span_first_token`` (N,) or (N, K) (-1
+        where there is no span, the span was truncated away, or -- with a warning -- its first token
+        is that of an earlier span of the sentence) and, with answers, ``labels`` (N, T).
     """
     if len(spans) != len(sentences) or (answers is not None and len(answers) != len(sentences)):
         raise ValueError("sentences, spans and answers must have the same length")
+    per_sentence = any(x is not None and not _is_one_span(x) for x in spans)
+    if per_sentence:
+        span_lists = [[] if x is None else [x] if _is_one_span(x) else list(x) for x in spans]
+    else:
+        span_lists = [[x] for x in spans]
     mask = tokenizer.mask_token
     texts, new_spans, answer_ids = [], [], []
-    for i, (text, span) in enumerate(zip(sentences, spans)):
+    for i, (text, found) in enumerate(zip(sentences, span_lists)):
         where = [m.start() for m in re.finditer(re.escape(mask), text)]
         if len(where) != 1:
             raise ValueError(f"sentence {i} must contain exactly one {mask}, found {len(where)}: {text!r}")
@@ -226,24 +261,34 @@ def encode_masked(
             widened = " ".join([mask] * len(ids))
             shift = len(widened) - len(mask)
             text = text[: where[0]] + widened + text[where[0] + len(mask) :]
-            if span is not None and span[0] >= where[0] + len(mask):
-                span = (span[0] + shift, span[1] + shift)
+            found = [
+                (sp[0] + shift, sp[1] + shift) if sp is not None and sp[0] >= where[0] + len(mask) else sp
+                for sp in found
+            ]
             answer_ids.append(ids)
         texts.append(text)
-        new_spans.append(span)
+        new_spans.append(found)
 
     enc = tokenizer(
         texts, padding=True, truncation=True, max_length=max_length, return_offsets_mapping=True,
         return_special_tokens_mask=True, return_tensors="pt",
     )
-    first = [
-        first_token_of_span(off.tolist(), span, spec.tolist())
-        for off, span, spec in zip(enc["offset_mapping"], new_spans, enc["special_tokens_mask"])
-    ]
+    K = max([1] + [len(found) for found in new_spans])
+    first = torch.full((len(texts), K), NO_SPAN, dtype=torch.long)
+    for i, (off, found, spec) in enumerate(zip(enc["offset_mapping"], new_spans, enc["special_tokens_mask"])):
+        off, spec = off.tolist(), spec.tolist()
+        for k, span in enumerate(found):
+            at = first_token_of_span(off, span, spec)
+            if at != NO_SPAN and at in first[i, :k].tolist():
+                # one token can carry only one audio vector; keep the earlier span's
+                warnings.warn(f"sentence {i}: span {k} {span} starts at the same token as an earlier span; dropped",
+                              stacklevel=2)
+                at = NO_SPAN
+            first[i, k] = at
     out = {
         "input_ids": enc["input_ids"],
         "attention_mask": enc["attention_mask"],
-        "span_first_token": torch.tensor(first, dtype=torch.long),
+        "span_first_token": first if per_sentence else first[:, 0],
     }
     if answers is not None:
         labels = torch.full_like(enc["input_ids"], IGNORE_INDEX)

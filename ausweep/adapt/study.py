@@ -4,23 +4,23 @@ One trial = one (task, LoRA settings, seed) point:
 
 1. *Auditory context*, shared by every trial of a task and so built once by :func:`prepare` and
    cached: the span detector is trained on the task's train spans and tags every sentence; each
-   detected span's text goes through CLAP's text tower and retrieves the nearest clip of an audio
-   corpus, whose CLAP audio embeddings come from the extraction stage (sharded, cached).
-2. AudioBERT: the retrieved audio embedding is projected and written over the input embedding of
-   the span's first token; LoRA is active only for sentences with a span; trained with the
-   masked-LM loss, best dev epoch kept.
+   detected span's text (up to ``span.max_spans`` per sentence) goes through CLAP's text tower and
+   retrieves the nearest clip of an audio corpus, whose CLAP audio embeddings come from the
+   extraction stage (sharded, cached).
+2. AudioBERT: each span's retrieved audio embedding is projected and written over the input
+   embedding of that span's first token; LoRA is active only for sentences with a span; trained
+   with the masked-LM loss, best dev epoch kept.
 3. Scores per split with the upstream metrics (animal: exact match of every word-piece; pitch:
    higher vs lower at the mask), next to the same BERT with no audio (the text-only model).
 
-AudioBERT injects one vector per sentence, at the first detected span: the pitch task compares
-two spans, and only the first carries audio here.
+Every detected span carries its own retrieved audio, up to ``span.max_spans`` per sentence (the
+first ones in sentence order; default 2): the pitch task compares two sounds ("The sound of a flute
+has a [MASK] pitch than the sound of a tuba"), and each of its two spans gets its own clip.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import logging
 import queue
@@ -36,9 +36,10 @@ from ausweep.config import config_hash, option, to_dict
 from ausweep.data.sources import DataConfig
 from ausweep.extract import ExtractConfig
 from ausweep.sweep.study import Study
+from ausweep.track.artifacts import rows_to_csv
 
 log = logging.getLogger(__name__)
-CONTEXT_VERSION = 1
+CONTEXT_VERSION = 2  # 2: all spans per sentence (span (N, K, 2), audio (N, K, d), clip (N, K))
 NO_SPAN = -1
 
 
@@ -50,6 +51,11 @@ class SpanSettings:
     lr: float = option(1e-5, help="Span detector learning rate (upstream: 1e-5).")
     batch_size: int = option(16, help="Span detector batch size (upstream: 16).")
     seed: int = option(0, help="Span detector seed (one detector serves every trial of a task).")
+    max_spans: int = option(2, help="Spans kept per sentence, the first ones in sentence order; each retrieves its own clip and is written at its own first token (pitch compares two).")
+
+    def __post_init__(self) -> None:
+        if self.max_spans < 1:
+            raise ValueError(f"max_spans must be >= 1, got {self.max_spans}")
 
 
 @dataclass(frozen=True)
@@ -126,9 +132,10 @@ def context_spec(cfg: AudioBertExperiment) -> dict[str, Any]:
 
 
 def auditory_context(cfg: AudioBertExperiment) -> dict[str, Any]:
-    """Per split: ``span`` (N, 2) character spans (-1 where none), ``audio`` (N, d) retrieved CLAP
-    audio embeddings (zeros where none), ``clip`` (N,) retrieved clip index; plus ``metrics``.
-    Cached under a hash of everything that determines it."""
+    """Per split, K = ``span.max_spans`` slots per sentence, filled in sentence order: ``span``
+    (N, K, 2) character spans (-1 in empty slots), ``audio`` (N, K, d) the retrieved CLAP audio
+    embedding of each span (zeros in empty slots), ``clip`` (N, K) retrieved clip indices (-1 in
+    empty slots); plus ``metrics``. Cached under a hash of everything that determines it."""
     cache = cfg.retrieval.extract.cache()
     spec = context_spec(cfg)
     hit = cache.get(spec)
@@ -150,15 +157,16 @@ def _build_context(cfg: AudioBertExperiment) -> dict[str, np.ndarray]:
     from ausweep.extract import audio_clip_embeddings
 
     splits = {s: _items(cfg, s) for s in _splits(cfg)}
+    K = cfg.span.max_spans
     metrics: dict[str, float] = {}
-    spans: dict[str, list[tuple[int, int] | None]] = {}
+    spans: dict[str, list[list[tuple[int, int]]]] = {}
     if cfg.span.source == "gold":
         for s, items in splits.items():
-            spans[s] = [(locate_spans(it.sentence, it.spans)[0] or [None])[0] for it in items]
+            spans[s] = [locate_spans(it.sentence, it.spans)[0][:K] for it in items]
     else:
         detector = _train_detector(cfg, splits)
         for s, items in splits.items():
-            spans[s] = [(found or [None])[0] for found in detector.predict_spans([it.sentence for it in items])]
+            spans[s] = [found[:K] for found in detector.predict_spans([it.sentence for it in items])]
             if s != "train":
                 scores = detector.evaluate([it.sentence for it in items], [list(it.spans) for it in items])
                 metrics.update({f"span/{s}/{k}": float(v) for k, v in scores.items()})
@@ -168,18 +176,31 @@ def _build_context(cfg: AudioBertExperiment) -> dict[str, np.ndarray]:
     index = AudioIndex(clip_emb)
     text_tower = clap_text_tower(cfg.retrieval.clap)
     clip_text = [corpus.class_text[c.label].lower() for c in corpus.clips]
+    # One retrieval over every slot of every split: K queries per sentence, None in empty slots.
+    queries = [
+        it.sentence[sp[k][0] : sp[k][1]] if k < len(sp) else None
+        for s, items in splits.items() for it, sp in zip(items, spans[s]) for k in range(K)
+    ]
+    audio, picked = retrieve_audio_embeddings(queries, text_tower.embed_text, index)
+    audio, picked = audio.numpy().astype(np.float32), picked.numpy()
     out: dict[str, np.ndarray] = {}
+    start = 0
     for s, items in splits.items():
-        queries = [it.sentence[sp[0] : sp[1]] if sp is not None else None for it, sp in zip(items, spans[s])]
-        audio, picked = retrieve_audio_embeddings(queries, text_tower.embed_text, index)
-        out[f"{s}/span"] = np.array([sp if sp is not None else (NO_SPAN, NO_SPAN) for sp in spans[s]], dtype=np.int64).reshape(-1, 2)
-        out[f"{s}/audio"] = audio.numpy().astype(np.float32)
-        out[f"{s}/clip"] = picked.numpy()
-        metrics[f"span/{s}/coverage"] = float(np.mean([sp is not None for sp in spans[s]])) if items else 0.0
+        n = len(items)
+        rows = slice(start, start + n * K)
+        start += n * K
+        padded = [sp + [(NO_SPAN, NO_SPAN)] * (K - len(sp)) for sp in spans[s]]
+        out[f"{s}/span"] = np.array(padded, dtype=np.int64).reshape(n, K, 2)
+        out[f"{s}/audio"] = audio[rows].reshape(n, K, audio.shape[1])
+        out[f"{s}/clip"] = picked[rows].reshape(n, K)
+        counts = [len(sp) for sp in spans[s]]
+        metrics[f"span/{s}/coverage"] = float(np.mean([c > 0 for c in counts])) if items else 0.0
+        metrics[f"span/{s}/spans_per_sentence"] = float(np.mean(counts)) if items else 0.0
         if cfg.task == "animal":
             # The corpus is labelled by sound class, not by AuditoryBench answer: a retrieval counts
-            # as a hit when the retrieved clip's class names the animal.
-            hits = [p >= 0 and it.answer.lower() in clip_text[p] for it, p in zip(items, picked.tolist())]
+            # as a hit when a clip retrieved for one of the sentence's spans names the animal.
+            hits = [any(p >= 0 and it.answer.lower() in clip_text[p] for p in row)
+                    for it, row in zip(items, out[f"{s}/clip"].tolist())]
             metrics[f"retrieval/{s}/label_match_at_1"] = float(np.mean(hits)) if hits else 0.0
     out["metrics"] = np.array(json.dumps(metrics))
     return out
@@ -206,7 +227,8 @@ def _encode(cfg: AudioBertExperiment, tokenizer: Any, split: str, ctx: dict[str,
     from ausweep.adapt.audiobert import encode_masked
 
     items = _items(cfg, split)
-    spans = [None if a == NO_SPAN else (int(a), int(b)) for a, b in ctx[split]["span"]]
+    # slot k of a sentence keeps its place (None when empty) so span k meets audio[:, k]
+    spans = [[None if a == NO_SPAN else (int(a), int(b)) for a, b in row] for row in ctx[split]["span"]]
     data = encode_masked(tokenizer, [it.sentence for it in items], spans, [it.answer for it in items],
                          max_length=max_length)
     data["audio_embedding"] = torch.from_numpy(ctx[split]["audio"])
@@ -215,7 +237,7 @@ def _encode(cfg: AudioBertExperiment, tokenizer: Any, split: str, ctx: dict[str,
 
 def score(model: Any, data: dict[str, Any], task: str, tokenizer: Any, batch_size: int = 64, text_only: bool = False) -> dict[str, Any]:
     """Upstream metrics on encoded ``data``: ``acc`` and per-item correctness. ``text_only`` runs the
-    same weights with no span (so no audio and no LoRA): the plain pretrained BERT."""
+    same weights with no spans (so no audio and no LoRA): the plain pretrained BERT."""
     import torch
 
     from ausweep.adapt.train import IGNORE_INDEX
@@ -252,7 +274,7 @@ def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
 
     ctx = auditory_context(cfg)
     lm = load_lm_with_head(cfg.model, kind="mlm", device=cfg.train.device)
-    adapter = dataclasses.replace(cfg.adapter, d_audio=int(ctx["train"]["audio"].shape[1]))
+    adapter = dataclasses.replace(cfg.adapter, d_audio=int(ctx["train"]["audio"].shape[-1]))
     model = AudioBert(lm.model, adapter)
     tok = lm.tokenizer
     max_length = min(256, lm.max_length or 256)  # AuditoryBench sentences are short; 256 is ample
@@ -289,8 +311,9 @@ def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
         text = score(model, data[s], cfg.task, tok, cfg.train.eval_batch_size, text_only=True)
         metrics[f"{s}/acc"] = audio["acc"]
         metrics[f"{s}/acc_text_only"] = text["acc"]
-        spans = ctx[s]["span"][:, 0] != NO_SPAN
-        per_item += [{"split": s, "index": i, "has_span": bool(spans[i]), "correct": a, "correct_text_only": t}
+        n_spans = (ctx[s]["span"][:, :, 0] != NO_SPAN).sum(1)  # (N,)
+        per_item += [{"split": s, "index": i, "has_span": bool(n_spans[i] > 0), "n_spans": int(n_spans[i]),
+                      "correct": a, "correct_text_only": t}
                      for i, (a, t) in enumerate(zip(audio["correct"], text["correct"]))]
     hidden, layers = lm.model.config.hidden_size, lm.model.config.num_hidden_layers
     metrics.update({
@@ -302,18 +325,9 @@ def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
     })
     yield {
         **metrics,
-        "artifacts": {"predictions.csv": _csv(per_item), "history.json": json.dumps(result.history, indent=1)},
+        "artifacts": {"predictions.csv": rows_to_csv(per_item), "history.json": json.dumps(result.history, indent=1)},
         "tags": {"ausweep.context": config_hash(context_spec(cfg))},
     }
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- sweep hooks

@@ -2,7 +2,7 @@
 
 Tiny random models only (no hub, CPU, seconds). Known-answer tests on synthetic data: the detector
 must learn a marked vocabulary, and AudioBERT must recover a masked answer that only the injected
-audio embedding carries.
+audio embedding carries (also when it is the second of two spans' audio).
 """
 
 from __future__ import annotations
@@ -320,6 +320,106 @@ def test_encode_masked_widens_mask_and_shifts_span(tiny_mlm):
     assert first_token_of_span([(0, 0), (0, 1), (2, 5)], (3, 4), [1, 0, 0]) == 2
 
 
+def _two_span_batch(tok, d_audio=D_AUDIO, seed=0):
+    """Row 0: two spans; row 1: none (both slots -1); row 2: one span, then a padding slot."""
+    sentences = ["the woof of a [MASK] and the moo", "the sound of a [MASK]", "a [MASK] says woof"]
+    spans = [[(4, 8), (29, 32)], [], [(14, 18)]]
+    enc = encode_masked(tok, sentences, spans)
+    enc["audio_embedding"] = torch.randn(len(sentences), 2, d_audio, generator=torch.Generator().manual_seed(seed))
+    return enc
+
+
+def test_every_span_carries_audio_and_spanless_rows_are_the_pretrained_model(tiny_mlm):
+    mlm, tok = tiny_mlm
+    plain = copy.deepcopy(mlm).eval()
+    model = AudioBert(copy.deepcopy(mlm), AudioBertConfig(d_audio=D_AUDIO, lora_r=4, lora_alpha=8)).eval()
+    _make_lora_nonzero(model)
+    batch = _two_span_batch(tok)
+    spans = batch["span_first_token"]
+    assert spans.shape == (3, 2) and spans[1].tolist() == [NO_SPAN, NO_SPAN]
+    assert (spans[0] >= 1).all() and spans[2, 0] >= 1 and spans[2, 1] == NO_SPAN
+
+    def with_audio(row, k, value):
+        audio = batch["audio_embedding"].clone()
+        audio[row, k] = value
+        return dict(batch, audio_embedding=audio)
+
+    with torch.no_grad():
+        logits = model(**batch)
+        ref = plain(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        second = model(**with_audio(0, 1, torch.randn(D_AUDIO, generator=torch.Generator().manual_seed(9))))
+        first = model(**with_audio(0, 0, torch.zeros(D_AUDIO)))
+        padding = model(**with_audio(2, 1, torch.full((D_AUDIO,), 7.0)))  # a padding slot's audio
+        spanless = model(**with_audio(1, 0, torch.full((D_AUDIO,), 7.0)))
+        alone = model(**{k: v[[1]] for k, v in batch.items()})
+        alone_ref = plain(input_ids=batch["input_ids"][[1]], attention_mask=batch["attention_mask"][[1]]).logits
+    # both spans are read: changing either one's audio changes the row, and only that row
+    assert not torch.allclose(second[0], logits[0], atol=1e-4)
+    assert not torch.allclose(first[0], logits[0], atol=1e-4)
+    assert torch.equal(second[1:], logits[1:]) and torch.equal(first[1:], logits[1:])
+    # absent spans are never read
+    assert torch.equal(padding, logits) and torch.equal(spanless, logits)
+    # a row whose spans are all -1 is the pretrained model: bit for bit on its own, to float noise in a batch
+    assert torch.equal(alone, alone_ref)
+    assert torch.allclose(logits[1], ref[1], atol=1e-6, rtol=0)
+    assert not torch.allclose(logits[[0, 2]], ref[[0, 2]], atol=1e-3)
+
+    with pytest.raises(ValueError, match="audio_embedding"):
+        model(**dict(batch, audio_embedding=batch["audio_embedding"][:, 0]))  # (B, d) needs K == 1
+    with pytest.raises(ValueError, match="same token"):
+        model(**dict(batch, span_first_token=torch.tensor([[3, 3], [-1, -1], [4, -1]])))
+
+
+def test_one_span_per_row_reads_the_same_as_b_or_b1(tiny_mlm):
+    mlm, tok = tiny_mlm
+    model = AudioBert(copy.deepcopy(mlm), AudioBertConfig(d_audio=D_AUDIO, lora_r=4, lora_alpha=8)).eval()
+    _make_lora_nonzero(model)
+    batch = _batch(tok)
+    assert batch["span_first_token"].shape == (4,)  # single spans in, (N,) out, as before
+    flat = dict(batch)
+    column = dict(flat, span_first_token=flat["span_first_token"][:, None],
+                  audio_embedding=flat["audio_embedding"][:, None])
+    with torch.no_grad():
+        out = model(**flat)
+        assert torch.equal(out, model(**column))
+        # the two forms mix: (B,) spans with (B, 1, d) audio, (B, 1) spans with (B, d) audio
+        assert torch.equal(out, model(**dict(flat, audio_embedding=column["audio_embedding"])))
+        assert torch.equal(out, model(**dict(flat, span_first_token=column["span_first_token"])))
+    # the same spans given as one-element lists encode to the (N, 1) column
+    sentences = ["a [MASK] says woof", "the [MASK] is ringing", "the sound of a [MASK]", "a [MASK] and a dog"]
+    listed = encode_masked(tok, sentences, [[(14, 18)], [(15, 22)], [], None])
+    assert torch.equal(listed["span_first_token"], column["span_first_token"])
+
+
+def test_encode_masked_shifts_only_spans_after_the_widened_mask(tiny_mlm):
+    _, tok = tiny_mlm
+    sentence = "the woof of a [MASK] and the moo"
+    woof, moo = (4, 8), (29, 32)
+    assert sentence[slice(*woof)] == "woof" and sentence[slice(*moo)] == "moo"
+    enc = encode_masked(tok, [sentence, sentence, "a [MASK] says woof"], [[woof, moo], [moo, None], [(14, 18)]],
+                        answers=["sea lion", "dog", "cat"])
+    first = enc["span_first_token"]
+    assert first.shape == (3, 2) and first[2, 1] == NO_SPAN and first[1, 1] == NO_SPAN
+    ids = enc["input_ids"].tolist()
+    assert tok.convert_ids_to_tokens(ids[0]).count("[MASK]") > 1  # "sea lion": the mask was widened
+
+    def word_at(row, k, word):
+        n = len(tok(word, add_special_tokens=False)["input_ids"])
+        start = int(first[row, k])
+        return tok.decode(ids[row][start : start + n])
+
+    assert word_at(0, 0, "woof") == "woof"  # before the mask: unshifted
+    assert word_at(0, 1, "moo") == "moo"  # after the widened mask: shifted
+    assert word_at(1, 0, "moo") == "moo"  # one-piece answer: nothing to shift
+    assert word_at(2, 0, "woof") == "woof"
+    assert int(first[0, 1]) - int(first[1, 0]) == len(tok("sea lion", add_special_tokens=False)["input_ids"]) - 1
+
+    # two spans inside one token cannot both carry audio: the later one is dropped, with a warning
+    with pytest.warns(UserWarning, match="same token"):
+        enc = encode_masked(tok, ["a dog and a [MASK]"], [[(2, 3), (4, 5)]])
+    assert enc["span_first_token"].tolist() == [[2, NO_SPAN]]
+
+
 CLASSES = ["dog", "cat", "cow", "bird", "violin", "piano", "drum", "siren"]
 
 
@@ -362,6 +462,48 @@ def test_audiobert_recovers_answer_only_the_audio_carries(tiny_mlm):
     assert text_acc <= 1 / len(CLASSES) + 0.05
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.examples_per_s > 0
+
+
+def _second_span_task(tok, protos, quiet, n_per_class, gen, noise=0.3):
+    """"the sound of a [MASK] is ringing and buzzing": two spans per sentence, the same text for
+    every class; the first span's audio is one fixed vector ``quiet``, only the second's (class
+    prototype + noise) tells the answer."""
+    sentence = "the sound of a [MASK] is ringing and buzzing"
+    ringing, buzzing = sentence.index("ringing"), sentence.index("buzzing")
+    spans = [(ringing, ringing + len("ringing")), (buzzing, len(sentence))]
+    classes = CLASSES[: len(protos)]
+    answers = [c for c in classes for _ in range(n_per_class)]
+    data = encode_masked(tok, [sentence] * len(answers), [spans] * len(answers), answers, max_length=32)
+    k = torch.arange(len(classes)).repeat_interleave(n_per_class)
+    informative = protos[k] + noise * torch.randn(len(answers), protos.shape[1], generator=gen)
+    data["audio_embedding"] = torch.stack([quiet.expand(len(answers), -1), informative], 1)  # (N, 2, d)
+    return data
+
+
+def test_audiobert_reads_the_answer_from_the_second_span(tiny_mlm):
+    """Known answer for multi-span injection: the answer is in the second span's audio only, so a
+    model that read just the first span could not beat 1/4; with every span read, held-out accuracy
+    is ~1, and shuffling the second span's audio across items brings it back to chance."""
+    _, tok = tiny_mlm
+    base = _tiny_mlm_scaled(tok)
+    gen = torch.Generator().manual_seed(0)
+    protos = torch.randn(4, D_AUDIO, generator=gen)
+    quiet = torch.randn(1, D_AUDIO, generator=gen)
+    train, test = _second_span_task(tok, protos, quiet, 32, gen), _second_span_task(tok, protos, quiet, 10, gen)
+    assert train["span_first_token"].shape == (128, 2) and (train["span_first_token"] >= 0).all()
+    model = AudioBert(copy.deepcopy(base), AudioBertConfig(d_audio=D_AUDIO, lora_r=8, lora_alpha=16,
+                                                           lora_dropout=0.0, seed=0))
+    cfg = TrainConfig(lr=1e-2, epochs=20, batch_size=16, warmup_ratio=0.1, weight_decay=0.0, seed=0)
+    result = fit(model, train, cfg)  # 8 steps x 20 epochs = 160 steps
+    acc = evaluate(model, test)["acc"]
+
+    audio = test["audio_embedding"]
+    perm = torch.randperm(len(audio), generator=gen)
+    shuffled = dict(test, audio_embedding=torch.stack([audio[:, 0], audio[perm, 1]], 1))
+    shuffled_acc = evaluate(model, shuffled)["acc"]
+
+    assert acc > 0.9, result.history
+    assert shuffled_acc < 0.25 + 0.2, shuffled_acc
 
 
 # ============================================================================= training loop
