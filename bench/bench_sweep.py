@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
             ends = [c.info.end_time for c in children if c.info.end_time]
             loop = (max(ends) - min(starts)) / 1000 if children and ends else float("nan")
             n = len(outcome.rows)
-            in_trial = sum(float(r["metrics"].get("time_total_s", float("nan"))) for r in outcome.rows)
+            in_trial = sum(float(r["seconds"] if r.get("seconds") is not None else float("nan")) for r in outcome.rows)
             probe = sum(probe_s[int(r["config"]["probe"]["shared_dim"])] for r in outcome.rows)
             # Slot-seconds: with c trials at a time, c seconds of trial capacity pass per wall second.
             ovh_trial = (loop * concurrency - in_trial) / max(n, 1)

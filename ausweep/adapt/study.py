@@ -93,7 +93,12 @@ def _items(cfg: AudioBertExperiment, split: str) -> list[Any]:
     from ausweep.benchmarks.auditorybench import load_auditorybench
 
     items = load_auditorybench(cfg.task, split)
-    return items[: cfg.max_items] if cfg.max_items else items
+    # Three animal train sentences hold two [MASK]s (flagged "multi_mask"). Both stand for the
+    # animal, so writing the answer into one would leak it into the other: AudioBERT skips them.
+    kept = [it for it in items if it.sentence.count("[MASK]") == 1]
+    if len(kept) < len(items):
+        log.info("AuditoryBench %s/%s: skipping %d item(s) without exactly one [MASK]", cfg.task, split, len(items) - len(kept))
+    return kept[: cfg.max_items] if cfg.max_items else kept
 
 
 def _splits(cfg: AudioBertExperiment) -> list[str]:

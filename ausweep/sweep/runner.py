@@ -30,7 +30,7 @@ class SweepOutcome:
     run_dir: Path
     parent_run_id: str
     tracking_uri: str
-    rows: list[dict[str, Any]] = field(default_factory=list)  # one per trial: config + metrics
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per trial: config, metrics, seconds
     n_errors: int = 0
     artifacts: list[Path] = field(default_factory=list)
 
@@ -140,7 +140,8 @@ def run_sweep(
                 log.error("trial failed: %s", result.error)
                 continue
             metrics = {k: v for k, v in (result.metrics or {}).items() if k not in NOT_METRICS}
-            outcome.rows.append({"config": result.config, "metrics": metrics})
+            seconds = (result.metrics or {}).get("time_total_s")  # Tune's time inside the trial function
+            outcome.rows.append({"config": result.config, "metrics": metrics, "seconds": seconds})
         out_dir = run_dir / "summary"
         out_dir.mkdir(exist_ok=True)
         if outcome.rows:

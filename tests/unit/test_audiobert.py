@@ -568,3 +568,16 @@ def test_configs_validate():
     with pytest.raises(ConfigError, match="lora_r"):
         from_dict(AudioBertConfig, {"lora_r": 0})
     assert AudioBertConfig().target_modules == ["query", "key", "value"]
+
+
+def test_audiobert_skips_items_without_exactly_one_mask():
+    """Animal train has sentences with two [MASK]s; the full lora_rank sweep must not crash on them."""
+    from ausweep.adapt.study import AudioBertExperiment, _items
+    from ausweep.benchmarks.auditorybench import load_auditorybench
+
+    from ausweep.config import from_dict
+
+    cfg = from_dict(AudioBertExperiment, {"task": "animal"})
+    items = _items(cfg, "train")
+    assert all(it.sentence.count("[MASK]") == 1 for it in items)
+    assert len(load_auditorybench("animal", "train")) - len(items) == 3

@@ -51,3 +51,4 @@ def test_text_from_npz_audio_extracted(tmp_path):
     for i, label in enumerate(emb.labels):
         np.testing.assert_array_equal(emb.text[i], text[labels.index(label)])
     assert run(cfg).metrics["n_classes"] == 5
+
