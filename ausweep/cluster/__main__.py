@@ -1,0 +1,5 @@
+import sys
+
+from ausweep.cluster.cli import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""A real multi-node Ray cluster on this machine (``python -m ausweep.cluster up-local``).
+
+One head and one worker node (1 CPU each) plus an MLflow server, started once for the module: a
+tiny sweep submitted as a Ray job through the Jobs SDK lands in that server, and ``down-local``
+stops every process the cluster started, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.tiny import make_fsd50k, write_sweep
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "ausweep.cluster", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _exports(stdout: str) -> dict[str, str]:
+    return dict(line.removeprefix("export ").split("=", 1) for line in stdout.splitlines() if line.startswith("export "))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cluster")
+    try:
+        up = _cli("up-local", "--workers", "1", "--cpus-per-node", "1", "--mlflow-port", "0", "--dir", str(d),
+                  "--timeout", "150", timeout=200)
+        assert up.returncode == 0, up.stderr[-4000:]
+        yield d, json.loads((d / "cluster.json").read_text()), _exports(up.stdout)
+    finally:
+        if (d / "cluster.json").exists():  # a test failed before down-local, or up-local was cut off
+            _cli("down-local", "--dir", str(d), timeout=120)
+
+
+def _job_client(exports: dict[str, str]):
+    from ray.job_submission import JobSubmissionClient
+
+    # The explicit header works whatever RAY_AUTH_MODE this test process has (a local ray.init()
+    # elsewhere in the session turns token mode on, with a different token).
+    token = Path(exports["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+    return JobSubmissionClient(exports["RAY_ADDRESS"], headers={"Authorization": f"Bearer {token}"})
+
+
+def _wait_job(client, job_id: str, until: set[str], timeout: float) -> str:
+    deadline = time.time() + timeout
+    while (status := str(client.get_job_status(job_id).value)) not in until and time.time() < deadline:
+        time.sleep(1)
+    return status
+
+
+def test_sweep_submitted_as_ray_job_is_tracked_in_the_cluster_mlflow(cluster, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    d, state, exports = cluster
+    assert exports["RAY_ADDRESS"] == state["ray"]["dashboard_url"]
+    assert exports["RAY_AUTH_MODE"] == "token" and exports["MLFLOW_TRACKING_URI"] == state["mlflow"]["tracking_uri"]
+    assert [r["name"] for r in state["processes"]] == ["mlflow", "ray-head", "ray-worker-1"]
+    with pytest.raises(urllib.error.HTTPError) as no_token:  # the Jobs API wants the token
+        urllib.request.urlopen(f"{exports['RAY_ADDRESS']}/api/jobs/", timeout=10)
+    assert no_token.value.code == 401
+
+    root = make_fsd50k(tmp_path / "FSD50K")
+    sweep = write_sweep(tmp_path / "tiny.yaml", root, tmp_path / "cache", text_models=["tiny-bert"], lrs=(1e-2, 3e-3),
+                        num_actors=0)
+    client = _job_client(exports)
+    job_id = client.submit_job(
+        entrypoint=f"python -m ausweep.sweep {sweep} --storage {tmp_path / 'runs'}",
+        runtime_env={
+            "working_dir": str(REPO),
+            "excludes": [".git", "tests", "bench"],
+            "env_vars": {"MLFLOW_TRACKING_URI": exports["MLFLOW_TRACKING_URI"], "AUSWEEP_CACHE": str(tmp_path / "cache"),
+                         "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+        },
+    )
+    status = _wait_job(client, job_id, {"SUCCEEDED", "FAILED", "STOPPED"}, timeout=150)
+    assert status == "SUCCEEDED", f"job {status}:\n" + client.get_job_logs(job_id)[-4000:]
+
+    mlflow = MlflowClient(tracking_uri=exports["MLFLOW_TRACKING_URI"])  # over the server's REST API
+    exp = mlflow.get_experiment_by_name("tiny")
+    assert exp is not None
+    runs = mlflow.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert {float(c.data.params["probe.lr"]) for c in children} == {1e-2, 3e-3}
+    assert all("acc_at_1" in c.data.metrics for c in children)
+
+
+def _tree(state: dict) -> dict[int, tuple[float, str, str]]:
+    """Processes in the sessions the recorded pids lead, and all their descendants: pid -> (start, name, cmd)."""
+    sessions = {r["pid"] for r in state["processes"]}
+    found: dict[int, tuple[float, str, str]] = {}
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) in sessions:
+                for q in [p, *p.children(recursive=True)]:
+                    found[q.pid] = (q.create_time(), q.name(), " ".join(q.cmdline()))
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def _running(pid: int, started: float) -> bool:
+    try:
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE and abs(p.create_time() - started) < 0.5
+    except psutil.Error:
+        return False
+
+
+def test_down_local_stops_exactly_what_up_local_started(cluster, ray_session):
+    d, state, exports = cluster
+    again = _cli("up-local", "--dir", str(d), "--mlflow-port", "0", timeout=60)
+    assert again.returncode == 1 and "already up" in again.stderr, again.stderr
+    st = _cli("status-local", "--dir", str(d), timeout=60)
+    assert st.returncode == 0 and "2/2 alive" in st.stdout, st.stdout + st.stderr
+
+    # A job driver gets a session of its own (under its supervisor actor): down-local must find it too.
+    client = _job_client(exports)
+    job_id = client.submit_job(entrypoint="python -c 'import time; time.sleep(600)'")
+    assert _wait_job(client, job_id, {"RUNNING", "FAILED", "STOPPED", "SUCCEEDED"}, timeout=60) == "RUNNING"
+    deadline = time.time() + 30
+    while not any("time.sleep(600)" in cmd for *_, cmd in _tree(state).values()) and time.time() < deadline:
+        time.sleep(0.5)
+
+    ours = _tree(state)
+    names = [name for _, name, _ in ours.values()]
+    assert names.count("gcs_server") == 1 and names.count("raylet") == 2, names
+    assert any("time.sleep(600)" in cmd for *_, cmd in ours.values()), "the job's driver should be running"
+    assert {r["pid"] for r in state["processes"]} <= set(ours)
+
+    t0 = time.time()
+    down = _cli("down-local", "--dir", str(d), timeout=120)
+    assert down.returncode == 0, down.stderr
+    still = {pid: cmd for pid, (started, _, cmd) in ours.items() if _running(pid, started)}
+    assert not still, f"left running after down-local ({time.time() - t0:.0f} s): {still}"
+    assert not _tree(state)
+    temp = state["ray"]["temp_root"]
+    assert not [p.pid for p in psutil.process_iter(["cmdline"]) if any(temp in a for a in p.info["cmdline"] or [])]
+    assert not (d / "cluster.json").exists() and not (d / "auth_token").exists()
+    assert (d / "mlflow.db").is_file(), "the MLflow store outlives the cluster"
+
+    def one() -> int:
+        return 1
+
+    # Another Ray on the machine (this test session's own) is untouched: no `ray stop`.
+    assert ray_session.get(ray_session.remote(one).remote(), timeout=60) == 1
+    again = _cli("down-local", "--dir", str(d), timeout=60)
+    assert again.returncode == 1 and "no local cluster" in again.stderr
