@@ -146,9 +146,7 @@ def _mlm(lm: LMWithHead, items: list[Item], batch_size: int, length_norm: bool, 
             row["n_pieces"] = len(t)
             _add_choice(row, it, cand_scores)
         else:
-            pred = M.choose_pitch(cand_scores[0], cand_scores[1])
-            row.update(prediction=pred, correct=int(pred == it.answer),
-                       score_higher=cand_scores[0], score_lower=cand_scores[1])
+            _add_pitch(row, it, cand_scores)
         row["flags"] = " ".join(it.flags)
         rows.append(row)
     return rows, len(cropped)
@@ -221,15 +219,19 @@ def _causal(lm: LMWithHead, items: list[Item], batch_size: int, length_norm: boo
         if it.task == "animal":
             _add_choice(row, it, cand_scores)
         else:
-            pred = M.choose_pitch(cand_scores[0], cand_scores[1])
-            row.update(prediction=pred, correct=int(pred == it.answer),
-                       score_higher=cand_scores[0], score_lower=cand_scores[1])
+            _add_pitch(row, it, cand_scores)
         row["flags"] = " ".join(it.flags)
         rows.append(row)
     return rows, len(cropped)
 
 
 # ----------------------------------------------------------------------------- shared
+
+
+def _add_pitch(row: dict[str, Any], it: Item, cand_scores: list[float]) -> None:
+    """Pitch columns of a prediction row: the choice between the "higher" and "lower" scores."""
+    pred = M.choose_pitch(cand_scores[0], cand_scores[1])
+    row.update(prediction=pred, correct=int(pred == it.answer), score_higher=cand_scores[0], score_lower=cand_scores[1])
 
 
 def _add_choice(row: dict[str, Any], it: Item, scores: list[float]) -> None:
