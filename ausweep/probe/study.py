@@ -102,9 +102,7 @@ def select_layer(all_layers: np.ndarray, layer: int, model: str) -> np.ndarray:
 def run(cfg: ProbeExperiment) -> ProbeResult:
     """The experiment for one config: embeddings (cached) -> probes over the class splits."""
     emb = load_embeddings(cfg)
-    result = run_probe(emb.text, emb.audio, emb.labels, cfg.probe)
-    result.metrics["n_classes"] = float(len(emb.labels))
-    return result
+    return run_probe(emb.text, emb.audio, emb.labels, cfg.probe)
 
 
 # ----------------------------------------------------------------------------- sweep hooks
