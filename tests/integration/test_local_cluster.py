@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import signal
+import struct
 import subprocess
 import sys
 import time
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from tests.tiny import make_fsd50k, write_sweep
 
@@ -104,6 +109,49 @@ def test_sweep_submitted_as_ray_job_is_tracked_in_the_cluster_mlflow(cluster, tm
     assert all("acc_at_1" in c.data.metrics for c in children)
 
 
+def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp}", "--virtual-time-budget=15000"]
+    return subprocess.run(["chromium", *flags, *args], capture_output=True, timeout=120, check=False)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not on PATH (`make install` installs it)")
+def test_mlflow_ui_in_headless_chromium_shows_the_sweep_runs(cluster, tmp_path):
+    """The MLflow UI (a JS app) of the cluster renders the sweep of the test above in a real browser."""
+    from mlflow.tracking import MlflowClient
+
+    _, _, exports = cluster
+    mlflow = MlflowClient(tracking_uri=exports["MLFLOW_TRACKING_URI"])
+    exp = mlflow.get_experiment_by_name("tiny")
+    if exp is None:
+        pytest.skip("no 'tiny' experiment: the sweep test above did not run")
+    runs = mlflow.search_runs([exp.experiment_id], max_results=100)
+    names = {r.info.run_name for r in runs}
+    assert len(runs) == 3 and len(names) == 3, names  # the parent and its two children
+    # The experiment's default page (MLflow 3) is the GenAI overview; the runs table nests children
+    # under their parent (collapsed) unless sorted by something other than the date.
+    url = (f"{exports['MLFLOW_TRACKING_URI']}/#/experiments/{exp.experiment_id}/runs"
+           "?orderByKey=attributes.run_name&orderByAsc=true")
+
+    dom = _chromium("--dump-dom", url, tmp=tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr.decode(errors="replace")[-3000:]
+    html = dom.stdout.decode(errors="replace")
+    text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"(?s)<(script|style)\b.*?</\1>", " ", html)).split())
+    assert "Training runs" in text and "tiny" in text, text[:2000]
+    missing = {n for n in names if n not in text}
+    assert not missing, f"run names not rendered: {missing}; page text: {text[:3000]}"
+    assert "3 matching runs" in text, text[:3000]
+
+    png = tmp_path / "mlflow.png"
+    shot = _chromium(f"--screenshot={png}", "--window-size=1400,900", url, tmp=tmp_path / "profile-shot")
+    assert shot.returncode == 0 and png.is_file(), shot.stderr.decode(errors="replace")[-3000:]
+    head = png.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    assert struct.unpack(">II", head[16:24]) == (1400, 900)
+    assert png.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
 def _tree(state: dict) -> dict[int, tuple[float, str, str]]:
     """Processes in the sessions the recorded pids lead, and all their descendants: pid -> (start, name, cmd)."""
     sessions = {r["pid"] for r in state["processes"]}
@@ -165,3 +213,110 @@ def test_down_local_stops_exactly_what_up_local_started(cluster, ray_session):
     assert ray_session.get(ray_session.remote(one).remote(), timeout=60) == 1
     again = _cli("down-local", "--dir", str(d), timeout=60)
     assert again.returncode == 1 and "no local cluster" in again.stderr
+
+
+# ----------------------------------------------------------------------------- losing a node mid-sweep
+
+
+@pytest.fixture(scope="module")
+def cluster3(tmp_path_factory):
+    """Head + 2 workers (1 CPU each), for the node-loss test; stopped at the end of the module."""
+    d = tmp_path_factory.mktemp("cluster3")
+    try:
+        up = _cli("up-local", "--workers", "2", "--cpus-per-node", "1", "--mlflow-port", "0", "--dir", str(d),
+                  "--timeout", "150", timeout=200)
+        assert up.returncode == 0, up.stderr[-4000:]
+        yield d, json.loads((d / "cluster.json").read_text()), _exports(up.stdout)
+    finally:
+        if (d / "cluster.json").exists():
+            _cli("down-local", "--dir", str(d), timeout=120)
+
+
+def _node_procs(leader: int) -> list[psutil.Process]:
+    """The processes of the node whose `ray start` leads session ``leader``, with their descendants."""
+    found: dict[int, psutil.Process] = {}
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == leader:
+                for q in [p, *p.children(recursive=True)]:
+                    found[q.pid] = q
+        except (OSError, psutil.Error):
+            continue
+    return list(found.values())
+
+
+def _cmd(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def test_sweep_survives_losing_a_worker_node(cluster3, tmp_path):
+    """SIGKILL a worker node while one of its trials runs: the job still succeeds, and MLflow holds
+    exactly one FINISHED child per trial (the retried trial reuses its run)."""
+    from mlflow.tracking import MlflowClient
+
+    _, state, exports = cluster3
+    workers = {r["name"]: r["pid"] for r in state["processes"] if r["name"].startswith("ray-worker-")}
+    assert len(workers) == 2
+
+    root = make_fsd50k(tmp_path / "FSD50K")
+    sweep = write_sweep(tmp_path / "killnode.yaml", root, tmp_path / "cache", text_models=["tiny-bert", "tiny-gpt2"],
+                        lrs=(1e-2, 3e-3, 1e-3), num_actors=0, max_concurrent=2, epochs=5000)
+    spec = yaml.safe_load(sweep.read_text())
+    spec["tune"]["max_failures"] = 3
+    sweep.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+    client = _job_client(exports)
+    t0 = time.time()
+    job_id = client.submit_job(
+        entrypoint=f"python -m ausweep.sweep {sweep} --storage {tmp_path / 'runs'}",
+        # The driver takes the head's only CPU, so every trial (1 CPU) runs on a worker node.
+        entrypoint_num_cpus=1, entrypoint_resources={"node:__internal_head__": 0.01},
+        runtime_env={
+            "working_dir": str(REPO),
+            "excludes": [".git", "tests", "bench"],
+            "env_vars": {"MLFLOW_TRACKING_URI": exports["MLFLOW_TRACKING_URI"], "AUSWEEP_CACHE": str(tmp_path / "cache"),
+                         "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+        },
+    )
+    # Wait for a trial process on a worker node that does not host the job's driver.
+    victim = None
+    deadline = time.time() + 180
+    while victim is None and time.time() < deadline:
+        status = str(client.get_job_status(job_id).value)
+        assert status in ("PENDING", "RUNNING"), f"job {status} before a trial ran:\n" + client.get_job_logs(job_id)[-4000:]
+        for name, pid in workers.items():
+            cmds = [_cmd(p) for p in _node_procs(pid)]
+            if any("ausweep.sweep" in c for c in cmds):
+                continue  # the driver is here: losing it is another test
+            if any("ImplicitFunc.train" in c for c in cmds):  # an actor is in a trial, not idle
+                victim = name
+                break
+        time.sleep(0.5)
+    assert victim is not None, "no trial ran on a worker node:\n" + client.get_job_logs(job_id)[-4000:]
+    time.sleep(0.5)
+    killed_at = time.time() - t0
+    os.killpg(workers[victim], signal.SIGKILL)
+
+    status = _wait_job(client, job_id, {"SUCCEEDED", "FAILED", "STOPPED"}, timeout=400)
+    logs = client.get_job_logs(job_id)
+    assert status == "SUCCEEDED", f"job {status} (killed {victim} at {killed_at:.0f} s):\n" + logs[-4000:]
+    # The kill did hit a running trial, which Tune ran again (FailureConfig.max_failures).
+    assert "Trial task failed for trial" in logs, logs[-4000:]
+    assert "sweep finished: 6 trial(s) done, 0 failed" in logs, logs[-4000:]
+
+    mlflow = MlflowClient(tracking_uri=exports["MLFLOW_TRACKING_URI"])
+    exp = mlflow.get_experiment_by_name("killnode")
+    assert exp is not None
+    runs = mlflow.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", [(r.info.run_name, r.info.status) for r in parents]
+    summary = [(c.info.run_name, c.info.status, c.data.tags.get("ausweep.attempts")) for c in children]
+    assert len(children) == 6 and all(c.info.status == "FINISHED" for c in children), summary
+    assert len({c.data.tags["ausweep.trial_key"] for c in children}) == 6, summary
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert all("acc_at_1" in c.data.metrics for c in children), summary
+    print(f"killed {victim} at {killed_at:.0f} s; job done at {time.time() - t0:.0f} s; children {summary}")
