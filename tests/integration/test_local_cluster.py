@@ -7,6 +7,7 @@ stops every process the cluster started, and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -40,17 +41,23 @@ def _exports(stdout: str) -> dict[str, str]:
     return dict(line.removeprefix("export ").split("=", 1) for line in stdout.splitlines() if line.startswith("export "))
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cluster")
+@contextlib.contextmanager
+def _local_cluster(d: Path, workers: int):
+    """up-local with ``workers`` worker nodes (1 CPU each) in ``d``; always torn down."""
     try:
-        up = _cli("up-local", "--workers", "1", "--cpus-per-node", "1", "--mlflow-port", "0", "--dir", str(d),
+        up = _cli("up-local", "--workers", str(workers), "--cpus-per-node", "1", "--mlflow-port", "0", "--dir", str(d),
                   "--timeout", "150", timeout=200)
         assert up.returncode == 0, up.stderr[-4000:]
         yield d, json.loads((d / "cluster.json").read_text()), _exports(up.stdout)
     finally:
         if (d / "cluster.json").exists():  # a test failed before down-local, or up-local was cut off
             _cli("down-local", "--dir", str(d), timeout=120)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with _local_cluster(tmp_path_factory.mktemp("cluster"), workers=1) as c:
+        yield c
 
 
 def _job_client(exports: dict[str, str]):
@@ -221,15 +228,8 @@ def test_down_local_stops_exactly_what_up_local_started(cluster, ray_session):
 @pytest.fixture(scope="module")
 def cluster3(tmp_path_factory):
     """Head + 2 workers (1 CPU each), for the node-loss test; stopped at the end of the module."""
-    d = tmp_path_factory.mktemp("cluster3")
-    try:
-        up = _cli("up-local", "--workers", "2", "--cpus-per-node", "1", "--mlflow-port", "0", "--dir", str(d),
-                  "--timeout", "150", timeout=200)
-        assert up.returncode == 0, up.stderr[-4000:]
-        yield d, json.loads((d / "cluster.json").read_text()), _exports(up.stdout)
-    finally:
-        if (d / "cluster.json").exists():
-            _cli("down-local", "--dir", str(d), timeout=120)
+    with _local_cluster(tmp_path_factory.mktemp("cluster3"), workers=2) as c:
+        yield c
 
 
 def _node_procs(leader: int) -> list[psutil.Process]:
