@@ -204,3 +204,49 @@ def categories(items: Iterable[MCItem]) -> dict[str, int]:
     for it in items:
         out[it.category] = out.get(it.category, 0) + 1
     return out
+
+
+# ----------------------------------------------------------------------------- prompts and scores
+
+
+def format_prompt(item: MCItem, context: str | None = None) -> str:
+    """The one prompt layout every scorer uses (text LLMs, the cascade, the audio-grounded LALMs),
+    so scores differ by model, not by wording::
+
+        [Context: <context>\\n]Question: <question>
+        Options: A. <opt> B. <opt> ...
+        Answer:
+
+    The continuation scored or generated after ``Answer:`` is ``" <option text>"``; generations may
+    also answer with the letter (see :func:`ausweep.knowledge` scoring).
+    """
+    opts = " ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(item.options))
+    head = f"Context: {context}\n" if context else ""
+    return f"{head}Question: {item.question}\nOptions: {opts}\nAnswer:"
+
+
+def accuracy_metrics(items: list[MCItem], predicted: list[int | None]) -> dict[str, float]:
+    """Accuracy overall, per category and per subcategory, with item counts. Keys: ``acc``, ``n``,
+    ``acc/<category>``, ``n/<category>``, ``acc/<category>/<subcategory>``; a prediction of None
+    (an unparsable generation) counts as wrong. Accuracies are fractions in [0, 1]."""
+    if len(items) != len(predicted):
+        raise ValueError(f"{len(items)} items but {len(predicted)} predictions")
+    if not items:
+        raise ValueError("no items to score")
+    groups: dict[str, list[bool]] = {}
+    for it, p in zip(items, predicted):
+        ok = p == it.answer
+        keys = [""]
+        if it.category:
+            keys.append(it.category)
+            if it.subcategory:
+                keys.append(f"{it.category}/{it.subcategory}")
+        for k in keys:
+            groups.setdefault(k, []).append(ok)
+    out: dict[str, float] = {}
+    for k, oks in groups.items():
+        suffix = f"/{k}" if k else ""
+        out[f"acc{suffix}"] = sum(oks) / len(oks)
+        if k.count("/") == 0:
+            out[f"n{suffix}"] = float(len(oks))
+    return out
