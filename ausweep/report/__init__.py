@@ -1,0 +1,12 @@
+"""Reports across sweeps: read finished sweeps back from MLflow and compare them.
+
+Where it sits: after the sweeps. Each study logs one child run per trial; a report reads the
+children of one or more sweeps' parent runs and relates them, e.g. text-only auditory knowledge
+(``knowledge_text``) against audio-grounded accuracy (``lalm_backbone``) per LLM backbone.
+
+    python -m ausweep.report correlation          # latest knowledge_text vs latest lalm_backbone sweep
+
+* :mod:`.correlation`: Pearson and Spearman r between two sweeps' per-category scores.
+
+Importing this package loads no data and touches no tracking store.
+"""

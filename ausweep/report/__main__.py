@@ -1,0 +1,5 @@
+import sys
+
+from ausweep.report.cli import main
+
+sys.exit(main())
