@@ -181,6 +181,16 @@ class SweepTracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
 
+    def log_bytes(self, run_id: str, data: bytes, artifact_file: str) -> None:
+        """A binary artifact (a PNG a trial rendered) at ``artifact_file`` (``dir/name.png``)."""
+        import tempfile
+
+        parent, name = os.path.split(artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            self.client.log_artifact(run_id, str(path), parent or None)
+
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
         self.client.log_figure(run_id, figure, artifact_file)
 

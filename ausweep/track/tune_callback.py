@@ -3,7 +3,7 @@
 Trials report a flat dict of numbers to Tune, plus optional extras under reserved keys:
 
 * ``"series"``: ``{name: [v0, v1, ...]}`` curves logged as one metric with a step per value;
-* ``"artifacts"``: ``{relative_path: text}`` small text files (per-class CSV, resolved YAML);
+* ``"artifacts"``: ``{relative_path: text or bytes}`` small files (per-class CSV, resolved YAML, PNG plots);
 * ``"tags"``: ``{name: value}`` (dataset digest...).
 
 A trial that is retried (worker died) or resumed (driver died) maps onto the same child run by its
@@ -70,8 +70,11 @@ class MLflowTrialLogger(Callback):
         self.tracker.log_metrics(run_id, metrics, step=step)
         for name, values in (result.get("series") or {}).items():
             self.tracker.log_series(run_id, name, values)
-        for path, text in (result.get("artifacts") or {}).items():
-            self.tracker.log_text(run_id, text, path)
+        for path, content in (result.get("artifacts") or {}).items():
+            if isinstance(content, bytes):
+                self.tracker.log_bytes(run_id, content, path)
+            else:
+                self.tracker.log_text(run_id, content, path)
         if result.get("tags"):
             self.tracker.set_tags(run_id, result["tags"])
 
