@@ -2,12 +2,37 @@
 
 Locally, ``init_ray()`` starts a Ray instance for this process; on a cluster (``ray job submit``
 sets ``RAY_ADDRESS``) it connects to the running cluster. Nothing here runs at import time.
+
+``max_concurrent_trials()`` decides how many trials a sweep runs at once. An autoscaler adds
+nodes only for work that waits, so the cap must never be what the cluster holds *now* unless
+nothing can add nodes. The rule, first match wins:
+
+1. ``tune.max_concurrent_trials`` in the sweep file, then ``$AUSWEEP_MAX_CONCURRENT``;
+2. trials that ask for no GPU: no cap (Tune runs what the CPUs allow; an autoscaler sees the rest);
+3. a Ray this process started itself (a laptop, a test): no autoscaler, so as many trials as fit
+   on its nodes;
+4. the autoscaler's largest cluster, where Ray tells: the cluster config in the GCS (Ray's
+   ``get_cluster_config()``, which Ray Train V2 uses the same way) or the cluster launcher's
+   ``~/ray_bootstrap_config.yaml`` on the head (``ray up``; Tune checks the same file): as many
+   trials as fit on the most nodes of every type (within the launcher's ``max_workers``);
+5. otherwise (KubeRay, a hand-started multi-node cluster, a driver off the head): no cap. A cap
+   that is too small stops an autoscaler; no cap on a fixed cluster costs only queued trials.
+
+The pure part (:func:`decide_max_concurrent`, :func:`max_trials`, :func:`launcher_capacity`)
+needs no Ray.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ausweep.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +61,177 @@ def cluster_gpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+# ----------------------------------------------------------------------------- trials at once
+
+MAX_CONCURRENT_ENV = "AUSWEEP_MAX_CONCURRENT"
+LAUNCHER_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts the cluster config on the head
+_LAUNCHER_MAX_WORKERS = 2  # Ray's default for a cluster config's top-level max_workers
+# Ray keeps fractional resources in units of 1e-4; 0.3 / 0.1 must count as 3, not 2.999...
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """Nodes of one kind: what one node offers and how many there may be."""
+
+    resources: Mapping[str, float]  # Ray resource names: "CPU", "GPU", "memory", custom ones
+    max_count: int | None  # most nodes of this kind; None: no limit
+    head: bool = False  # the head is not counted against the launcher's max_workers
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The largest cluster trials can be placed on, and where that was learnt."""
+
+    groups: tuple[NodeGroup, ...]
+    source: str  # shown in the log and on the MLflow parent run
+    max_workers: int | None = None  # cluster-wide cap on worker nodes (the launcher's max_workers)
+    max_resources: Mapping[str, float] | None = None  # cluster-wide caps on resources
+    fixed: bool = False  # nothing can add nodes: the groups are the nodes there are
+
+
+@dataclass(frozen=True)
+class ConcurrencyDecision:
+    """Tune's ``max_concurrent_trials`` (None: no cap), why, and what the user should know."""
+
+    max_concurrent: int | None
+    reason: str
+    warning: str | None = None
+
+
+def trials_per_node(node: Mapping[str, float], trial: Mapping[str, float]) -> int:
+    """How many trials asking for ``trial`` fit on one node offering ``node`` at once."""
+    needs = {k: float(v) for k, v in trial.items() if v and float(v) > 0}
+    if not needs:
+        raise ValueError("a trial must ask for some resource")
+    return min(int(math.floor(float(node.get(k, 0.0)) / v + _EPS)) for k, v in needs.items())
+
+
+def max_trials(capacity: Capacity, trial: Mapping[str, float]) -> int | None:
+    """Trials that fit at once on the largest cluster ``capacity`` allows; None: no limit."""
+    fits = [(trials_per_node(g.resources, trial), g) for g in capacity.groups]
+    if any(n > 0 and g.max_count is None for n, g in fits):
+        return None
+    total = sum(n * g.max_count for n, g in fits if g.head)
+    workers = sorted(((n, g.max_count) for n, g in fits if not g.head and n > 0), reverse=True)
+    budget = capacity.max_workers
+    # Nodes count against one shared max_workers: fill it with the roomiest kinds first.
+    for n, count in workers:
+        take = count if budget is None else min(count, budget)
+        total += n * take
+        if budget is not None:
+            budget -= take
+    for k, cap in (capacity.max_resources or {}).items():
+        need = float(trial.get(k, 0) or 0)
+        if need > 0:
+            total = min(total, int(math.floor(float(cap) / need + _EPS)))
+    return total
+
+
+def launcher_capacity(config: Mapping[str, Any], source: str) -> Capacity | None:
+    """The largest cluster a Ray cluster-launcher config (``ray up`` YAML) may grow to; None if a
+    node type does not say its resources (Ray would detect them when the node starts)."""
+    types = config.get("available_node_types") or {}
+    head = config.get("head_node_type")
+    max_workers = int(config.get("max_workers", _LAUNCHER_MAX_WORKERS))
+    groups = []
+    for name, spec in types.items():
+        spec = spec or {}
+        if "resources" not in spec:
+            return None
+        is_head = name == head
+        count = 1 if is_head else int(spec.get("max_workers", max_workers))
+        groups.append(NodeGroup({k: float(v) for k, v in (spec["resources"] or {}).items()}, count, head=is_head))
+    if not groups:
+        return None
+    return Capacity(tuple(groups), source, max_workers=max_workers)
+
+
+def parse_max_concurrent(value: str, where: str = f"${MAX_CONCURRENT_ENV}") -> int:
+    try:
+        n = int(value.strip())
+    except ValueError:
+        raise ConfigError(where, "", f"expected a whole number of trials >= 1, got {value!r}") from None
+    if n < 1:
+        raise ConfigError(where, "", f"expected a whole number of trials >= 1, got {value!r}")
+    return n
+
+
+def decide_max_concurrent(trial: Mapping[str, float], file_value: int | None = None, env_value: str | None = None,
+                          capacity: Capacity | None = None) -> ConcurrencyDecision:
+    """The cap on trials at once; see the module docstring for the rule.
+
+    ``trial``: what one trial asks for (``{"CPU": 1, "GPU": 0.5}``); ``file_value``: the sweep's
+    ``tune.max_concurrent_trials``; ``env_value``: ``$AUSWEEP_MAX_CONCURRENT``; ``capacity``: the
+    largest cluster, if known (:func:`cluster_capacity`).
+    """
+    if file_value is not None:
+        return ConcurrencyDecision(file_value, "tune.max_concurrent_trials in the sweep file")
+    if env_value is not None and env_value.strip():
+        return ConcurrencyDecision(parse_max_concurrent(env_value), f"${MAX_CONCURRENT_ENV}")
+    if not float(trial.get("GPU", 0) or 0) > 0:
+        return ConcurrencyDecision(None, "trials ask for no GPU: as many at once as the CPUs allow")
+    if capacity is None:
+        return ConcurrencyDecision(None, "no cap: the cluster may autoscale and Ray does not say how far")
+    n = max_trials(capacity, trial)
+    if n is None:
+        return ConcurrencyDecision(None, f"no cap: {capacity.source} sets no limit on nodes")
+    if n == 0:
+        where = "on the nodes there are, and nothing adds nodes" if capacity.fixed else "on any node it can start"
+        return ConcurrencyDecision(None, f"no trial fits ({capacity.source})",
+                                   f"no trial asking for {dict(trial)} fits {where} ({capacity.source}): "
+                                   f"the trials will wait forever; lower `resources` in the sweep file")
+    return ConcurrencyDecision(n, f"{n} trial(s) fit at once on {capacity.source}")
+
+
+def cluster_capacity() -> Capacity | None:
+    """The largest cluster this driver's trials can use, where it can be known (needs Ray up)."""
+    import ray
+    from ray._private import worker
+
+    node = getattr(worker.global_worker, "node", None)
+    if node is not None and node.is_head():
+        # ray.init() started this Ray in this process: it has no autoscaler.
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        groups = tuple(NodeGroup(dict(n.get("Resources") or {}), 1) for n in nodes)
+        return Capacity(groups, f"this process's own Ray ({len(groups)} node(s), no autoscaler)", fixed=True)
+    found = _gcs_capacity()
+    if found is not None:
+        return found
+    path = Path(LAUNCHER_CONFIG).expanduser()
+    if path.is_file():
+        import yaml
+
+        try:
+            return launcher_capacity(yaml.safe_load(path.read_text()) or {}, f"the autoscaler's largest cluster ({path})")
+        except (OSError, yaml.YAMLError, TypeError, ValueError, AttributeError) as e:
+            log.warning("could not read %s (%s); not capping trials at once", path, e)
+    return None
+
+
+def _gcs_capacity() -> Capacity | None:
+    """The node groups an autoscaler reported to the GCS (not every autoscaler reports them)."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception as e:  # a private API: absent or changed in another Ray is not an error
+        log.debug("no cluster config from the GCS: %s", e)
+        return None
+    if config is None or not config.node_group_configs:
+        return None
+    groups = tuple(NodeGroup({k: float(v) for k, v in g.resources.items()}, None if g.max_count < 0 else int(g.max_count))
+                   for g in config.node_group_configs)
+    return Capacity(groups, "the autoscaler's largest cluster (cluster config in the GCS)",
+                    max_resources={k: float(v) for k, v in config.max_resources.items()} or None)
+
+
+def max_concurrent_trials(trial: Mapping[str, float], file_value: int | None = None) -> ConcurrencyDecision:
+    """:func:`decide_max_concurrent` for the running cluster and this process's environment."""
+    env = os.environ.get(MAX_CONCURRENT_ENV)
+    capacity = None
+    if file_value is None and not (env and env.strip()) and float(trial.get("GPU", 0) or 0) > 0:
+        capacity = cluster_capacity()
+    return decide_max_concurrent(trial, file_value, env, capacity)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,25 @@ class SweepOutcome:
 
 
 def storage_root(sweep: Sweep, override: str | None = None) -> Path:
-    root = override or sweep.spec.storage_path or os.environ.get("AUSWEEP_STORAGE") or "ausweep_runs"
-    return Path(root).expanduser().resolve()
+    """Where run directories go: ``--storage``, the sweep's ``storage_path``, ``$AUSWEEP_STORAGE``, ./ausweep_runs.
+
+    A folder (``file://`` URIs too). Object-store URIs (``s3://``, ``gs://``) are refused: the
+    driver keeps ``ausweep_sweep.json`` and the finished-trial records there and trials read them
+    as files, so on a cluster use a shared file system (EFS, Filestore, a mounted bucket).
+    """
+    for where, value in (("--storage", override), (f"{sweep.path} (storage_path)", sweep.spec.storage_path),
+                         ("$AUSWEEP_STORAGE", os.environ.get("AUSWEEP_STORAGE"))):
+        if value:
+            break
+    else:
+        where, value = "", "ausweep_runs"
+    scheme, sep, rest = value.partition("://")
+    if sep and scheme.lower() == "file":
+        value = rest
+    elif sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        raise ConfigError(where, "", f"{value!r}: ausweep keeps sweep state as files; give a folder on storage "
+                                     f"every node sees (a shared file system or a mounted bucket), not a {scheme}:// URI")
+    return Path(value).expanduser().resolve()
 
 
 def find_resumable(root: Path, label: str) -> Path | None:
@@ -88,6 +106,10 @@ def run_sweep(
     sweep = load_sweep(name, preset, overrides)
     study = STUDIES.get(sweep.spec.study)
     configs = _validate(sweep, study)
+    from ausweep.runtime import MAX_CONCURRENT_ENV, parse_max_concurrent
+
+    if os.environ.get(MAX_CONCURRENT_ENV, "").strip():  # a typo fails before Ray starts
+        parse_max_concurrent(os.environ[MAX_CONCURRENT_ENV])
     if dry_run:
         return sweep
 
@@ -104,12 +126,17 @@ def run_sweep(
 
     # Trials must see the same relative paths as the driver, not their trial directory.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-    from ausweep.runtime import cluster_gpus, init_ray
+    from ausweep.runtime import init_ray, max_concurrent_trials
     from ausweep.track.tune_callback import NOT_METRICS
 
     # prepare() checks model names first, so a typo fails before any Ray process starts.
     space = study.prepare(configs, sweep.space)
     init_ray()
+    res = sweep.spec.resources
+    concurrency = max_concurrent_trials({"CPU": res.cpu, "GPU": res.gpu}, sweep.spec.tune.max_concurrent_trials)
+    log.info("trials at once: %s (%s)", concurrency.max_concurrent or "no cap", concurrency.reason)
+    if concurrency.warning:
+        log.warning("%s", concurrency.warning)
 
     from ausweep.track.store import SweepTracker
 
@@ -119,7 +146,9 @@ def run_sweep(
     parent_params.update({f"tune.{k}": v for k, v in flatten(to_dict(sweep.spec.tune)).items()})
     parent_tags = {"ausweep.sweep": sweep.name, "ausweep.preset": sweep.preset or "", "ausweep.study": study.name,
                    "ausweep.sweep_file": str(sweep.path), "ausweep.run_dir": str(run_dir),
-                   "ausweep.config_hash": config_hash(sweep.base)}
+                   "ausweep.config_hash": config_hash(sweep.base),
+                   "ausweep.max_concurrent_trials": str(concurrency.max_concurrent or "none"),
+                   "ausweep.max_concurrent_reason": concurrency.reason}
     parent_id = tracker.start_parent(run_dir.name, parent_params, parent_tags, resume_id=state.get("parent_run_id"))
 
     if not state:
@@ -129,7 +158,8 @@ def run_sweep(
             "overrides": overrides or {}, "space": space, "started": time.time(),
         }, indent=2, default=str))
 
-    tuner = _make_tuner(sweep, study, space, tracker, run_dir, resume=bool(state), cluster_gpus=cluster_gpus(), verbose=verbose)
+    tuner = _make_tuner(sweep, study, space, tracker, run_dir, resume=bool(state),
+                        max_concurrent=concurrency.max_concurrent, verbose=verbose)
     outcome = SweepOutcome(run_dir=run_dir, parent_run_id=parent_id, tracking_uri=tracker.uri)
     status = "FAILED"
     try:
@@ -165,8 +195,8 @@ def _best(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] 
     return (max if mode == "max" else min)(scored, key=lambda r: r["metrics"][metric])
 
 
-def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: Path, resume: bool, cluster_gpus: float,
-                verbose: bool = False):
+def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: Path, resume: bool,
+                max_concurrent: int | None, verbose: bool = False):
     from ray import tune
 
     from ausweep.sweep.spec import count_trials
@@ -181,10 +211,6 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
         # Finished trials are kept; unfinished and errored ones run again (into their MLflow runs).
         return tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, restart_errored=True)
     settings = sweep.spec.tune
-    max_conc = settings.max_concurrent_trials
-    if max_conc is None and res.gpu > 0 and cluster_gpus > 0:
-        # One trial per GPU share the cluster has now; an autoscaler adds nodes for the rest.
-        max_conc = max(1, int(cluster_gpus // res.gpu))
     scheduler = None
     if settings.scheduler.name == "asha":
         from ray.tune.schedulers import ASHAScheduler
@@ -198,7 +224,7 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
         search_alg = BasicVariantGenerator(random_state=settings.seed)
     tune_config = tune.TuneConfig(
         metric=settings.metric, mode=settings.mode, num_samples=settings.num_samples,
-        max_concurrent_trials=max_conc, scheduler=scheduler, search_alg=search_alg,
+        max_concurrent_trials=max_concurrent, scheduler=scheduler, search_alg=search_alg,
         # Reusing trial processes skips a torch/transformers import (seconds) per trial.
         reuse_actors=True,
     )
