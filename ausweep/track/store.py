@@ -74,6 +74,13 @@ class SweepTracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_id = self._experiment(experiment)
         self.parent_id: str | None = None
+        self._provenance: dict[str, str] | None = None
+
+    def provenance(self) -> dict[str, str]:
+        """Git state and package versions, read once per sweep (``git`` runs twice per call)."""
+        if self._provenance is None:
+            self._provenance = provenance()
+        return self._provenance
 
     # Tune pickles its callbacks with the experiment state (for Tuner.restore); the client holds
     # a DB connection, so it is dropped and rebuilt from the URI.
@@ -109,7 +116,7 @@ class SweepTracker:
             self.client.update_run(resume_id, status="RUNNING")
             self.parent_id = resume_id
             return resume_id
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**provenance(), **tags})
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**self.provenance(), **tags})
         self.parent_id = run.info.run_id
         self.log_params(self.parent_id, params)
         return self.parent_id
@@ -137,7 +144,7 @@ class SweepTracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
-            tags={**provenance(), **tags, PARENT_TAG: self.parent_id, TRIAL_TAG: trial_key, "ausweep.attempts": "1"},
+            tags={**self.provenance(), **tags, PARENT_TAG: self.parent_id, TRIAL_TAG: trial_key, "ausweep.attempts": "1"},
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id
