@@ -6,6 +6,12 @@ and, in a cascade, from a caption or transcript of the audio. Its scores per bac
 audio-grounded models of :mod:`ausweep.lalm` are compared with (``python -m ausweep.report correlation``).
 
 * :mod:`.mcq`: the multiple-choice item format (JSONL / YAML / CSV, optional audio path).
+* :mod:`.sets`: named sets (``phonology``, ``music``, ``auditorybench``, ``file:<path>``) -> items.
+* :mod:`.phonology`: generated rhyme / homophone / stress / syllable items checked against CMUdict
+  (word pool: :mod:`.wordlist`, vendored common words).
+* :mod:`.music`: generated music-theory items from equal temperament (A4 = 440 Hz).
+* :mod:`.scoring`: a causal LM answers items by option log-likelihood or by generation + parsing.
+* :mod:`.study`: the ``knowledge_text`` sweep study (``python -m ausweep.sweep knowledge_text``).
 
 Importing this package loads no data, models or torch.
 """

@@ -1,0 +1,476 @@
+"""Text-only knowledge study: MC scoring on tiny causal LMs (known answers), answer parsing, the
+generated phonology set checked against the ``pronouncing`` dictionary, music answers from first
+principles, AuditoryBench as MC, set loading errors, and the study hooks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ausweep.config import ConfigError, from_dict
+from ausweep.knowledge.mcq import MCFormatError, MCItem
+from ausweep.registry import UnknownNameError
+
+
+def _item(i, options, answer=0, question="Which?", category="sound", subcategory="animal"):
+    return MCItem(id=f"q{i}", question=question, options=tuple(options), answer=answer, category=category,
+                  subcategory=subcategory)
+
+
+OPTIONS = [("cat", "dog", "owl"), ("higher", "lower"), ("bird", "fish", "snake", "frog"), ("one", "two", "three", "four")]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    from ausweep.models.heads import load_lm_with_head
+
+    return load_lm_with_head("tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen2():
+    from ausweep.models.heads import load_lm_with_head
+
+    return load_lm_with_head("tiny-qwen2")
+
+
+def _manual_scores(lm, prompt: str, options, last: int | None = None) -> list[float]:
+    """log p(" " + option | prompt) by a plain unbatched forward over the full logits; the prompt
+    alone and prompt + option are tokenized separately (the boundary is ':' then ' word')."""
+    tok = lm.tokenizer
+    out = []
+    for opt in options:
+        p_ids = tok(prompt)["input_ids"]
+        ids = tok(prompt + " " + opt)["input_ids"]
+        assert ids[: len(p_ids)] == p_ids
+        lead = [] if ids[0] in tok.all_special_ids else [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
+        ids = lead + ids
+        n_prompt = len(lead) + len(p_ids)
+        if last is not None and len(ids) > last:
+            n_prompt -= len(ids) - last
+            ids = ids[-last:]
+        with torch.no_grad():
+            logits = lm.model(input_ids=torch.tensor([ids])).logits[0].float()
+        lp = logits.log_softmax(-1)
+        out.append(float(sum(lp[t - 1, ids[t]] for t in range(n_prompt, len(ids)))))
+    return out
+
+
+# ----------------------------------------------------------------------------- log-likelihood scoring
+
+
+def test_loglik_matches_an_unbatched_forward_and_known_answers(tiny_llama):
+    """Answers set to the model's own best (worst) option: 100% (0%) only if the batched, padded
+    scores equal a plain forward pass per option."""
+    from ausweep.knowledge.mcq import format_prompt
+    from ausweep.knowledge.scoring import evaluate_items
+
+    base = [_item(i, o) for i, o in enumerate(OPTIONS)]
+    manual = [_manual_scores(tiny_llama, format_prompt(it), it.options) for it in base]
+    best = [_item(i, it.options, max(range(len(s)), key=s.__getitem__)) for i, (it, s) in enumerate(zip(base, manual))]
+    worst = [_item(i, it.options, min(range(len(s)), key=s.__getitem__)) for i, (it, s) in enumerate(zip(base, manual))]
+    m, rows = evaluate_items(tiny_llama, best, batch_size=3, progress=False)
+    assert m["acc"] == 1.0 and m["n"] == 4 and m["n_cropped"] == 0
+    for r, s in zip(rows, manual):
+        assert [float(x) for x in r["scores"].split()] == pytest.approx(s, abs=1e-3)
+    m, rows = evaluate_items(tiny_llama, worst, batch_size=3, progress=False)
+    assert m["acc"] == 0.0
+    assert all(r["correct"] == 0 and r["predicted"] != r["answer"] for r in rows)
+
+
+def test_length_norm_is_the_mean_and_batching_does_not_change_scores(tiny_qwen2):
+    from ausweep.knowledge.mcq import format_prompt
+    from ausweep.knowledge.scoring import continuation_input, evaluate_items
+
+    items = [_item(i, o) for i, o in enumerate(OPTIONS)]
+    _, one = evaluate_items(tiny_qwen2, items, batch_size=1, progress=False)
+    _, many = evaluate_items(tiny_qwen2, items, batch_size=16, progress=False)
+    assert [r["scores"] for r in one] == [r["scores"] for r in many]
+    _, mean = evaluate_items(tiny_qwen2, items, batch_size=5, length_norm=True, progress=False)
+    for it, r_sum, r_mean in zip(items, one, mean):
+        for opt, s, a in zip(it.options, r_sum["scores"].split(), r_mean["scores"].split()):
+            ci = continuation_input(tiny_qwen2.tokenizer, format_prompt(it), " " + opt)
+            assert float(a) == pytest.approx(float(s) / (len(ci.input_ids) - ci.start), abs=1e-3)
+
+
+def test_long_prompts_keep_their_end(tiny_llama):
+    """tiny-llama has 64 positions: a long question is cropped from the left and still scored exactly."""
+    from ausweep.knowledge.mcq import format_prompt
+    from ausweep.knowledge.scoring import evaluate_items
+
+    long_q = "Which animal makes the sound described here " + "in a very long sentence " * 6 + "?"
+    it = _item(0, ("cat", "dog", "owl"), question=long_q)
+    m, rows = evaluate_items(tiny_llama, [it], progress=False)
+    assert m["n_cropped"] == 1 and rows[0]["cropped"] == 1
+    manual = _manual_scores(tiny_llama, format_prompt(it), it.options, last=tiny_llama.max_length)
+    assert [float(x) for x in rows[0]["scores"].split()] == pytest.approx(manual, abs=1e-3)
+
+
+def test_contexts_change_the_prompt_and_are_reported(tiny_llama):
+    from ausweep.knowledge.scoring import evaluate_items
+
+    items = [_item(i, o) for i, o in enumerate(OPTIONS[:2])]
+    _, plain = evaluate_items(tiny_llama, items, progress=False)
+    _, ctx = evaluate_items(tiny_llama, items, contexts=["a cat meows", None], progress=False)
+    assert "context" not in plain[0] and ctx[0]["context"] == "a cat meows" and ctx[1]["context"] == ""
+    assert ctx[0]["scores"] != plain[0]["scores"] and ctx[1]["scores"] == plain[1]["scores"]
+    with pytest.raises(ValueError, match="2 items but 1 contexts"):
+        evaluate_items(tiny_llama, items, contexts=["x"], progress=False)
+
+
+def test_per_category_metrics_follow_the_rows(tiny_llama):
+    from ausweep.knowledge.scoring import evaluate_items
+
+    items = [_item(0, OPTIONS[0], 0, category="sound", subcategory="animal"),
+             _item(1, OPTIONS[1], 0, category="sound", subcategory="pitch"),
+             _item(2, OPTIONS[2], 1, category="music", subcategory="chord"),
+             _item(3, OPTIONS[3], 2, category="music", subcategory="chord"),
+             _item(4, OPTIONS[0], 2, category="music", subcategory="interval")]
+    m, rows = evaluate_items(tiny_llama, items, progress=False)
+    ok = {r["id"]: r["correct"] for r in rows}
+    assert m["acc"] == pytest.approx(sum(ok.values()) / 5)
+    assert m["acc/sound"] == pytest.approx((ok["q0"] + ok["q1"]) / 2) and m["n/sound"] == 2
+    assert m["acc/music/chord"] == pytest.approx((ok["q2"] + ok["q3"]) / 2) and m["n/music"] == 3
+    assert m["acc/music/interval"] == ok["q4"]
+    assert {"id", "category", "subcategory", "question", "answer", "predicted", "correct", "scores"} <= set(rows[0])
+
+
+def test_bad_calls(tiny_llama):
+    from ausweep.knowledge.scoring import evaluate_items
+    from ausweep.models.heads import load_lm_with_head
+
+    with pytest.raises(ValueError, match="no items"):
+        evaluate_items(tiny_llama, [], progress=False)
+    with pytest.raises(ValueError, match="method"):
+        evaluate_items(tiny_llama, [_item(0, OPTIONS[0])], method="vote", progress=False)
+    with pytest.raises(ValueError, match="causal LM"):
+        evaluate_items(load_lm_with_head("tiny-bert"), [_item(0, OPTIONS[0])], progress=False)
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def _favouring(lm, token: str):
+    """A copy of ``lm`` whose head always prefers ``token`` (a biased output layer)."""
+    import copy
+    import dataclasses
+
+    tid = lm.tokenizer.convert_tokens_to_ids(token)
+    assert tid is not None and tid != lm.tokenizer.unk_token_id
+    model = copy.deepcopy(lm.model)
+    old = model.get_output_embeddings()
+    head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[tid] = 10.0
+    model.set_output_embeddings(head)
+    return dataclasses.replace(lm, model=model)
+
+
+def test_generate_known_answers_and_unparsed(tiny_llama):
+    from ausweep.knowledge.scoring import evaluate_items
+
+    items = [_item(i, o, answer=i % 2) for i, o in enumerate(OPTIONS)]  # answers A, B, A, B
+    says_b = _favouring(tiny_llama, "B")
+    m, rows = evaluate_items(says_b, items, method="generate", max_new_tokens=1, progress=False)
+    assert [r["generation"] for r in rows] == ["B"] * 4
+    assert m["acc"] == 0.5 and m["unparsed"] == 0.0
+    assert [r["correct"] for r in rows] == [0, 1, 0, 1]
+    with pytest.raises(ValueError, match="no chat template"):
+        evaluate_items(says_b, items, method="generate", chat_template=True, progress=False)
+    says_paren = _favouring(tiny_llama, "(")
+    m, rows = evaluate_items(says_paren, items, method="generate", max_new_tokens=3, progress=False)
+    assert m["unparsed"] == 1.0 and m["acc"] == 0.0 and rows[0]["predicted"] == ""
+
+
+def test_chat_template_wraps_the_prompt_as_a_user_turn(tiny_llama):
+    import copy
+    import dataclasses
+
+    from ausweep.knowledge.scoring import _chat_ids, generate
+
+    tok = copy.deepcopy(tiny_llama.tokenizer)
+    tok.chat_template = "{% for m in messages %}User: {{ m['content'] }}\n{% endfor %}Assistant:"
+    ids = _chat_ids(tok, "Question: Which?")
+    assert tok.decode(ids) == "User: Question: Which?\nAssistant:"
+    chat_lm = dataclasses.replace(tiny_llama, tokenizer=tok)
+    with_template, _ = generate(chat_lm, ["Question: Which?"], max_new_tokens=3)  # None: the tokenizer has one
+    raw, _ = generate(chat_lm, ["Question: Which?"], max_new_tokens=3, chat_template=False)
+    assert with_template == generate(chat_lm, ["Question: Which?"], max_new_tokens=3, chat_template=True)[0]
+    assert raw == generate(tiny_llama, ["Question: Which?"], max_new_tokens=3)[0]
+
+
+def test_generation_does_not_depend_on_batching(tiny_llama):
+    from ausweep.knowledge.scoring import generate
+
+    prompts = ["Question: Which?\nOptions: A. cat B. dog\nAnswer:", "Question: " + "long " * 40 + "\nAnswer:", "Hi"]
+    one, cropped = generate(tiny_llama, prompts, max_new_tokens=4, batch_size=1)
+    many, _ = generate(tiny_llama, prompts, max_new_tokens=4, batch_size=3)
+    assert one == many and cropped == [False, True, False]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("B", 1), (" B.", 1), ("(B)", 1), ("Answer: B", 1), ("The answer is C.", 2), ("B) dog", 1),
+    ("b", 1), ("(c)", 2), ("C: owl", 2), (" dog", 1), ("Dog!", 1), ("I think it is the owl, not the cat", 2),
+    ("owl monkey", 3), ("a cat", 0), ("A", 0), ("\n\nB\nQuestion: A. cat", 1), ("E", None), ("cats", None),
+    ("", None), ("hotdog", None), ("Z.", None), ("B dog", 1),
+])
+def test_parse_answer(text, expected):
+    from ausweep.knowledge.scoring import parse_answer
+
+    item = _item(0, ("cat", "dog", "owl", "owl monkey"))
+    assert parse_answer(text, item) == expected
+
+
+# ----------------------------------------------------------------------------- phonology
+
+
+@pytest.fixture(scope="module")
+def phonology_items():
+    from ausweep.knowledge.phonology import generate_phonology
+
+    return generate_phonology(12, seed=3)
+
+
+def _rhyme_parts(word: str) -> set[str]:
+    import re
+
+    import pronouncing
+
+    return {re.sub(r"\d", "", pronouncing.rhyming_part(p)) for p in pronouncing.phones_for_word(word)}
+
+
+def _word(question: str) -> str:
+    return question.split("'")[1]
+
+
+def test_phonology_is_deterministic_and_balanced(phonology_items):
+    from ausweep.knowledge.phonology import SUBCATEGORIES, generate_phonology
+
+    assert [it.subcategory for it in phonology_items] == [s for s in SUBCATEGORIES for _ in range(12)]
+    assert all(it.category == "phonology" for it in phonology_items)
+    assert len({it.id for it in phonology_items}) == len(phonology_items)
+    assert generate_phonology(12, seed=3) == phonology_items
+    assert generate_phonology(12, seed=4) != phonology_items
+    # asking for more of one subcategory leaves the others as they were
+    assert generate_phonology(12, seed=3, subcategories=("stress",)) == [it for it in phonology_items if it.subcategory == "stress"]
+    with pytest.raises(ValueError, match="unknown phonology subcategories"):
+        generate_phonology(2, subcategories=("tone",))
+
+
+def test_rhymes_rhyme_and_distractors_do_not(phonology_items):
+    import pronouncing
+
+    for it in (i for i in phonology_items if i.subcategory == "rhyme"):
+        word = _word(it.question)
+        assert it.answer_text in pronouncing.rhymes(word) or _rhyme_parts(it.answer_text) & _rhyme_parts(word), it
+        for k, d in enumerate(it.options):
+            if k != it.answer:
+                assert not _rhyme_parts(d) & _rhyme_parts(word), (it, d)
+
+
+def test_homophones_sound_the_same_and_distractors_do_not(phonology_items):
+    import pronouncing
+
+    for it in (i for i in phonology_items if i.subcategory == "homophone"):
+        word = _word(it.question)
+        assert pronouncing.phones_for_word(it.answer_text)[0] == pronouncing.phones_for_word(word)[0], it
+        assert it.answer_text != word
+        for k, d in enumerate(it.options):
+            if k != it.answer:
+                assert not set(pronouncing.phones_for_word(d)) & set(pronouncing.phones_for_word(word)), (it, d)
+
+
+def test_syllable_and_stress_answers_match_the_dictionary(phonology_items):
+    import pronouncing
+
+    from ausweep.knowledge.phonology import ORDINALS
+
+    for it in phonology_items:
+        if it.subcategory == "syllables":
+            counts = {pronouncing.syllable_count(p) for p in pronouncing.phones_for_word(_word(it.question))}
+            assert counts == {int(it.answer_text)}, it
+            assert [int(o) for o in it.options] == list(range(int(it.options[0]), int(it.options[0]) + 4))
+        elif it.subcategory == "stress" and "'" in it.question:  # which syllable of one word
+            pos = {pronouncing.stresses(p).index("1") for p in pronouncing.phones_for_word(_word(it.question))}
+            assert pos == {ORDINALS.index(it.answer_text)}, it
+        elif it.subcategory == "stress":  # which of four words is stressed on the given syllable
+            target = next(k for k, o in enumerate(ORDINALS) if f" {o} " in it.question)
+            for k, w in enumerate(it.options):
+                stressed = {pronouncing.stresses(p).index("1") for p in pronouncing.phones_for_word(w)}
+                assert stressed == ({target} if k == it.answer else {1 - target}), (it, w)
+
+
+def test_stress_and_syllable_answers_are_spread_out():
+    from ausweep.knowledge.phonology import generate_phonology
+
+    items = generate_phonology(40, seed=0, subcategories=("syllables", "stress"))
+    syl = [it.answer_text for it in items if it.subcategory == "syllables"]
+    assert {syl.count(str(n)) for n in range(1, 6)} == {8}
+    assert len({it.answer for it in items if it.subcategory == "stress"}) >= 3
+
+
+# ----------------------------------------------------------------------------- music
+
+
+def test_note_frequencies_from_first_principles():
+    from ausweep.knowledge.music import chord_quality, frequency, midi, spell, triad
+
+    assert frequency("A4") == 440.0 and frequency("A5") == 880.0
+    assert frequency("C5") == pytest.approx(523.2511, abs=1e-3) and frequency("C4") == pytest.approx(261.6256, abs=1e-3)
+    assert frequency("A4") < frequency("C5")
+    assert midi("B3") == 59 and midi("C4") == 60 and midi("B#3") == midi("C4") and midi("Db4") == midi("C#4")
+    assert spell(61) == "C#4" and midi(spell(70)) == 70
+    assert triad("C", "major") == ("C", "E", "G") and triad("A", "minor") == ("A", "C", "E")
+    assert triad("C#", "major") == ("C#", "E#", "G#") and triad("B", "diminished") == ("B", "D", "F")
+    assert triad("Ab", "augmented") == ("Ab", "C", "E")
+    assert chord_quality(("D", "F#", "A#")) == "augmented"
+    with pytest.raises(ValueError, match="not a note"):
+        midi("H2")
+
+
+def test_music_items_answers():
+    import re
+
+    from ausweep.knowledge.music import SUBCATEGORIES, chord_quality, frequency, midi
+    from ausweep.knowledge.sets import load_set
+
+    items = load_set("music", max_items=80, seed=1)
+    assert [sum(it.subcategory == s for it in items) for s in SUBCATEGORIES] == [20] * 4
+    for it in items:
+        if it.subcategory == "pitch_order":
+            f = [frequency(o) for o in it.options]
+            assert len(set(f)) == 4
+            assert f[it.answer] == (max(f) if "highest" in it.question else min(f))
+        elif it.subcategory == "frequency":
+            hz = float(re.search(r"about (\d+) Hz", it.question).group(1))
+            assert min(range(4), key=lambda k: abs(math.log(frequency(it.options[k]) / hz))) == it.answer
+        elif it.subcategory == "interval":
+            lo, hi = re.search(r"from (\S+) up to (\S+)\?", it.question).groups()
+            assert int(it.answer_text) == midi(hi) - midi(lo) > 0
+        else:
+            notes = tuple(re.search(r"triad (\S+)\?", it.question).group(1).split("-"))
+            assert chord_quality(notes) == it.answer_text
+
+
+# ----------------------------------------------------------------------------- sets
+
+
+def test_auditorybench_as_multiple_choice():
+    from ausweep.benchmarks.auditorybench import load_auditorybench
+    from ausweep.knowledge.sets import auditorybench_items, load_set
+
+    items = auditorybench_items("test")
+    animal = [it for it in items if it.subcategory == "animal"]
+    pitch = [it for it in items if it.subcategory == "pitch"]
+    assert len(animal) == 1211 and len(pitch) == 2387 and {it.category for it in items} == {"sound"}
+    assert all(len(it.options) == 4 for it in animal) and all(it.options == ("higher", "lower") for it in pitch)
+    src = load_auditorybench("animal", "test")
+    assert [it.answer_text for it in animal] == [s.answer for s in src]  # the gold animal, not the letter
+    assert [it.answer_text for it in pitch] == [s.answer for s in load_auditorybench("pitch", "test")]
+    assert animal[0].answer_text == "bird" and "___" in animal[0].question and "[MASK]" not in animal[0].question
+    assert load_set("auditorybench") == items
+    few = load_set("auditorybench", max_items=5)
+    assert [it.subcategory for it in few] == ["animal"] * 3 + ["pitch"] * 2
+
+
+def test_take_balanced_keeps_order_and_every_group():
+    from ausweep.knowledge.sets import take_balanced
+
+    items = [_item(i, OPTIONS[0], subcategory="a" if i < 6 else "b") for i in range(8)]
+    assert [it.id for it in take_balanced(items, 5)] == ["q0", "q1", "q2", "q6", "q7"]
+    assert take_balanced(items, None) == items and take_balanced(items, 100) == items
+
+
+def test_user_files_and_errors(tmp_path):
+    from ausweep.knowledge.mcq import save_jsonl
+    from ausweep.knowledge.sets import check_set, load_set
+
+    path = save_jsonl([_item(i, OPTIONS[i % 4]) for i in range(6)], tmp_path / "mine.jsonl")
+    assert len(load_set(str(path))) == 6 and len(load_set(f"file:{path}", max_items=2)) == 2
+    with pytest.raises(UnknownNameError, match="did you mean phonology.*known: auditorybench, music, phonology"):
+        load_set("phonolgy")
+    with pytest.raises(MCFormatError, match=r"akb2000\.jsonl: file does not exist.*AKB-2000"):
+        check_set(str(tmp_path / "akb2000.jsonl"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {question: \"Which one\", options: [a, b], answer: c}\n")
+    with pytest.raises(MCFormatError, match=r"bad\.yaml \(item 1\): field 'answer'"):
+        load_set(f"file:{bad}")
+    with pytest.raises(ValueError, match="max_items"):
+        load_set("music", max_items=0)
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def _cfg(**kw):
+    from ausweep.knowledge.study import KnowledgeConfig
+
+    base = {"model": "tiny-llama", "sets": ["music", "auditorybench"], "max_items": 4, "device": "cpu", "progress": False}
+    return from_dict(KnowledgeConfig, {**base, **kw})
+
+
+def test_study_trial_metrics_artifacts_and_summary(tmp_path):
+    from ausweep.config import to_dict
+    from ausweep.knowledge.study import summarize, trial
+
+    cfg = _cfg()
+    (result,) = list(trial(cfg))
+    assert result["n"] == 8 and result["n/music"] == 4 and result["n/sound"] == 4
+    assert result["chance/music"] == 0.25 and result["chance/sound"] == pytest.approx((2 * 0.25 + 2 * 0.5) / 4)  # 2 animal + 2 pitch
+    assert {"acc", "acc/music", "acc/sound", "acc/sound/animal", "acc/music/chord"} <= set(result)
+    arts = result["artifacts"]
+    assert set(arts) == {"predictions/music.csv", "predictions/auditorybench.csv", "config.yaml"}
+    assert arts["predictions/music.csv"].count("\n") == 5  # header + 4 items
+    n_right = sum(line.split(",")[-3] == "1" for line in arts["predictions/music.csv"].splitlines()[1:])
+    assert result["acc/music"] == n_right / 4
+    assert result["tags"]["ausweep.knowledge.method"] == "loglik"
+    rows = [{"config": {"model": m, **{k: v for k, v in to_dict(cfg).items() if k != "model"}},
+             "metrics": {k: v for k, v in result.items() if isinstance(v, float)} | {"timestamp": 1.0}}
+            for m in ("tiny-llama", "tiny-qwen2")]
+    paths = summarize(rows, tmp_path)
+    assert [p.name for p in paths] == ["results.csv", "accuracy.png"]
+    import pandas as pd
+
+    table = pd.read_csv(paths[0])
+    assert list(table["model"]) == ["tiny-llama", "tiny-qwen2"] and "timestamp" not in table
+    assert table["acc/music"].iloc[0] == result["acc/music"]
+
+
+def test_study_config_validation_and_prepare(tmp_path):
+    from ausweep.knowledge.study import prepare
+
+    with pytest.raises(ConfigError, match="method"):
+        _cfg(method="vote")
+    with pytest.raises(ConfigError, match="repeated"):
+        _cfg(sets=["music", "music"])
+    with pytest.raises(ConfigError, match="max_items"):
+        _cfg(max_items=0)
+    assert prepare([_cfg()], {"model": {"grid": ["tiny-llama"]}}) == {"model": {"grid": ["tiny-llama"]}}
+    with pytest.raises(ConfigError, match="model.*tiny-bert.*masked LM"):
+        prepare([_cfg(model="tiny-bert")], {})
+    with pytest.raises(ConfigError, match="sets.*did you mean music"):
+        prepare([_cfg(sets=["musik"])], {})
+    with pytest.raises(ConfigError, match="AKB-2000"):
+        prepare([_cfg(sets=[f"file:{tmp_path / 'akb.jsonl'}"])], {})
+
+
+def test_shipped_sweep_and_presets():
+    from ausweep.knowledge.study import KnowledgeConfig
+    from ausweep.sweep.spec import load_sweep
+    from ausweep.sweep.study import STUDIES
+
+    main = load_sweep("knowledge_text")
+    assert STUDIES.get(main.spec.study).config_cls is KnowledgeConfig
+    assert "Qwen/Qwen3-14B" in main.space["model"]["grid"] and main.spec.resources.gpu == 1
+    for cfg in main.config_dicts():
+        from_dict(KnowledgeConfig, cfg)
+    demo = load_sweep("knowledge_text", "demo")
+    assert len(demo.space["model"]["grid"]) >= 3 and demo.spec.resources.gpu == 0
+    assert demo.base["max_items"] <= 30 and "tiny-llama" in demo.space["model"]["grid"]
+    for name in demo.spec.presets:
+        for cfg in load_sweep("knowledge_text", name).config_dicts():
+            from_dict(KnowledgeConfig, cfg)
