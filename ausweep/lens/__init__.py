@@ -1,0 +1,10 @@
+"""AudioLens: where do auditory attributes resolve inside a (audio-)language model?
+
+Where it sits: an analysis stage after the models (:mod:`ausweep.models`, :mod:`ausweep.lalm`).
+:mod:`ausweep.lens.data` reads attribute items (SAKURA-style audio folders, JSONL text items, the
+generated demo sets) and the AudioLens prompts; :mod:`ausweep.lens.lens` projects every layer's
+residual stream onto the vocabulary (logit lens, Patchscope) and holds the enhancement hook;
+:mod:`ausweep.lens.study` is the sweepable ``lens`` study; :mod:`ausweep.lens.plots` draws it.
+
+Importing this package loads no data, models or torch.
+"""

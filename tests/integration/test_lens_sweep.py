@@ -1,0 +1,97 @@
+"""`python -m ausweep.sweep lens --preset demo` / `--preset demo_audio` through the real CLI, on a
+real local Ray session and a real MLflow store, with tiny models (tiny-llama; tiny-whisper + tiny-llama)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+# tiny-llama has 64 positions: a short prompt keeps every item inside them
+SHORT = ["question=none", "template={context} {probe}", "heatmap_tokens=4"]
+
+
+def _runs(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("lens")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def _artifact_paths(client, run_id: str, path: str | None = None) -> list[str]:
+    out = []
+    for a in client.list_artifacts(run_id, path):
+        out += _artifact_paths(client, run_id, a.path) if a.is_dir else [a.path]
+    return out
+
+
+def _heatmaps(client, parent, child, tmp: Path) -> list[bytes]:
+    """The trial's heatmap PNG, as logged into its child run."""
+    return [Path(client.download_artifacts(child.info.run_id, "plots/heatmap.png", str(tmp))).read_bytes()]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("AUSWEEP_CACHE", str(tmp_path / "cache"))
+    return tmp_path, uri
+
+
+def test_demo_lens_sweep_text_lm(env, ray_session):
+    from ausweep.lens.plots import expected_size, png_size
+    from ausweep.sweep.cli import main
+
+    tmp, uri = env
+    rc = main(["lens", "--preset", "demo", "--storage", str(tmp / "runs"), "model=tiny-llama",
+               "attributes=[Animal, Gender]", "max_items=4", "batch_size=4", "enhance.source=1", *SHORT])
+    assert rc == 0
+    client, parents, children = _runs(uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {c.data.params["prompt_style"] for c in children} == {"default", "reverse"}
+    for c in children:
+        assert c.info.status == "FINISHED"
+        m = c.data.metrics
+        assert m["n_layers"] == 2 and m["n_items"] == 8
+        assert 0.0 <= m["Animal/acc"] <= 1.0 and 0.0 <= m["Gender/acc"] <= 1.0
+        assert m["acc_enhanced_delta"] == pytest.approx(m["acc_enhanced"] - m["acc"])
+        # the per-layer curve is a metric with one step per layer (0 = embeddings .. 2)
+        assert [h.step for h in client.get_metric_history(c.info.run_id, "p_label/Animal/all")] == [0, 1, 2]
+        files = set(_artifact_paths(client, c.info.run_id))
+        assert {"curves.csv", "heatmap.csv", "items.json", "config.yaml"} <= files
+        items = json.loads(Path(client.download_artifacts(c.info.run_id, "items.json", str(tmp))).read_text())
+        assert len(items) == 8 and {"resolution_layer", "correct", "positions"} <= set(items[0])
+        pngs = _heatmaps(client, parents[0], c, tmp / c.info.run_id)
+        assert pngs and all(png_size(p) == expected_size(2) for p in pngs)
+    parent_files = set(_artifact_paths(client, parents[0].info.run_id))
+    assert "results.csv" in parent_files
+
+
+def test_demo_lens_sweep_audio_language_model(env, ray_session):
+    from ausweep.lens.plots import expected_size, png_size
+    from ausweep.sweep.cli import main
+
+    tmp, uri = env
+    rc = main(["lens", "--preset", "demo_audio", "--storage", str(tmp / "runs"),
+               "lalm=untrained:tiny-whisper+tiny-llama", "prompt_style=reverse", "max_items=3",
+               f"demo_root={tmp / 'sakura'}", *SHORT])
+    assert rc == 0
+    assert (tmp / "sakura" / "Animal" / "metadata.csv").is_file()  # the generated SAKURA-style folder
+    client, parents, children = _runs(uri)
+    assert len(parents) == 1 and len(children) == 1
+    c = children[0]
+    assert c.info.status == "FINISHED" and c.data.params["lalm"] == "untrained:tiny-whisper+tiny-llama"
+    assert c.data.metrics["Animal/n"] == 3 and c.data.metrics["n_layers"] == 2
+    items = json.loads(Path(client.download_artifacts(c.info.run_id, "items.json", str(tmp))).read_text())
+    assert all(it["audio"].endswith(".wav") for it in items)
+    assert items[0]["prompt"].startswith("The animal in the sound file is")
+    pngs = _heatmaps(client, parents[0], c, tmp / "png")
+    assert len(pngs) == 1 and png_size(pngs[0]) == expected_size(1)

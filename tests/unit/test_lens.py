@@ -1,0 +1,320 @@
+"""The lens (ausweep.lens): projections equal the model's logits, resolution layers on known
+curves, the enhancement hook, Patchscope, and the item loaders' errors. Tiny random models only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ausweep.lens import lens as L
+from ausweep.lens.data import (
+    LensDataError,
+    demo_text_items,
+    load_prompts,
+    load_sakura,
+    load_text_items,
+    make_demo_sakura,
+    save_text_items,
+    write_sakura,
+)
+from ausweep.models.tiny import build_tiny_text
+
+TINY = ["tiny-llama", "tiny-gpt2"]
+SHORT = L.PromptSettings(question="none", template="{context} {probe}")  # tiny-gpt2 has 64 positions
+
+
+@pytest.fixture(scope="module")
+def models():
+    out = {}
+    for name in TINY:
+        lm, tok = build_tiny_text(name, head=True)
+        out[name] = L.LensModel(name, lm, tok)
+    return out
+
+
+def _batch(model, attribute="Animal", n=3, ps=SHORT, tail=4):
+    prompts = load_prompts([attribute])
+    items = demo_text_items([attribute], prompts.options)[:n]
+    enc = L.encode_batch(model, items, prompts, ps, tail=tail)
+    return prompts, items, enc
+
+
+# ----------------------------------------------------------------------------- the projection
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_last_layer_projection_equals_model_logits(models, name):
+    m = models[name]
+    _, _, enc = _batch(m)
+    raw = {}
+    handle = L.decoder_layers(m.lm)[-1].register_forward_hook(lambda mod, a, o: raw.setdefault("h", L._hidden_of(o)))
+    with torch.no_grad():
+        out = m.lm(**enc.kwargs, output_hidden_states=True)
+    handle.remove()
+    lens = L.project(m.lm, raw["h"])
+    torch.testing.assert_close(lens, out.logits.float(), rtol=1e-5, atol=1e-5)
+    # transformers' last hidden state is already normed: the unembedding alone gives the logits, which is
+    # why the lens reads the last block's raw output through a hook instead
+    torch.testing.assert_close(L.unembedding(m.lm)(out.hidden_states[-1]).float(), out.logits.float(), rtol=1e-5, atol=1e-5)
+    assert not torch.equal(raw["h"], out.hidden_states[-1])
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_lens_batch_last_layer_matches_final_logits_and_probabilities_are_consistent(models, name):
+    m = models[name]
+    prompts, _items, enc = _batch(m)
+    ids = L.option_token_ids(m.tokenizer, prompts.options["Animal"])
+    names, offsets = L.resolve_offsets(["final", "attribute"], enc, 4)
+    out = L.lens_batch(m.lm, enc.kwargs, offsets, ids)
+    n = m.n_layers
+    assert out.probs.shape == (3, n + 1, len(names), len(ids))
+    with torch.no_grad():
+        logits = m.lm(**enc.kwargs).logits[:, -1].float()
+    expected = torch.softmax(logits, -1)[:, ids].numpy()
+    np.testing.assert_allclose(out.probs[:, n, 0], expected, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(out.final, logits[:, ids].numpy(), rtol=1e-5, atol=1e-5)
+    # "final" is the last tail column too
+    np.testing.assert_allclose(out.probs[:, :, 0], out.probs[:, :, names.index("tail-1")])
+    # ranks: rank 0 exactly where the option is the arg-max token
+    top = logits.argmax(-1)
+    for i in range(3):
+        for k, t in enumerate(ids):
+            assert (out.ranks[i, n, 0, k] == 0) == (top[i].item() == t)
+
+
+def test_left_padding_gives_each_item_the_same_lens_as_alone(models):
+    m = models["tiny-llama"]
+    prompts = load_prompts(["Animal"])
+    items = demo_text_items(["Animal"], prompts.options)
+    items = [items[0], items[9]]  # "Sound: woof woof, a dog barking." and "Sound: woof woof." differ in length
+    ids = L.option_token_ids(m.tokenizer, prompts.options["Animal"])
+    enc = L.encode_batch(m, items, prompts, SHORT, tail=3)
+    assert len(set(enc.lengths)) == 2
+    _, off = L.resolve_offsets(["final", "attribute"], enc, 3)
+    both = L.lens_batch(m.lm, enc.kwargs, off, ids)
+    for i, it in enumerate(items):
+        e1 = L.encode_batch(m, [it], prompts, SHORT, tail=3)
+        _, o1 = L.resolve_offsets(["final", "attribute"], e1, 3)
+        alone = L.lens_batch(m.lm, e1.kwargs, o1, ids)
+        np.testing.assert_allclose(both.probs[i], alone.probs[0], rtol=1e-4, atol=1e-7)
+
+
+def test_attribute_position_points_at_the_attribute_word(models):
+    m = models["tiny-llama"]
+    prompts = load_prompts(["Animal"])
+    for style, suffix in (("default", True), ("reverse", True), ("reverse", False)):
+        ps = L.PromptSettings(style=style, is_suffix=suffix, question="none", template="{context} {probe}")
+        enc = L.encode_batch(m, demo_text_items(["Animal"])[:1], prompts, ps)
+        ids = m.tokenizer(enc.texts[0])["input_ids"]
+        upto = m.tokenizer.decode(ids[: len(ids) + enc.attribute_offsets[0] + 1])
+        assert upto.endswith("animal"), (style, suffix, upto)
+
+
+# ----------------------------------------------------------------------------- resolution layers
+
+
+def _curves(top_label: list[bool], k: int = 3) -> np.ndarray:
+    """(layers, k) probabilities where option 0 is top-1 exactly at the True layers."""
+    probs = np.full((len(top_label), k), 0.1)
+    for layer, top in enumerate(top_label):
+        probs[layer, 0 if top else 1] = 0.6
+    return probs
+
+
+@pytest.mark.parametrize("tops,resolution,first", [
+    ([False, False, True, True, True], 2, 2),             # stays top-1 from layer 2
+    ([True] * 4, 0, 0),                                  # top-1 from the embeddings on
+    ([False] * 5, None, None),                           # never
+    ([False, True, False, False, True, True], 4, 1),      # flips back: resolves only at the last run
+    ([False, True, True, False], None, 1),                # top-1 early, lost at the end: unresolved
+])
+def test_resolution_layer_known_answers(tops, resolution, first):
+    probs = _curves(tops)
+    assert L.resolution_layer(probs, 0) == resolution
+    assert L.first_top1_layer(probs, 0) == first
+
+
+def test_a_tie_is_not_top1():
+    probs = np.array([[0.3, 0.3, 0.1], [0.5, 0.2, 0.1]])
+    assert L.resolution_layer(probs, 0) == 1
+    assert L.resolution_layer(probs, 1) is None
+
+
+# ----------------------------------------------------------------------------- hooks
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_enhancement_with_zero_coefficient_is_the_identity_and_hooks_are_removed(models, name):
+    m = models[name]
+    _, _, enc = _batch(m)
+    _, off = L.resolve_offsets(["final"], enc, 0)
+    pos = off + enc.kwargs["attention_mask"].shape[1]
+    with torch.no_grad():
+        base = m.lm(**enc.kwargs).logits
+    blocks = L.decoder_layers(m.lm)
+    n_hooks = [(len(b._forward_hooks), len(b._forward_pre_hooks)) for b in blocks]
+    for mode in ("add", "mix"):
+        with torch.no_grad(), L.enhancement(m.lm, 0, 2, 0.0, mode, pos):
+            same = m.lm(**enc.kwargs).logits
+        assert torch.equal(same, base)
+        with torch.no_grad(), L.enhancement(m.lm, 1, 2, 0.7, mode, pos):
+            changed = m.lm(**enc.kwargs).logits
+        # only the probed (last) position changes: the hook is at the last block, after attention mixes positions
+        assert not torch.allclose(changed[:, -1], base[:, -1])
+        torch.testing.assert_close(changed[:, :-1], base[:, :-1])
+    assert [(len(b._forward_hooks), len(b._forward_pre_hooks)) for b in blocks] == n_hooks
+    with torch.no_grad():
+        assert torch.equal(m.lm(**enc.kwargs).logits, base)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_enhancement_known_answers(models, name):
+    m = models[name]
+    _, _, enc = _batch(m)
+    pos = torch.full((3, 1), enc.kwargs["attention_mask"].shape[1] - 1)
+    with torch.no_grad():
+        hs = m.lm(**enc.kwargs, output_hidden_states=True).hidden_states
+        # mix with coefficient 1 into the last block's output: the position reads layer 1's state
+        with L.enhancement(m.lm, 1, 2, 1.0, "mix", pos):
+            mixed = m.lm(**enc.kwargs).logits[:, -1]
+        torch.testing.assert_close(mixed, L.project(m.lm, hs[1][:, -1]), rtol=1e-5, atol=1e-5)
+        # source 0 is the embedding output (read by a pre-hook on the first block)
+        with L.enhancement(m.lm, 0, 2, 1.0, "mix", pos):
+            from_embed = m.lm(**enc.kwargs).logits[:, -1]
+        torch.testing.assert_close(from_embed, L.project(m.lm, hs[0][:, -1]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="source < target"), L.enhancement(m.lm, 2, 2, 0.5, "add", pos):
+        pass
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_patchscope_at_the_last_layer_equals_the_plain_lens(models, name):
+    m = models[name]
+    prompts, _, enc = _batch(m)
+    ids = L.option_token_ids(m.tokenizer, prompts.options["Animal"])
+    _, off = L.resolve_offsets(["final", "attribute"], enc, 2)
+    plain = L.lens_batch(m.lm, enc.kwargs, off, ids, "logit")
+    out_patch = L.lens_batch(m.lm, enc.kwargs, off, ids, "patchscope", "output")
+    in_patch = L.lens_batch(m.lm, enc.kwargs, off, ids, "patchscope", "input")
+    n = m.n_layers
+    # output patching reads through the same norm + unembedding: every layer agrees
+    np.testing.assert_allclose(out_patch.probs, plain.probs, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(out_patch.probs[:, n], plain.probs[:, n], rtol=1e-4, atol=1e-7)
+    # input patching at l = L-1 patches the last block's own input: the model's logits
+    np.testing.assert_allclose(in_patch.probs[:, n - 1], plain.probs[:, n], rtol=1e-4, atol=1e-7)
+    # ...while earlier layers go through one more block than the plain lens
+    assert not np.allclose(in_patch.probs[:, 0], plain.probs[:, 0])
+
+
+def test_unsupported_architecture_is_named():
+    with pytest.raises(L.UnsupportedModelError, match="no final norm"):
+        L.final_norm(torch.nn.Linear(2, 2))
+    with pytest.raises(L.UnsupportedModelError, match="no decoder blocks"):
+        L.decoder_layers(torch.nn.Linear(2, 2))
+
+
+def test_option_first_subtokens_and_collisions(models):
+    tok = models["tiny-llama"].tokenizer
+    ids = L.option_token_ids(tok, ["dog", "cat"])
+    assert ids == [tok(" dog", add_special_tokens=False)["input_ids"][0], tok(" cat", add_special_tokens=False)["input_ids"][0]]
+    assert L.collisions(["a", "b", "c"], [1, 2, 1]) == [["a", "c"]]
+
+
+# ----------------------------------------------------------------------------- prompts and items
+
+
+def test_prompts_defaults_and_overrides():
+    p = load_prompts(["Animal", "Emotion"])
+    assert p.options["Animal"][0] == "dog" and p.probe_text("Animal", "default", True) == "The sound file's animal is"
+    assert p.question("Emotion", "with_options").endswith("angry, disgust, fear, happy, sad.")
+    q = load_prompts(["Pitch"], options={"Pitch": ["high", "low"]},
+                     probing={"default": {"Pitch": "The sound's pitch"}, "reverse": {"Pitch": "The pitch of the sound"}},
+                     questions={"Pitch": "Is the sound high or low?"})
+    assert q.question("Pitch", "with_options") == "Is the sound high or low? Possible options: high, low."
+    with pytest.raises(LensDataError, match="options.Pitch"):
+        load_prompts(["Pitch"])
+    with pytest.raises(LensDataError, match="attribute_words.Animal"):
+        load_prompts(["Animal"], words={"Animal": "creature"})
+
+
+def test_text_items_round_trip_and_errors(tmp_path):
+    items = demo_text_items(["Animal", "Gender"], max_items=4)
+    assert len(items) == 8 and {it.label for it in items if it.attribute == "Animal"} == {"dog", "cat", "pig", "cow"}
+    path = save_text_items(items, tmp_path / "items.jsonl")
+    opts = load_prompts(["Animal", "Gender"]).options
+    assert load_text_items(path, ["Animal", "Gender"], opts) == items
+    assert len(load_text_items(path, ["Gender"], opts, max_items=1)) == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"context": "moo", "attribute": "Animal", "label": "unicorn"}) + "\n")
+    with pytest.raises(LensDataError, match=r"bad.jsonl \(line 1\): field 'label': unknown label 'unicorn'"):
+        load_text_items(bad, ["Animal"], opts)
+    bad.write_text(json.dumps({"attribute": "Animal", "label": "dog"}) + "\n")
+    with pytest.raises(LensDataError, match="field 'context'"):
+        load_text_items(bad, ["Animal"], opts)
+
+
+def test_sakura_loader_good_folder(tmp_path):
+    root = make_demo_sakura(tmp_path / "sakura", per_label=1, labels=["dog", "cat"])
+    opts = load_prompts(["Animal"]).options
+    items = load_sakura(root, ["Animal"], opts)
+    assert [(it.id, it.label) for it in items] == [("Animal/dog_0.wav", "dog"), ("Animal/cat_0.wav", "cat")]
+    assert all(it.audio and it.audio.endswith(".wav") for it in items)
+    with_text = load_sakura(root, ["Animal"], opts, context_template="A recording; the label column says {attribute_label}.")
+    assert with_text[0].context == "A recording; the label column says dog."
+
+
+def test_sakura_loader_errors_name_file_and_field(tmp_path):
+    opts = load_prompts(["Animal", "Gender"]).options
+    root = make_demo_sakura(tmp_path / "s", per_label=1, labels=["dog"])
+    with pytest.raises(LensDataError, match=r"Gender/metadata.csv: file not found"):
+        load_sakura(root, ["Animal", "Gender"], opts)
+    write_sakura([("Animal", "dog_0.wav", "dog"), ("Animal", "missing.wav", "cat")], root)
+    with pytest.raises(LensDataError, match=r"metadata.csv \(line 3\): field 'file_name': audio file .*missing.wav not found"):
+        load_sakura(root, ["Animal"], opts)
+    write_sakura([("Animal", "dog_0.wav", "Dog"), ("Animal", "dog_0.wav", "dragon")], root)
+    with pytest.raises(LensDataError, match=r"metadata.csv \(line 3\): field 'attribute_label': unknown label 'dragon'"):
+        load_sakura(root, ["Animal"], opts)
+    (root / "Animal" / "metadata.csv").write_text("name,label\nx.wav,dog\n")
+    with pytest.raises(LensDataError, match="field 'file_name': missing column"):
+        load_sakura(root, ["Animal"], opts)
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+def test_run_on_a_tiny_model_reports_consistent_metrics():
+    from ausweep.config import from_dict
+    from ausweep.lens.plots import expected_size, png_size
+    from ausweep.lens.study import LensConfig, analyze
+
+    cfg = from_dict(LensConfig, {"model": "tiny-llama", "attributes": ["Animal", "Gender"], "max_items": 4, "device": "cpu",
+                                 "question": "none", "template": "{context} {probe}", "heatmap_tokens": 3,
+                                 "enhance": {"source": 1, "coef": 0.0}})
+    out = analyze(cfg)
+    m = out.metrics
+    assert m["n_layers"] == 2 and m["n_items"] == 8
+    for a in ("Animal", "Gender"):
+        rows = [r for r in out.items if r["attribute"] == a]
+        assert m[f"{a}/acc"] == pytest.approx(np.mean([r["correct"] for r in rows]))
+        assert m[f"{a}/acc_enhanced"] == m[f"{a}/acc"]  # coefficient 0
+        for r in rows:
+            assert len(r["positions"]["final"]["p_label"]) == 3
+            if r["resolution_layer"] is not None:
+                assert r["positions"]["final"]["top_option"][-1] == r["label"]
+    assert m["acc_enhanced_delta"] == 0.0
+    assert png_size(out.files["plots/heatmap.png"]) == expected_size(2)
+    assert {r["layer"] for r in out.heatmap} == {0, 1, 2} and len(out.heatmap) == 2 * 3 * 3
+    assert out.series["p_label/Animal/all"] and len(out.series["p_label/Animal/all"]) == 3
+
+
+def test_config_validation():
+    from ausweep.config import ConfigError, from_dict
+    from ausweep.lens.study import LensConfig
+
+    with pytest.raises(ConfigError, match="negative"):
+        from_dict(LensConfig, {"positions": ["final", 3]})
+    with pytest.raises(ConfigError, match="resolve_at 'auto' needs 'attribute'"):
+        from_dict(LensConfig, {"prompt_style": "reverse", "positions": ["final"]})
+    assert from_dict(LensConfig, {"positions": ["final", -3], "resolve_at": -3}).resolve_position == "-3"
