@@ -406,9 +406,9 @@ def _smollm2_source() -> dict[str, Any]:
 def smollm2_folder() -> Path:
     """The de-quantised SmolLM2 folder under the ausweep cache, built on first use.
 
-    Built in a temporary sibling folder and moved into place with ``os.replace``, so concurrent
-    builders (several Ray actors on a cold cache) never see a half-written folder: the first
-    rename wins and the others discard their copy.
+    Built under a file lock in a temporary sibling folder and moved into place with ``os.replace``:
+    concurrent callers (several Ray actors on a cold cache) wait for one build and never see a
+    half-written folder.
     """
     source = _smollm2_source()
     final = ausweep_cache_dir() / "models" / "smollm2-135m"
@@ -416,10 +416,24 @@ def smollm2_folder() -> Path:
     if stamp.is_file() and json.loads(stamp.read_text()) == source:
         return final
 
+    import fcntl
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time (several trials on a cold cache): the others wait, then find it built.
+    # Without the lock a late builder would swap out a folder another process is reading.
+    with open(final.parent / ".smollm2-135m.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.is_file() and json.loads(stamp.read_text()) == source:
+            return final
+        _build_smollm2(source, final)
+    return final
+
+
+def _build_smollm2(source: dict, final: Path) -> None:
     import torch
     import transformers
 
-    final.parent.mkdir(parents=True, exist_ok=True)
+    stamp = final / "ausweep-source.json"
     tmp = Path(tempfile.mkdtemp(prefix=".smollm2-135m.", dir=final.parent))
     try:
         folder, gguf = str(Path(source["file"]).parent), Path(source["file"]).name
@@ -446,7 +460,6 @@ def smollm2_folder() -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def load_smollm2(name: str = "smollm2-135m", device: str = "cpu", revision: str | None = None, dtype: str = "float32", **options: Any) -> HFTextEncoder:

