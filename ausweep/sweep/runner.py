@@ -64,6 +64,9 @@ def find_resumable(root: Path, label: str) -> Path | None:
     return runs[-1] if runs else None
 
 
+RUN_DIR_ENV = "AUSWEEP_SWEEP_RUN_DIR"
+
+
 def _trainable(config: dict[str, Any], study_name: str, completed_dir: str) -> None:
     """The Tune function trainable: build the typed config, run the study's trial, report.
 
@@ -79,6 +82,9 @@ def _trainable(config: dict[str, Any], study_name: str, completed_dir: str) -> N
     if record.is_file():
         tune.report({**json.loads(record.read_text()), REPLAYED: 1})
         return
+    # The sweep's run folder on storage, for studies that keep their own files there (training
+    # checkpoints a resumed sweep must find); the trial's Tune directory may be a local staging copy.
+    os.environ[RUN_DIR_ENV] = str(Path(completed_dir).parent)
     study = STUDIES.get(study_name)
     cfg = from_dict(study.config_cls, config, where="trial config")
     for result in study.trial(cfg):
