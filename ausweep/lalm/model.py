@@ -314,7 +314,13 @@ def build_lalm(cfg: LALMConfig, device: str = "cpu") -> LALM:
     elif cfg.llm_mode == "full":
         llm.requires_grad_(True)
     else:
-        llm = _add_lora(llm, cfg)
+        # peft draws LoRA's A matrices from the global RNG: seed it, so every build of a config
+        # (each DeepSpeed rank, a rebuilt model in a test) starts from the same adapter
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            llm = _add_lora(llm, cfg)
     lalm = LALM(cfg, encoder, feature_extractor, llm, tokenizer)
     return lalm.eval()
 

@@ -95,3 +95,25 @@ def test_demo_lens_sweep_audio_language_model(env, ray_session):
     assert items[0]["prompt"].startswith("The animal in the sound file is")
     pngs = _heatmaps(client, parents[0], c, tmp / "png")
     assert len(pngs) == 1 and png_size(pngs[0]) == expected_size(1)
+
+
+@pytest.mark.realmodel
+def test_demo_lens_sweep_with_the_offline_smollm2(env, ray_session):
+    """The shipped demo preset with its real model (SmolLM2-135M, 30 layers): names in the context
+    make the right option resolve inside the network; the heatmap has a panel per attribute."""
+    from ausweep.lens.plots import expected_size, png_size
+    from ausweep.sweep.cli import main
+
+    tmp, uri = env
+    rc = main(["lens", "--preset", "demo", "--storage", str(tmp / "runs"), "prompt_style=default",
+               "attributes=[Language, Gender]", "max_items=4"])
+    assert rc == 0
+    client, parents, children = _runs(uri)
+    (c,) = children
+    m = c.data.metrics
+    assert c.info.status == "FINISHED" and m["n_layers"] == 30
+    # the demo texts name the language / gender outright; a real 135M model gets most of them
+    assert m["Language/acc"] >= 0.5 and m["Gender/acc"] >= 0.5
+    assert 0 < m["Language/resolution_layer"] <= 30
+    (png,) = _heatmaps(client, parents[0], c, tmp / "png")
+    assert png_size(png) == expected_size(2)  # one panel per attribute

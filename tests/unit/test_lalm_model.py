@@ -466,3 +466,17 @@ def test_real_whisper_tiny_en_and_smollm2_lora(tmp_path):
     assert math.isfinite(out.loss.item()) and out.logits.shape[1] == 2 + batch["input_ids"].shape[1]
     c = lalm.parameter_counts()
     assert 0 < c["trainable"] - c["qformer"] - c["proj"] < 0.05 * c["llm"]  # LoRA adapters only
+
+
+def test_two_builds_of_one_lora_config_are_identical():
+    import torch
+
+    from ausweep.lalm.model import LALMConfig, build_lalm
+
+    cfg = LALMConfig(encoder="tiny-whisper", llm="tiny-llama", qformer_layers=1, num_queries=2, qformer_heads=2, lora_r=4)
+    torch.manual_seed(123)
+    a = build_lalm(cfg).trained_state_dict()
+    torch.manual_seed(456)  # the caller's RNG state must not matter
+    b = build_lalm(cfg).trained_state_dict()
+    assert a.keys() == b.keys() and any("lora_A" in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
