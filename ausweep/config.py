@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from pathlib import Path
@@ -35,6 +36,17 @@ class ConfigError(ValueError):
         loc = f"{where}: " if where else ""
         fld = f"field '{field}': " if field else ""
         super().__init__(f"{loc}{fld}{message}")
+
+
+class FileFormatError(ValueError):
+    """A data file (item set, manifest, metadata table) that cannot be read. The message names the
+    file, where in it (``line 3``, ``item 2``) and the field, so one line says what to fix."""
+
+    def __init__(self, path: str | os.PathLike, where: str, field: str, message: str):
+        self.path, self.where, self.field = str(path), where, field
+        loc = f"{path}" + (f" ({where})" if where else "")
+        fld = f"field '{field}': " if field else ""
+        super().__init__(f"{loc}: {fld}{message}")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:

@@ -24,18 +24,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from ausweep.config import FileFormatError
+
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SUFFIXES = (".jsonl", ".json", ".yaml", ".yml", ".csv")
 
 
-class MCFormatError(ValueError):
+class MCFormatError(FileFormatError):
     """A multiple-choice file that cannot be read: the message names the file, item and field."""
 
-    def __init__(self, path: str | os.PathLike, where: str, field: str, message: str):
-        self.path, self.where, self.field = str(path), where, field
-        loc = f"{path}" + (f" ({where})" if where else "")
-        fld = f"field '{field}': " if field else ""
-        super().__init__(f"{loc}: {fld}{message}")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ausweep.config import FileFormatError
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -32,14 +34,9 @@ IGNORE_INDEX = -100
 FIELDS = ("audio", "instruction", "response")
 
 
-class InstructionFormatError(ValueError):
+class InstructionFormatError(FileFormatError):
     """An instruction file that cannot be read: the message names the file, line and field."""
 
-    def __init__(self, path: str | os.PathLike, where: str, field: str, message: str):
-        self.path, self.where, self.field = str(path), where, field
-        loc = f"{path}" + (f" ({where})" if where else "")
-        fld = f"field '{field}': " if field else ""
-        super().__init__(f"{loc}: {fld}{message}")
 
 
 @dataclass(frozen=True)

@@ -33,20 +33,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ausweep.config import FileFormatError
+
 METADATA = "metadata.csv"
 COLUMNS = ("file_name", "attribute_label")
 STYLES = ("default", "reverse")
 QUESTION_KINDS = ("plain", "with_options", "none")
 
 
-class LensDataError(ValueError):
+class LensDataError(FileFormatError):
     """An item file or folder that cannot be read: the message names the file, the line and the field."""
 
-    def __init__(self, path: str | os.PathLike, where: str, field: str, message: str):
-        self.path, self.where, self.field = str(path), where, field
-        loc = f"{path}" + (f" ({where})" if where else "")
-        fld = f"field '{field}': " if field else ""
-        super().__init__(f"{loc}: {fld}{message}")
 
 
 @dataclass(frozen=True)
