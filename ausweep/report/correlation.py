@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,7 @@ def plot_scatter(points: list[dict[str, Any]], table: list[dict[str, Any]], path
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
         stat = (f"r={row['pearson_r']:.2f}, rho={row['spearman_rho']:.2f}" if not math.isnan(row["pearson_r"])
-                else row["note"][:40])
+                else "\n".join(textwrap.wrap(row["note"], 40)))
         ax.set_title(f"{row['category']} (n={row['n']})\n{stat}", fontsize=9)
         ax.set_xlabel("text-only accuracy")
         ax.set_ylabel("audio-grounded accuracy")
