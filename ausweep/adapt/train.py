@@ -9,8 +9,13 @@ and a :class:`~ausweep.adapt.config.TrainConfig`.
 The loop: AdamW over the parameters that require grad, cosine schedule with linear warm-up
 (``transformers.get_cosine_schedule_with_warmup``), gradient-norm clipping, a dev evaluation each
 epoch, and a best-dev checkpoint of the trainable parameters (kept in memory, optionally written as
-safetensors). Plain PyTorch, no accelerate: one device, and the only mixed-precision case (bf16
-autocast on CUDA) needs no gradient scaler.
+safetensors). Mixed precision is bf16 autocast on CUDA (no gradient scaler needed).
+
+Multi-GPU (data parallel) runs through accelerate when the process is one of several, i.e. when
+it was started by ``accelerate launch`` or ``torchrun`` (``WORLD_SIZE`` > 1): every rank walks the
+same shuffled batches and takes its share of each batch's rows, gradients are averaged by DDP, and
+only the main process writes checkpoints. One process (a sweep trial, a laptop) trains on one
+device exactly as before.
 """
 
 from __future__ import annotations
@@ -115,6 +120,19 @@ def _to(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
 def _autocast(device: torch.device, bf16: bool):
     # bf16 autocast only on CUDA: see TrainConfig.bf16.
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+
+
+def distributed_world_size() -> int:
+    """Processes in this data-parallel job (``WORLD_SIZE`` set by ``accelerate launch`` / torchrun); 1 otherwise."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def shard_rows(batch: Batch, rank: int, world: int) -> dict[str, torch.Tensor]:
+    """Rank ``rank``'s rows of a global batch: ``rank, rank + world, ...`` (all ranks cover it once)."""
+    return {k: v[rank::world] for k, v in batch.items()}
 
 
 def _forward(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -273,6 +291,19 @@ def fit(
     seed_everything(cfg.seed)
     shuffle = torch.Generator().manual_seed(cfg.seed)
 
+    world = distributed_world_size()
+    accelerator = None
+    if world > 1:
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+
+        if cfg.batch_size < world:
+            raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {world} data-parallel processes")
+        # find_unused_parameters: AudioBERT's LoRA is off for rows without a span, so a rank's
+        # batch may leave adapter weights without gradients.
+        accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if cfg.bf16 else "no",
+                                  kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        device = accelerator.device
+    main_process = accelerator is None or accelerator.is_main_process
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -282,13 +313,16 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = math.ceil(n_train / cfg.batch_size) * cfg.epochs
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
+    core = model  # the module itself; under DDP `model` becomes its wrapper
+    if accelerator is not None:
+        model, optimizer = accelerator.prepare(model, optimizer)
 
     if eval_fn is None and dev_data is not None:
         def eval_fn(m: nn.Module) -> Mapping[str, float]:
             return evaluate(m, dev_data, cfg.eval_batch_size, device, cfg.bf16)
 
     history: list[dict[str, float]] = []
-    best_state, best_epoch, best = trainable_state_dict(model), -1, math.nan
+    best_state, best_epoch, best = trainable_state_dict(core), -1, math.nan
     checkpoint: Path | None = None
     train_seconds = 0.0
     for epoch in range(cfg.epochs):
@@ -296,14 +330,25 @@ def fit(
         t0 = time.perf_counter()
         losses = []
         for batch in iter_batches(train_data, cfg.batch_size, shuffle):
+            if accelerator is not None:
+                if num_examples(batch) < world:  # a last batch too small to give every rank a row
+                    continue
+                batch = shard_rows(batch, accelerator.process_index, world)
             batch = _to(batch, device)
             with _autocast(device, cfg.bf16):
                 logits = _forward(model, batch)
             loss = masked_token_loss(logits, batch["labels"])
             optimizer.zero_grad(set_to_none=True)
+            if accelerator is not None:
+                # every rank must join the gradient all-reduce, even one whose rows all took the
+                # frozen path: a zero-valued term keeps the graph connected to the trainable weights
+                accelerator.backward(loss + sum(p.sum() for p in params) * 0.0)
+                if cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
             # A batch can have no trainable path (AudioBERT: no row has an auditory span, so every
             # row ran through the frozen model); it then has nothing to update.
-            if loss.requires_grad:
+            elif loss.requires_grad:
                 loss.backward()
                 if cfg.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -319,8 +364,8 @@ def fit(
         row = {"epoch": float(epoch), "train_loss": float(np.mean(losses)), "lr": float(scheduler.get_last_lr()[0])}
         if eval_fn is not None:
             model.eval()
-            with torch.no_grad():
-                scores = dict(eval_fn(model))
+            with torch.no_grad():  # every rank scores the whole dev set with identical weights
+                scores = dict(eval_fn(core))
             if metric not in scores:
                 raise KeyError(f"the dev evaluation returned {sorted(scores)}, not the selection metric {metric!r}")
             row.update({f"dev_{k}": float(v) for k, v in scores.items()})
@@ -329,22 +374,24 @@ def fit(
         else:
             value, improved = math.nan, True  # no dev set: keep the last epoch
         if improved:
-            best_state, best_epoch, best = trainable_state_dict(model), epoch, value
-            if cfg.save_dir is not None:
+            best_state, best_epoch, best = trainable_state_dict(core), epoch, value
+            if cfg.save_dir is not None and main_process:
                 checkpoint = save_trainable(best_state, cfg.save_dir, {"epoch": epoch, metric: value})
         history.append(row)
         if log is not None:
             log(row)
 
     if cfg.restore_best:
-        load_trainable_state_dict(model, best_state)
-    model.eval()
+        load_trainable_state_dict(core, best_state)
+    core.eval()
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
     return TrainResult(
         history=history,
         best_epoch=best_epoch,
         best_metric=best,
         metric=metric,
-        examples_per_s=n_train * cfg.epochs / max(train_seconds, 1e-9),
+        examples_per_s=n_train * cfg.epochs / max(train_seconds, 1e-9),  # all ranks together
         train_seconds=train_seconds,
         best_state=best_state,
         checkpoint=checkpoint,
