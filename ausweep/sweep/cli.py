@@ -13,6 +13,7 @@ examples:
   python -m ausweep.sweep --list                    every sweep, one line each
   python -m ausweep.sweep probe --preset demo       the offline demo (shipped models, generated audio)
   python -m ausweep.sweep probe probe.lr=3e-4       dotted overrides fix a value (also a searched one)
+  python -m ausweep.sweep probe tune.max_concurrent_trials=2 resources.gpu=0.5   the sweep's own settings
   python -m ausweep.sweep probe --resume            continue the newest interrupted run of this sweep
   python -m ausweep.sweep probe --show              print the resolved config and search space, run nothing
   python -m ausweep.sweep probe --fields            every config field with its default and help

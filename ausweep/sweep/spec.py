@@ -215,8 +215,14 @@ def load_sweep(name: str, preset: str | None = None, overrides: dict[str, Any] |
         space = dict(p.search_space) if p.search_space is not None else space
         tune_d = deep_merge(tune_d, p.tune)
         res_d = deep_merge(res_d, p.resources)
-    tune_settings = from_dict(TuneSettings, tune_d, where=f"{where} (tune)")
-    resources = from_dict(Resources, res_d, where=f"{where} (resources)")
+    # `tune.*` and `resources.*` on the command line set the sweep's own settings, not the trial config
+    cli = dict(overrides or {})
+    cli_tune, cli_res = cli.pop("tune", None), cli.pop("resources", None)
+    for key, value in (("tune", cli_tune), ("resources", cli_res)):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError("command line", key, f"set single settings, e.g. {key}.{'max_concurrent_trials' if key == 'tune' else 'gpu'}=1")
+    tune_settings = from_dict(TuneSettings, deep_merge(tune_d, cli_tune or {}), where=f"{where} (tune)" + (", command line" if cli_tune else ""))
+    resources = from_dict(Resources, deep_merge(res_d, cli_res or {}), where=f"{where} (resources)" + (", command line" if cli_res else ""))
     spec = dataclasses.replace(spec, tune=tune_settings, resources=resources)
 
     base: dict[str, Any] = {}
@@ -224,7 +230,6 @@ def load_sweep(name: str, preset: str | None = None, overrides: dict[str, Any] |
         cpath = (path.parent / config_file).resolve()
         base = _nested(load_yaml(cpath))
     base = deep_merge(base, _nested(extra))
-    cli = overrides or {}
     base = deep_merge(base, cli)
     fixed = set(flatten(cli))
     parsed_space = {}

@@ -105,3 +105,15 @@ def test_presets_overrides_and_grid_count(monkeypatch):
     space = to_tune_space(fixed.base, fixed.space)
     assert space["text"]["model"] == {"grid_search": ["minilm", "smollm2-135m"]}
     assert space["probe"]["lr"] == 0.01
+
+
+def test_command_line_tune_and_resources_set_the_sweep_not_the_trial(monkeypatch):
+    from ausweep.config import parse_overrides
+
+    monkeypatch.chdir(REPO)
+    sweep = load_sweep("lora_rank", "demo", parse_overrides(["tune.max_concurrent_trials=2", "resources.cpu=2", "train.epochs=3"]))
+    assert sweep.spec.tune.max_concurrent_trials == 2 and sweep.spec.resources.cpu == 2
+    assert sweep.spec.resources.gpu == 0  # the preset's other resources stay
+    assert "tune" not in sweep.base and "resources" not in sweep.base and sweep.base["train"]["epochs"] == 3
+    with pytest.raises(ConfigError, match="command line.*max_concurent"):
+        load_sweep("lora_rank", "demo", parse_overrides(["tune.max_concurent=2"]))
