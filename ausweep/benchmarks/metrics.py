@@ -73,7 +73,7 @@ def _lower(sentence: str) -> str:
     return sentence.lower().replace(MASK.lower(), MASK)
 
 
-def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]], list[bool]]:
+def encode_with_offsets(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]], list[bool]]:
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(
             f"{type(tokenizer).__name__} is a slow (Python) tokenizer; AuditoryBench scoring needs a fast "
@@ -104,7 +104,7 @@ def build_masked_input(tokenizer: Any, sentence: str, answer: str, lowercase: bo
     if lowercase:
         sentence, answer = _lower(sentence), answer.lower()
     text, span = fill_slot(sentence, answer)
-    ids, offsets, keep = _encode(tokenizer, text)
+    ids, offsets, keep = encode_with_offsets(tokenizer, text)
     positions = _span_positions(text, span, offsets, keep)
     if not positions:
         raise ValueError(f"no token covers {answer!r} in {text!r}")
@@ -131,7 +131,7 @@ def build_candidate_input(tokenizer: Any, sentence: str, candidate: str) -> Cand
     scored too. ``start`` is the first token after the words before the candidate.
     """
     text, span = fill_slot(sentence, candidate)
-    ids, offsets, keep = _encode(tokenizer, text)
+    ids, offsets, keep = encode_with_offsets(tokenizer, text)
     # A trailing special token (an EOS some tokenizers append) is not part of the sentence.
     while len(ids) > 1 and not keep[-1]:
         ids.pop()

@@ -158,9 +158,9 @@ def _run_masked(lm: LMWithHead, inputs: list[M.MaskedInput], wanted, batch_size:
     argmax: list[list[int]] = [[] for _ in inputs]
     scores: list[dict[tuple[int, ...], float]] = [{} for _ in inputs]
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    for batch in _batches(range(len(inputs)), key=lambda u: len(inputs[u].input_ids), size=batch_size,
+    for batch in length_batches(range(len(inputs)), key=lambda u: len(inputs[u].input_ids), size=batch_size,
                           progress=progress, desc=f"{lm.name} fill-mask"):
-        ids, attn = _pad([inputs[u].input_ids for u in batch], pad)
+        ids, attn = pad_sequences([inputs[u].input_ids for u in batch], pad)
         with torch.no_grad():
             logits = lm.model(input_ids=ids.to(lm.device), attention_mask=attn.to(lm.device)).logits  # (b, T, V)
         for b, u in enumerate(batch):
@@ -175,7 +175,7 @@ def _run_masked(lm: LMWithHead, inputs: list[M.MaskedInput], wanted, batch_size:
 # ----------------------------------------------------------------------------- causal LMs
 
 
-def _crop_candidate(ci: M.CandidateInput, limit: int | None) -> tuple[M.CandidateInput, bool]:
+def crop_candidate(ci: M.CandidateInput, limit: int | None) -> tuple[M.CandidateInput, bool]:
     n = len(ci.input_ids)
     if limit is None or n <= limit:
         return ci, False
@@ -194,15 +194,15 @@ def _causal(lm: LMWithHead, items: list[Item], batch_size: int, length_norm: boo
     cropped: set[int] = set()
     for i, it in enumerate(items):
         for j, c in enumerate(candidates(it)):
-            ci, was_cropped = _crop_candidate(M.build_candidate_input(tok, it.sentence, c), lm.max_length)
+            ci, was_cropped = crop_candidate(M.build_candidate_input(tok, it.sentence, c), lm.max_length)
             if was_cropped:
                 cropped.add(i)
             reqs.append((i, j, ci))
     scores: dict[tuple[int, int], float] = {}
     pad = tok.pad_token_id if tok.pad_token_id is not None else (M.prefix_token_id(tok) or 0)
-    for batch in _batches(range(len(reqs)), key=lambda r: len(reqs[r][2].input_ids), size=batch_size,
+    for batch in length_batches(range(len(reqs)), key=lambda r: len(reqs[r][2].input_ids), size=batch_size,
                           progress=progress, desc=f"{lm.name} log-likelihood"):
-        ids, attn = _pad([reqs[r][2].input_ids for r in batch], pad)
+        ids, attn = pad_sequences([reqs[r][2].input_ids for r in batch], pad)
         ids, attn = ids.to(lm.device), attn.to(lm.device)
         with torch.no_grad():
             logits = lm.model(input_ids=ids, attention_mask=attn).logits  # (b, T, V)
@@ -246,7 +246,7 @@ def _add_choice(row: dict[str, Any], it: Item, scores: list[float]) -> None:
     )
 
 
-def _pad(seqs: list[tuple[int, ...]], pad: int):
+def pad_sequences(seqs: list[tuple[int, ...]], pad: int):
     """Right-padded ``input_ids`` and ``attention_mask``, both (b, T)."""
     import torch
 
@@ -259,7 +259,7 @@ def _pad(seqs: list[tuple[int, ...]], pad: int):
     return ids, attn
 
 
-def _batches(indices: Iterable[int], key, size: int, progress: bool, desc: str):
+def length_batches(indices: Iterable[int], key, size: int, progress: bool, desc: str):
     """Batches of indices, longest first (an out-of-memory error shows at once), with a progress bar."""
     from tqdm.auto import tqdm
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ausweep.benchmarks import metrics as M
-from ausweep.benchmarks.zeroshot import _batches, _crop_candidate, _pad
+from ausweep.benchmarks.zeroshot import crop_candidate, length_batches, pad_sequences
 from ausweep.knowledge.mcq import LETTERS, MCItem, accuracy_metrics, format_prompt
 from ausweep.models.heads import LMWithHead
 
@@ -99,7 +99,7 @@ def continuation_input(tokenizer: Any, prompt: str, continuation: str) -> M.Cand
     """Token ids of ``prompt + continuation`` led by a BOS-like token; ``start`` is the first token
     of the continuation (by character offsets, so a merge across the boundary cannot misplace it)."""
     text = prompt + continuation
-    ids, offsets, keep = M._encode(tokenizer, text)
+    ids, offsets, keep = M.encode_with_offsets(tokenizer, text)
     while len(ids) > 1 and not keep[-1]:  # an EOS some tokenizers append is not part of the text
         ids.pop()
         offsets.pop()
@@ -127,15 +127,15 @@ def score_options(lm: LMWithHead, prompts: Sequence[str], options: Sequence[Sequ
     cropped = [False] * len(prompts)
     for i, (prompt, opts) in enumerate(zip(prompts, options)):
         for j, opt in enumerate(opts):
-            ci, was_cropped = _crop_candidate(continuation_input(lm.tokenizer, prompt, " " + opt), lm.max_length)
+            ci, was_cropped = crop_candidate(continuation_input(lm.tokenizer, prompt, " " + opt), lm.max_length)
             cropped[i] |= was_cropped
             reqs.append((i, j, ci))
     tok = lm.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else (M.prefix_token_id(tok) or 0)
     scores = [[math.nan] * len(o) for o in options]
-    for batch in _batches(range(len(reqs)), key=lambda r: len(reqs[r][2].input_ids), size=batch_size,
+    for batch in length_batches(range(len(reqs)), key=lambda r: len(reqs[r][2].input_ids), size=batch_size,
                           progress=progress, desc=f"{lm.name} options"):
-        ids, attn = _pad([reqs[r][2].input_ids for r in batch], pad)
+        ids, attn = pad_sequences([reqs[r][2].input_ids for r in batch], pad)
         ids, attn = ids.to(lm.device), attn.to(lm.device)
         # Only the positions that predict option tokens need the LM head: with 50-150k-token
         # vocabularies the head over every position costs more time and memory than it is worth.
@@ -196,7 +196,7 @@ def generate(lm: LMWithHead, prompts: Sequence[str], max_new_tokens: int = 8, ba
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                               pad_token_id=pad, eos_token_id=eos)
     texts = [""] * len(prompts)
-    for batch in _batches(range(len(inputs)), key=lambda i: len(inputs[i]), size=batch_size,
+    for batch in length_batches(range(len(inputs)), key=lambda i: len(inputs[i]), size=batch_size,
                           progress=progress, desc=f"{lm.name} generate"):
         width = max(len(inputs[i]) for i in batch)
         ids = torch.full((len(batch), width), int(pad), dtype=torch.long)

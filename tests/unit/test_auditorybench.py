@@ -303,16 +303,16 @@ def test_scores_do_not_depend_on_batching(tiny_bert, tiny_gpt2):
 
 
 def test_cropping_keeps_the_scored_tokens():
-    from ausweep.benchmarks.zeroshot import _crop_candidate, _crop_masked
+    from ausweep.benchmarks.zeroshot import crop_candidate, _crop_masked
 
     mi = M.MaskedInput(tuple(range(100)), (70, 71), (5, 6))
     out, cropped = _crop_masked(mi, 64)
     assert cropped and len(out.input_ids) == 64 and [out.input_ids[p] for p in out.positions] == [70, 71]
     ci = M.CandidateInput(tuple(range(100)), 50)
-    out, cropped = _crop_candidate(ci, 64)
+    out, cropped = crop_candidate(ci, 64)
     assert cropped and out.input_ids[out.start:] == tuple(range(50, 100)) and out.start >= 1
     with pytest.raises(ValueError):
-        _crop_candidate(M.CandidateInput(tuple(range(100)), 10), 64)
+        crop_candidate(M.CandidateInput(tuple(range(100)), 10), 64)
 
 
 # ----------------------------------------------------------------------------- model loading
