@@ -19,12 +19,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from ausweep.config import FileFormatError
+from ausweep.files import jsonl_records, write_jsonl_atomic
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SUFFIXES = (".jsonl", ".json", ".yaml", ".yml", ".csv")
@@ -142,13 +142,7 @@ def load_mc(path: str | os.PathLike, check_audio: bool = True) -> list[MCItem]:
     base = path.parent
     records: list[tuple[str, Any]] = []
     if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        records.append((f"line {n}", json.loads(line)))
-                    except json.JSONDecodeError as e:
-                        raise MCFormatError(path, f"line {n}", "", f"invalid JSON: {e.msg}") from None
+        records = [(f"line {n}", rec) for n, rec in jsonl_records(path, MCFormatError)]
     elif path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
             for n, row in enumerate(csv.DictReader(f), 2):
@@ -182,16 +176,7 @@ def save_jsonl(items: Iterable[MCItem], path: str | os.PathLike) -> Path:
     """Write items as JSONL atomically (a crash never leaves a half-written set); audio paths are
     stored relative to the file's folder so the folder can be moved."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for it in items:
-                f.write(json.dumps(it.to_record(relative_to=path.parent), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_jsonl_atomic(path, [it.to_record(relative_to=path.parent) for it in items])
     return path
 
 

@@ -15,15 +15,14 @@ the field.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ausweep.config import FileFormatError
+from ausweep.files import jsonl_records, write_jsonl_atomic
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -55,34 +54,23 @@ def load_instructions(path: str | os.PathLike, check_audio: bool = True) -> list
     clip now rather than mid-training.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InstructionFormatError(path, "", "", "file does not exist")
     out: list[InstructionExample] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"line {n}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InstructionFormatError(path, where, "", f"invalid JSON: {e.msg}") from None
-            if not isinstance(rec, dict):
-                raise InstructionFormatError(path, where, "", f"expected an object with {', '.join(FIELDS)}")
-            unknown = sorted(set(rec) - set(FIELDS))
-            if unknown:
-                raise InstructionFormatError(path, where, unknown[0], f"unknown field (expected {', '.join(FIELDS)})")
-            for key in FIELDS:
-                value = rec.get(key)
-                if not isinstance(value, str) or not value.strip():
-                    raise InstructionFormatError(path, where, key, "missing or not a non-empty string")
-            audio = Path(rec["audio"])
-            if not audio.is_absolute():
-                audio = path.parent / audio
-            if check_audio and not audio.is_file():
-                raise InstructionFormatError(path, where, "audio", f"audio file {audio} does not exist")
-            # normpath: "sets/../clips/a.wav" -> "clips/a.wav", so equal clips compare equal
-            out.append(InstructionExample(os.path.normpath(os.path.abspath(audio)), rec["instruction"], rec["response"]))
+    for n, rec in jsonl_records(path, InstructionFormatError):
+        where = f"line {n}"
+        unknown = sorted(set(rec) - set(FIELDS))
+        if unknown:
+            raise InstructionFormatError(path, where, unknown[0], f"unknown field (expected {', '.join(FIELDS)})")
+        for key in FIELDS:
+            value = rec.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise InstructionFormatError(path, where, key, "missing or not a non-empty string")
+        audio = Path(rec["audio"])
+        if not audio.is_absolute():
+            audio = path.parent / audio
+        if check_audio and not audio.is_file():
+            raise InstructionFormatError(path, where, "audio", f"audio file {audio} does not exist")
+        # normpath: "sets/../clips/a.wav" -> "clips/a.wav", so equal clips compare equal
+        out.append(InstructionExample(os.path.normpath(os.path.abspath(audio)), rec["instruction"], rec["response"]))
     if not out:
         raise InstructionFormatError(path, "", "", "no examples")
     return out
@@ -92,18 +80,9 @@ def save_instructions(examples: Iterable[InstructionExample], path: str | os.Pat
     """Write examples as JSONL atomically; audio paths relative to the file's folder so the
     folder can be moved."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for ex in examples:
-                rec = {"audio": os.path.relpath(os.path.abspath(ex.audio), path.parent.resolve()),
-                       "instruction": ex.instruction, "response": ex.response}
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    base = path.parent.resolve()
+    write_jsonl_atomic(path, [{"audio": os.path.relpath(os.path.abspath(ex.audio), base),
+                               "instruction": ex.instruction, "response": ex.response} for ex in examples])
     return path
 
 

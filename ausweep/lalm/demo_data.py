@@ -60,6 +60,7 @@ from ausweep.data.demo import (
     _require_tools,
     _run,
 )
+from ausweep.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -412,24 +413,13 @@ def _generate(tmp: Path, params: dict[str, int], progress: bool) -> None:
     manifest = {"generator": GENERATOR, "version": GENERATOR_VERSION, "note": "GENERATED DEMO AUDIO - NOT A REAL BENCHMARK",
                 "params": params, "tasks": [f"{c}/{s}" for c, s, _ in TASKS], "clips": records}
     # Written last, atomically: a folder with a valid manifest is a complete set.
-    _write_atomic(tmp / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(tmp / "manifest.json", json.dumps(manifest, indent=1) + "\n")
 
 
 def _save_train(rows: list[dict[str, str]], path: Path) -> None:
     from ausweep.lalm.data import InstructionExample, save_instructions
 
     save_instructions([InstructionExample(**r) for r in rows], path)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _make_clip(job: _Job, tmp: Path) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ausweep.config import FileFormatError
+from ausweep.files import jsonl_records, write_jsonl_atomic, write_text_atomic
 
 METADATA = "metadata.csv"
 COLUMNS = ("file_name", "attribute_label")
@@ -233,7 +233,7 @@ def write_sakura(items: Iterable[tuple[str, str, str]], root: str | os.PathLike)
         folder = root / a
         folder.mkdir(parents=True, exist_ok=True)
         text = "file_name,attribute_label\n" + "".join(f"{n},{l}\n" for n, l in rows)
-        _atomic_write(folder / METADATA, text)
+        write_text_atomic(folder / METADATA, text)
     return root
 
 
@@ -278,38 +278,27 @@ def load_text_items(path: str | os.PathLike, attributes: Sequence[str] | None = 
     ``attributes``, other attributes are skipped; with ``options``, labels must be among them.
     ``max_items``: the first N items of each attribute."""
     path = Path(path)
-    if not path.is_file():
-        raise LensDataError(path, "", "", "file not found")
     items: list[LensItem] = []
     counts: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"line {lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LensDataError(path, where, "", f"not valid JSON: {e.msg}") from None
-            if not isinstance(obj, dict):
-                raise LensDataError(path, where, "", "expected a JSON object")
-            for key in ("context", "attribute", "label"):
-                if not isinstance(obj.get(key), str) or not obj[key].strip():
-                    raise LensDataError(path, where, key, "missing or not a non-empty string")
-            a = obj["attribute"]
-            if attributes is not None and a not in attributes:
-                continue
-            label = obj["label"]
-            if options is not None:
-                if a not in options:
-                    raise LensDataError(path, where, "attribute", f"unknown attribute {a!r} (known: {', '.join(options)})")
-                label = canonical_label(label, options[a])
-                if label is None:
-                    raise LensDataError(path, where, "label", f"unknown label {obj['label']!r} (options for {a}: {', '.join(options[a])})")
-            if max_items is not None and counts.get(a, 0) >= max_items:
-                continue
-            counts[a] = counts.get(a, 0) + 1
-            items.append(LensItem(str(obj.get("id") or f"{a}-{lineno}"), a, label, context=obj["context"]))
+    for lineno, obj in jsonl_records(path, LensDataError):
+        where = f"line {lineno}"
+        for key in ("context", "attribute", "label"):
+            if not isinstance(obj.get(key), str) or not obj[key].strip():
+                raise LensDataError(path, where, key, "missing or not a non-empty string")
+        a = obj["attribute"]
+        if attributes is not None and a not in attributes:
+            continue
+        label = obj["label"]
+        if options is not None:
+            if a not in options:
+                raise LensDataError(path, where, "attribute", f"unknown attribute {a!r} (known: {', '.join(options)})")
+            label = canonical_label(label, options[a])
+            if label is None:
+                raise LensDataError(path, where, "label", f"unknown label {obj['label']!r} (options for {a}: {', '.join(options[a])})")
+        if max_items is not None and counts.get(a, 0) >= max_items:
+            continue
+        counts[a] = counts.get(a, 0) + 1
+        items.append(LensItem(str(obj.get("id") or f"{a}-{lineno}"), a, label, context=obj["context"]))
     if not items:
         raise LensDataError(path, "", "", "no items" + (f" for attributes {list(attributes)}" if attributes else ""))
     return items
@@ -317,15 +306,12 @@ def load_text_items(path: str | os.PathLike, attributes: Sequence[str] | None = 
 
 def save_text_items(items: Iterable[LensItem], path: str | os.PathLike) -> Path:
     """Write text items as JSONL, atomically."""
-    lines = []
+    records = []
     for it in items:
         if it.context is None:
             raise ValueError(f"item {it.id!r} has no text context")
-        lines.append(json.dumps({"id": it.id, "context": it.context, "attribute": it.attribute, "label": it.label},
-                                ensure_ascii=False))
-    path = Path(path)
-    _atomic_write(path, "\n".join(lines) + "\n")
-    return path
+        records.append({"id": it.id, "context": it.context, "attribute": it.attribute, "label": it.label})
+    return write_jsonl_atomic(path, records)
 
 
 # Hand-written cues. Per option: texts that point at it without naming the attribute (onomatopoeia,
@@ -391,18 +377,6 @@ def demo_text_items(attributes: Sequence[str], options: Mapping[str, Sequence[st
         for o, j, text in rows[:max_items]:
             items.append(LensItem(f"{a}-{o}-{j}", a, o, context=text))
     return items
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def items_summary(items: Sequence[LensItem]) -> dict[str, Any]:
