@@ -169,6 +169,15 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "", pre
         raise ConfigError(where, prefix, str(e)) from None
 
 
+def with_defaults(cls: type, data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``data`` (e.g. a trial's config, which holds only what the sweep set) with ``cls``'s
+    defaults filled in; ``data`` unchanged when it does not validate (summaries never fail on it)."""
+    try:
+        return to_dict(from_dict(cls, data))
+    except ConfigError:
+        return dict(data or {})
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain, YAML-safe dict of a config (tuples become lists)."""
 

@@ -171,15 +171,11 @@ def results_table(rows: list[dict[str, Any]]):
     """One line per trial: model, the settings that change scores, then every metric."""
     import pandas as pd
 
-    from ausweep.config import from_dict
+    from ausweep.config import with_defaults
 
     records = []
     for r in rows:
-        cfg = r.get("config") or {}
-        try:  # a trial's config holds only what the sweep set; fill in the defaults
-            cfg = to_dict(from_dict(BaselineConfig, cfg))
-        except ConfigError:
-            pass
+        cfg = with_defaults(BaselineConfig, r.get("config"))
         rec = {k: cfg.get(k) for k in ("model", "kind", "fmt", "length_norm", "max_items", "dtype")}
         # benchmark metrics only ("animal/test/mc_acc"), not Tune's bookkeeping (timestamp, pid...)
         rec.update({k: v for k, v in (r.get("metrics") or {}).items()

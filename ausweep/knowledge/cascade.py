@@ -192,15 +192,11 @@ def summarize(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 def results_table(rows: list[dict[str, Any]]):
     import pandas as pd
 
-    from ausweep.config import from_dict
+    from ausweep.config import with_defaults
 
     records = []
     for r in rows:
-        cfg = r.get("config") or {}
-        try:  # a trial's config holds only what the sweep set; fill in the defaults
-            cfg = to_dict(from_dict(CascadeConfig, cfg))
-        except ConfigError:
-            pass
+        cfg = with_defaults(CascadeConfig, r.get("config"))
         rec = {k: cfg.get(k) for k in ("model", "describer", "method", "manifest", "max_items", "dtype")}
         rec.update({k: v for k, v in (r.get("metrics") or {}).items()
                     if (k in ("acc", "n", "described") or k.startswith(("acc/", "n/")))

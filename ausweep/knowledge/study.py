@@ -197,15 +197,11 @@ def results_table(rows: list[dict[str, Any]]):
     """One line per trial: the backbone and the settings that change scores, then every metric."""
     import pandas as pd
 
-    from ausweep.config import from_dict
+    from ausweep.config import with_defaults
 
     records = []
     for r in rows:
-        cfg = r.get("config") or {}
-        try:  # a trial's config holds only what the sweep set; fill in the defaults
-            cfg = to_dict(from_dict(KnowledgeConfig, cfg))
-        except (ConfigError, ValueError):
-            pass
+        cfg = with_defaults(KnowledgeConfig, r.get("config"))
         rec: dict[str, Any] = {k: cfg.get(k) for k in _SETTINGS}
         rec["sets"] = ",".join(cfg.get("sets") or [])
         # study metrics only, not Tune's bookkeeping (timestamp, pid...)

@@ -453,15 +453,11 @@ def results_table(rows: list[dict[str, Any]]):
     """One line per (trial, attribute): the settings that matter, then the attribute's metrics."""
     import pandas as pd
 
-    from ausweep.config import from_dict
+    from ausweep.config import with_defaults
 
     records = []
     for i, r in enumerate(rows):
-        cfg = r.get("config") or {}
-        try:
-            cfg = to_dict(from_dict(LensConfig, cfg))
-        except ConfigError:
-            pass
+        cfg = with_defaults(LensConfig, r.get("config"))
         m = r.get("metrics") or {}
         attrs = sorted({k.split("/")[0] for k in m if k.count("/") == 1 and k.endswith("/acc")})
         for a in attrs:

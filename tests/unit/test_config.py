@@ -71,3 +71,14 @@ def test_config_hash_stable_and_sensitive():
     a = from_dict(Outer, {"name": "x"})
     assert config_hash(a) == config_hash(from_dict(Outer, {"name": "x"}))
     assert config_hash(a) != config_hash(from_dict(Outer, {"name": "x", "inner": {"lr": 0.5}}))
+
+
+def test_with_defaults_fills_a_partial_config_and_passes_a_bad_one_through():
+    from ausweep.benchmarks.study import BaselineConfig
+    from ausweep.config import with_defaults
+
+    full = with_defaults(BaselineConfig, {"model": "gpt2"})
+    assert full["model"] == "gpt2" and full["batch_size"] == 16 and full["tasks"] == ["animal", "pitch"]
+    assert with_defaults(BaselineConfig, {"model": "gpt2", "nope": 1}) == {"model": "gpt2", "nope": 1}
+    assert with_defaults(BaselineConfig, {"batch_size": 0}) == {"batch_size": 0}  # fails __post_init__
+    assert with_defaults(BaselineConfig, None)["model"] == "bert-base-uncased"
