@@ -186,9 +186,6 @@ def crop_candidate(ci: M.CandidateInput, limit: int | None) -> tuple[M.Candidate
 
 
 def _causal(lm: LMWithHead, items: list[Item], batch_size: int, length_norm: bool, progress: bool):
-    import torch
-    import torch.nn.functional as F
-
     tok = lm.tokenizer
     reqs: list[tuple[int, int, M.CandidateInput]] = []
     cropped: set[int] = set()
@@ -198,20 +195,8 @@ def _causal(lm: LMWithHead, items: list[Item], batch_size: int, length_norm: boo
             if was_cropped:
                 cropped.add(i)
             reqs.append((i, j, ci))
-    scores: dict[tuple[int, int], float] = {}
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (M.prefix_token_id(tok) or 0)
-    for batch in length_batches(range(len(reqs)), key=lambda r: len(reqs[r][2].input_ids), size=batch_size,
-                          progress=progress, desc=f"{lm.name} log-likelihood"):
-        ids, attn = pad_sequences([reqs[r][2].input_ids for r in batch], pad)
-        ids, attn = ids.to(lm.device), attn.to(lm.device)
-        with torch.no_grad():
-            logits = lm.model(input_ids=ids, attention_mask=attn).logits  # (b, T, V)
-            # log p(token t | < t) for t = 1..T-1, in float32 (bf16 log-softmax is too coarse to rank)
-            tok_lp = -F.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:], reduction="none")  # (b, T-1)
-        for b, r in enumerate(batch):
-            i, j, ci = reqs[r]
-            lp = tok_lp[b, ci.start - 1 : len(ci.input_ids) - 1]
-            scores[(i, j)] = float(lp.mean() if length_norm else lp.sum())
+    values = score_continuations(lm, [ci for _, _, ci in reqs], batch_size, length_norm, progress, f"{lm.name} log-likelihood")
+    scores = {(i, j): v for (i, j, _), v in zip(reqs, values)}
     rows = []
     for i, it in enumerate(items):
         cand_scores = [scores[(i, j)] for j in range(len(candidates(it)))]
@@ -223,6 +208,38 @@ def _causal(lm: LMWithHead, items: list[Item], batch_size: int, length_norm: boo
         row["flags"] = " ".join(it.flags)
         rows.append(row)
     return rows, len(cropped)
+
+
+def score_continuations(lm: LMWithHead, inputs: Sequence[M.CandidateInput], batch_size: int = 16,
+                        length_norm: bool = False, progress: bool = False, desc: str = "log-likelihood") -> list[float]:
+    """log p(continuation | context) of each causal-LM input: the summed (or, with ``length_norm``,
+    mean) log-probability of ``input_ids[start:]``, in batches of similar length."""
+    import torch
+    import torch.nn.functional as F
+
+    tok = lm.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (M.prefix_token_id(tok) or 0)
+    scores = [math.nan] * len(inputs)
+    for batch in length_batches(range(len(inputs)), key=lambda r: len(inputs[r].input_ids), size=batch_size,
+                                progress=progress, desc=desc):
+        ids, attn = pad_sequences([inputs[r].input_ids for r in batch], pad)
+        ids, attn = ids.to(lm.device), attn.to(lm.device)
+        # Only the positions that predict continuation tokens need the LM head: with 50-150k-token
+        # vocabularies the head over every position costs more time and memory than it is worth.
+        lo = min(inputs[r].start for r in batch) - 1
+        hi = max(len(inputs[r].input_ids) for r in batch) - 1
+        with torch.no_grad():
+            logits = lm.model(input_ids=ids, attention_mask=attn,
+                              logits_to_keep=torch.arange(lo, hi, device=ids.device)).logits  # (b, hi - lo, V)
+        offset = 0 if logits.shape[1] == ids.shape[1] else lo  # a model that ignores logits_to_keep
+        for b, r in enumerate(batch):
+            ci = inputs[r]
+            end = len(ci.input_ids)
+            # float32 log-softmax over only the scored positions: bf16 is too coarse to rank options
+            lg = logits[b, ci.start - 1 - offset : end - 1 - offset].float()  # (k, V)
+            lp = -F.cross_entropy(lg, ids[b, ci.start : end], reduction="none")  # (k,)
+            scores[r] = float(lp.mean() if length_norm else lp.sum())
+    return scores
 
 
 # ----------------------------------------------------------------------------- shared

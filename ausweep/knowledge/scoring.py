@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ausweep.benchmarks import metrics as M
-from ausweep.benchmarks.zeroshot import crop_candidate, length_batches, pad_sequences
+from ausweep.benchmarks.zeroshot import crop_candidate, length_batches, score_continuations
 from ausweep.knowledge.mcq import LETTERS, MCItem, accuracy_metrics, format_prompt
 from ausweep.models.heads import LMWithHead
 
@@ -120,9 +120,6 @@ def score_options(lm: LMWithHead, prompts: Sequence[str], options: Sequence[Sequ
                   length_norm: bool = False, progress: bool = False) -> tuple[list[list[float]], list[bool]]:
     """log p(" " + option | prompt) for every option of every prompt (summed, or the per-token mean),
     and whether each prompt had to be cropped from the left to fit."""
-    import torch
-    import torch.nn.functional as F
-
     reqs: list[tuple[int, int, M.CandidateInput]] = []
     cropped = [False] * len(prompts)
     for i, (prompt, opts) in enumerate(zip(prompts, options)):
@@ -130,28 +127,10 @@ def score_options(lm: LMWithHead, prompts: Sequence[str], options: Sequence[Sequ
             ci, was_cropped = crop_candidate(continuation_input(lm.tokenizer, prompt, " " + opt), lm.max_length)
             cropped[i] |= was_cropped
             reqs.append((i, j, ci))
-    tok = lm.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (M.prefix_token_id(tok) or 0)
+    values = score_continuations(lm, [ci for _, _, ci in reqs], batch_size, length_norm, progress, f"{lm.name} options")
     scores = [[math.nan] * len(o) for o in options]
-    for batch in length_batches(range(len(reqs)), key=lambda r: len(reqs[r][2].input_ids), size=batch_size,
-                          progress=progress, desc=f"{lm.name} options"):
-        ids, attn = pad_sequences([reqs[r][2].input_ids for r in batch], pad)
-        ids, attn = ids.to(lm.device), attn.to(lm.device)
-        # Only the positions that predict option tokens need the LM head: with 50-150k-token
-        # vocabularies the head over every position costs more time and memory than it is worth.
-        lo = min(reqs[r][2].start for r in batch) - 1
-        hi = max(len(reqs[r][2].input_ids) for r in batch) - 1
-        with torch.no_grad():
-            logits = lm.model(input_ids=ids, attention_mask=attn,
-                              logits_to_keep=torch.arange(lo, hi, device=ids.device)).logits  # (b, hi - lo, V)
-        offset = 0 if logits.shape[1] == ids.shape[1] else lo  # a model that ignores logits_to_keep
-        for b, r in enumerate(batch):
-            i, j, ci = reqs[r]
-            end = len(ci.input_ids)
-            # float32 log-softmax over only the scored positions: bf16 is too coarse to rank options
-            lg = logits[b, ci.start - 1 - offset : end - 1 - offset].float()  # (k, V)
-            lp = -F.cross_entropy(lg, ids[b, ci.start : end], reduction="none")  # (k,)
-            scores[i][j] = float(lp.mean() if length_norm else lp.sum())
+    for (i, j, _), v in zip(reqs, values):
+        scores[i][j] = v
     return scores, cropped
 
 
