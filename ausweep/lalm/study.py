@@ -27,7 +27,7 @@ from typing import Any
 from ausweep.config import ConfigError, config_hash, option, to_dict
 from ausweep.lalm.model import LALMConfig
 from ausweep.lalm.train import TrainConfig
-from ausweep.sweep.study import Study
+from ausweep.sweep.study import RUN_DIR_ENV, Study
 from ausweep.track.artifacts import rows_to_csv
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,6 @@ def storage_dir(cfg: LALMBackboneConfig) -> Path:
     ``./ausweep_runs``. Always followed by ``lalm_train/``."""
     if cfg.storage:
         return Path(cfg.storage).expanduser().resolve() / "lalm_train"
-    from ausweep.sweep.runner import RUN_DIR_ENV
-
     if os.environ.get(RUN_DIR_ENV):  # set by the sweep runner inside every trial
         return Path(os.environ[RUN_DIR_ENV]) / "lalm_train"
     root = os.environ.get("AUSWEEP_STORAGE") or "ausweep_runs"

@@ -20,7 +20,7 @@ from typing import Any
 
 from ausweep.config import ConfigError, config_hash, flatten, from_dict, to_dict
 from ausweep.sweep.spec import Sweep, load_sweep, to_tune_space
-from ausweep.sweep.study import STUDIES, Study
+from ausweep.sweep.study import RUN_DIR_ENV, STUDIES, Study
 
 log = logging.getLogger(__name__)
 STATE_FILE = "ausweep_sweep.json"
@@ -62,9 +62,6 @@ def find_resumable(root: Path, label: str) -> Path | None:
     """The newest run directory of this sweep and preset that has ausweep state."""
     runs = sorted((p for p in root.glob(f"{label}-2*") if (p / STATE_FILE).is_file()), key=lambda p: p.name)
     return runs[-1] if runs else None
-
-
-RUN_DIR_ENV = "AUSWEEP_SWEEP_RUN_DIR"
 
 
 def _trainable(config: dict[str, Any], study_name: str, completed_dir: str) -> None:

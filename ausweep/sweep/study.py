@@ -7,6 +7,9 @@
   It works with no Ray at all; the Tune trainable in :mod:`ausweep.sweep.runner` only wraps it.
 * ``summarize(rows, out_dir)`` — driver side, after the sweep: tables and plots for the parent run.
 
+Inside a trial, ``$AUSWEEP_SWEEP_RUN_DIR`` (:data:`RUN_DIR_ENV`) names the sweep's run folder on
+storage, for studies that keep files a resumed sweep must find (training checkpoints).
+
 Studies are registered by name in :data:`STUDIES` with lazy ``"module:attr"`` entries.
 """
 
@@ -17,6 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ausweep.registry import Registry
+
+
+RUN_DIR_ENV = "AUSWEEP_SWEEP_RUN_DIR"
 
 
 @dataclass(frozen=True)
