@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ausweep.models import AUDIO_MODELS, TEXT_MODELS
     from ausweep.models.catalog import ensure_registered
     from ausweep.sweep.spec import list_sweeps
-    from ausweep.sweep.study import STUDIES
+    from ausweep.sweep.studies import STUDIES
 
     ensure_registered()
     sections = {

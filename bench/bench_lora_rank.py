@@ -10,9 +10,9 @@ sounds. Their examples/s measure the harness (data, injection, LoRA, optimiser, 
 not BERT-base: point ``--model`` / ``--span-model`` / ``--clap`` / ``--device`` at the real models on
 a GPU box for that.
 
-(a) throughput: :func:`ausweep.adapt.study.trial` called directly, no Ray, on ``--threads`` torch
+(a) throughput: :func:`ausweep.audiobert.study.trial` called directly, no Ray, on ``--threads`` torch
     threads (default 1, as a 1-CPU trial of the sweep has), task ``--task``, one row per rank.
-    examples/s is the trial's own ``examples_per_s`` (optimiser steps only; :func:`ausweep.adapt.train.fit`);
+    examples/s is the trial's own ``examples_per_s`` (optimiser steps only; :func:`ausweep.audiobert.train.fit`);
     train s = train examples x epochs / examples/s; wall is the whole generator (cached auditory
     context, model build, encoding, training, per-epoch dev scoring, the final scoring of every split).
     One untimed trial runs first: it builds the task's auditory context (span detector, CLAP
@@ -84,7 +84,7 @@ def overrides(args: argparse.Namespace) -> dict:
 
 def demo_config(extra: dict, task: str, rank: int):
     """The typed trial config: demo.yaml, then ``extra``, then this (task, rank) point."""
-    from ausweep.adapt.study import AudioBertExperiment
+    from ausweep.audiobert.study import AudioBertExperiment
     from ausweep.config import deep_merge, from_dict, load_yaml
 
     data = deep_merge(deep_merge(load_yaml(DEMO_CONFIG), extra), {"task": task, "adapter": {"lora_r": rank}})
@@ -99,7 +99,7 @@ def n_train(cfg) -> int:
 
 
 def run_trial(cfg) -> tuple[dict, float]:
-    from ausweep.adapt.study import trial
+    from ausweep.audiobert.study import trial
 
     start = time.perf_counter()
     final = None

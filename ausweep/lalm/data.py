@@ -1,6 +1,6 @@
 """Instruction data for the audio-grounded LLM: (clip, instruction, response) triples and batching.
 
-Where it sits: between the data files (the generated demo set :mod:`ausweep.lalm.demo_data`, or
+Where it sits: between the data files (the generated demo set :mod:`ausweep.data.demo_mc`, or
 a user's JSONL) and the model (:mod:`ausweep.lalm.model`). Training batches come from
 :class:`Collator`; multiple-choice scoring batches from :func:`mc_batch`. Both tokenize the same
 way, so a model trained on ``instruction -> response`` pairs is scored on ``prompt -> " option"``
@@ -27,7 +27,7 @@ from ausweep.files import jsonl_records, write_jsonl_atomic
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from ausweep.knowledge.mcq import MCItem
+    from ausweep.benchmarks.mcq import MCItem
 
 IGNORE_INDEX = -100
 FIELDS = ("audio", "instruction", "response")
@@ -172,7 +172,7 @@ def mc_batch(items: Sequence[MCItem], tokenizer: Any, feature_extractor: Any, ma
     """
     import torch
 
-    from ausweep.knowledge.mcq import format_prompt
+    from ausweep.benchmarks.mcq import format_prompt
 
     for it in items:
         if not it.audio:

@@ -1,11 +1,11 @@
 """Score an audio-grounded LLM on audio multiple-choice items, by option log-likelihood.
 
-Where it sits: the last step of a ``lalm_backbone`` trial (:mod:`ausweep.lalm.study`), after
-training. It follows the text-only scorer (:mod:`ausweep.knowledge.scoring`, ``method="loglik"``)
+Where it sits: the last step of a ``lalm_backbone`` trial, after
+training. It follows the text-only scorer (:mod:`ausweep.benchmarks.scoring`, ``method="loglik"``)
 so the two can be compared per backbone: the prompt is
-:func:`~ausweep.knowledge.mcq.format_prompt`, each option is the continuation ``" " + option``,
+:func:`~ausweep.benchmarks.mcq.format_prompt`, each option is the continuation ``" " + option``,
 ranked by its summed token log-probability (per-token mean with ``length_norm``), and the metrics
-are :func:`~ausweep.knowledge.mcq.accuracy_metrics`. The difference: the LLM reads the clip's
+are :func:`~ausweep.benchmarks.mcq.accuracy_metrics`. The difference: the LLM reads the clip's
 audio queries before the prompt, and prompt and option are tokenized separately, exactly as the
 training :class:`~ausweep.lalm.data.Collator` tokenizes instruction and response.
 
@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ausweep.knowledge.mcq import MCItem, accuracy_metrics
+from ausweep.benchmarks.mcq import MCItem, accuracy_metrics
 
 if TYPE_CHECKING:
     from ausweep.lalm.model import LALM
@@ -86,7 +86,7 @@ def _score_chunk(lalm: LALM, chunk: list[MCItem], length_norm: bool) -> tuple[li
     """Option scores for a few items: one encoder / Q-Former pass per clip, one LLM pass for all options."""
     import torch
 
-    from ausweep.knowledge.mcq import format_prompt
+    from ausweep.benchmarks.mcq import format_prompt
     from ausweep.lalm.data import continuation_text, mc_batch
 
     tok = lalm.tokenizer

@@ -1,6 +1,6 @@
 """The audio-grounded LLM (LALM): frozen Whisper encoder -> Q-Former -> projection -> causal LLM.
 
-Where it sits: the model of the ``lalm_backbone`` study (:mod:`ausweep.lalm.study`). Training
+Where it sits: the model the ``lalm_backbone`` study trains and the ``lens`` study looks into. Training
 (:mod:`ausweep.lalm.train`, DeepSpeed under Ray Train) calls :meth:`LALM.forward` on batches from
 :class:`ausweep.lalm.data.Collator`; evaluation (:mod:`ausweep.lalm.evaluate`) and the logit lens
 read :meth:`LALM.prompt_embeds` and :attr:`LALM.causal_lm`.

@@ -1,6 +1,6 @@
 """Distributed training of the audio-grounded LLM: DeepSpeed ZeRO-2/3 inside Ray Train workers.
 
-Where it sits: the training stage of the ``lalm_backbone`` study (:mod:`ausweep.lalm.study`).
+Where it sits: the training stage of the ``lalm_backbone`` study.
 :func:`fit` takes a :class:`~ausweep.lalm.model.LALMConfig`, a :class:`TrainConfig` and an
 instruction JSONL (:func:`ausweep.lalm.data.load_instructions`), starts a Ray Train
 ``TorchTrainer`` whose workers each run :func:`train_loop_per_worker`, and returns the final

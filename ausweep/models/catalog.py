@@ -169,7 +169,7 @@ def _register_all() -> None:
         AUDIO_MODELS.register(name, ModelSpec("ausweep.models.audio:load_tiny", "builtin:tiny"), help=help)
     AUDIO_MODELS.register(
         "tiny-clap-joint",
-        ModelSpec("ausweep.adapt.retrieval:load_tiny_clap_audio", "builtin:tiny"),
+        ModelSpec("ausweep.models.clap:load_tiny_clap_audio", "builtin:tiny"),
         help="tiny random CLAP's audio tower in the joint space of its text tower (AudioBERT retrieval tests)",
     )
 

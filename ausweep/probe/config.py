@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ausweep.config import option
+from ausweep.data.sources import DataConfig
+from ausweep.extract import ExtractConfig
 
 CANDIDATES = ("all", "heldout")
 
@@ -77,3 +79,36 @@ class ProbeConfig:
             self.device == "cpu" or self.device.startswith(("cuda", "mps")),
             f"device must be 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}",
         )
+
+
+@dataclass(frozen=True)
+class TextSide:
+    model: str = option("bert-base-uncased", help="Text LM: a registry name (python -m ausweep ls), a hub id or a local folder.")
+    revision: str | None = option(None, help="Hub revision (commit, tag) of the LM.")
+    layer: int = option(-1, help="Hidden-state index: 0 = embeddings, -1 = last layer. Sweep it with {grid: all}.")
+    template: str = option("the sound of {}", help="Sentence around the object phrase; the representation averages the phrase's tokens.")
+
+
+@dataclass(frozen=True)
+class AudioSide:
+    model: str = option("ast", help="Audio encoder: a registry name, a hub id or a local folder.")
+    revision: str | None = option(None, help="Hub revision of the audio encoder.")
+
+
+@dataclass(frozen=True)
+class EmbeddingFiles:
+    text: str | None = option(None, help="Precomputed per-class text embeddings (.npz with `labels`, `embeddings`); skips text extraction.")
+    audio: str | None = option(None, help="Precomputed per-class audio embeddings (.npz); skips audio extraction.")
+
+
+@dataclass(frozen=True)
+class ProbeExperiment:
+    data: DataConfig = option(DataConfig(), help="The sound set.")
+    text: TextSide = option(TextSide(), help="The text side.")
+    audio: AudioSide = option(AudioSide(), help="The audio side.")
+    extract: ExtractConfig = option(ExtractConfig(), help="How embeddings are extracted and cached.")
+    probe: ProbeConfig = option(ProbeConfig(), help="The contrastive probe.")
+    embeddings: EmbeddingFiles = option(EmbeddingFiles(), help="Bring your own embeddings instead of extracting (one side or both).")
+
+
+# ----------------------------------------------------------------------------- one experiment

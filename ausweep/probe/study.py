@@ -16,49 +16,16 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ausweep.config import ConfigError, option, to_dict
-from ausweep.data.sources import DataConfig, load_soundset
-from ausweep.extract import ExtractConfig, audio_embeddings, text_embeddings
-from ausweep.probe.config import ProbeConfig
+from ausweep.config import ConfigError, to_dict
+from ausweep.data.sources import load_soundset
+from ausweep.extract import audio_embeddings, text_embeddings
 from ausweep.probe.run import ProbeResult
 from ausweep.probe.run import run as run_probe
-from ausweep.sweep.study import Study
+from ausweep.study import Study
 from ausweep.track.artifacts import rows_to_csv
+from ausweep.probe.config import ProbeExperiment
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TextSide:
-    model: str = option("bert-base-uncased", help="Text LM: a registry name (python -m ausweep ls), a hub id or a local folder.")
-    revision: str | None = option(None, help="Hub revision (commit, tag) of the LM.")
-    layer: int = option(-1, help="Hidden-state index: 0 = embeddings, -1 = last layer. Sweep it with {grid: all}.")
-    template: str = option("the sound of {}", help="Sentence around the object phrase; the representation averages the phrase's tokens.")
-
-
-@dataclass(frozen=True)
-class AudioSide:
-    model: str = option("ast", help="Audio encoder: a registry name, a hub id or a local folder.")
-    revision: str | None = option(None, help="Hub revision of the audio encoder.")
-
-
-@dataclass(frozen=True)
-class EmbeddingFiles:
-    text: str | None = option(None, help="Precomputed per-class text embeddings (.npz with `labels`, `embeddings`); skips text extraction.")
-    audio: str | None = option(None, help="Precomputed per-class audio embeddings (.npz); skips audio extraction.")
-
-
-@dataclass(frozen=True)
-class ProbeExperiment:
-    data: DataConfig = option(DataConfig(), help="The sound set.")
-    text: TextSide = option(TextSide(), help="The text side.")
-    audio: AudioSide = option(AudioSide(), help="The audio side.")
-    extract: ExtractConfig = option(ExtractConfig(), help="How embeddings are extracted and cached.")
-    probe: ProbeConfig = option(ProbeConfig(), help="The contrastive probe.")
-    embeddings: EmbeddingFiles = option(EmbeddingFiles(), help="Bring your own embeddings instead of extracting (one side or both).")
-
-
-# ----------------------------------------------------------------------------- one experiment
 
 
 @dataclass

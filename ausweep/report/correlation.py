@@ -7,7 +7,7 @@ audio-grounded model (Whisper -> Q-Former -> LLM) on each, and finds the two sco
 * the *text* sweep (``knowledge_text`` by default): child runs with the backbone in param ``model``;
 * the *audio* sweep (``lalm_backbone``): child runs with the backbone in param ``lalm.llm``.
 
-Both log ``acc`` and ``acc/<category>`` (:func:`ausweep.knowledge.mcq.accuracy_metrics`). For every
+Both log ``acc`` and ``acc/<category>`` (:func:`ausweep.benchmarks.mcq.accuracy_metrics`). For every
 category the two sides share, the report pairs the backbones present in both, computes Pearson r and
 Spearman rho with their p-values, and draws a scatter plot. A backbone with several runs on one side
 (e.g. a learning-rate sweep) counts once: its best run (``aggregate=best``) or the mean.

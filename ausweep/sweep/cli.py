@@ -100,7 +100,7 @@ def _is_user_error(e: BaseException) -> bool:
 def _print_fields(name: str) -> int:
     from ausweep.config import describe
     from ausweep.sweep.spec import load_sweep
-    from ausweep.sweep.study import STUDIES
+    from ausweep.sweep.studies import STUDIES
 
     study = STUDIES.get(load_sweep(name).spec.study)
     rows = describe(study.config_cls)

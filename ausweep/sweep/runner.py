@@ -20,7 +20,8 @@ from typing import Any
 
 from ausweep.config import ConfigError, config_hash, flatten, from_dict, to_dict
 from ausweep.sweep.spec import Sweep, load_sweep, to_tune_space
-from ausweep.sweep.study import RUN_DIR_ENV, STUDIES, Study
+from ausweep.study import RUN_DIR_ENV, Study
+from ausweep.sweep.studies import STUDIES
 
 log = logging.getLogger(__name__)
 STATE_FILE = "ausweep_sweep.json"

@@ -1,5 +1,5 @@
 """Run by tests/integration/test_adapt_data_parallel.py under torchrun (or alone): fit a tiny
-masked LM with LoRA through ausweep.adapt.train.fit and save the trained weights of this rank."""
+masked LM with LoRA through ausweep.audiobert.train.fit and save the trained weights of this rank."""
 
 import os
 import sys
@@ -10,8 +10,8 @@ import torch
 def main(out: str) -> None:
     from peft import LoraConfig, get_peft_model
 
-    from ausweep.adapt.config import TrainConfig
-    from ausweep.adapt.train import fit, trainable_state_dict
+    from ausweep.audiobert.config import TrainConfig
+    from ausweep.audiobert.train import fit, trainable_state_dict
     from ausweep.models.tiny import build_tiny_text
 
     model, tok = build_tiny_text("tiny-bert", head=True)

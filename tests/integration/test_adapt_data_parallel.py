@@ -50,7 +50,7 @@ def test_audiobert_cli_runs_data_parallel_on_two_processes(tmp_path):
     import json
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "AUSWEEP_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ausweep.adapt",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ausweep.audiobert",
            str(REPO / "configs" / "audiobert" / "demo.yaml"), "max_items=16", "train.epochs=2"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -61,7 +61,7 @@ def test_audiobert_cli_runs_data_parallel_on_two_processes(tmp_path):
 
 def test_audiobert_cli_bad_override_is_one_clear_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "ausweep.adapt", str(REPO / "configs" / "audiobert" / "demo.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "ausweep.audiobert", str(REPO / "configs" / "audiobert" / "demo.yaml"),
                            "adapter.lora_rank=8"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
     assert "lora_rank" in proc.stderr and "demo.yaml" in proc.stderr and "Traceback" not in proc.stderr

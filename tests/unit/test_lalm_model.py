@@ -17,7 +17,7 @@ import torch
 
 from ausweep.config import ConfigError, from_dict
 from ausweep.data.audio import AudioReadError
-from ausweep.knowledge.mcq import MCItem
+from ausweep.benchmarks.mcq import MCItem
 from ausweep.lalm.data import (
     Collator,
     InstructionExample,
@@ -354,7 +354,7 @@ def test_evaluate_mc_scores_are_option_log_likelihoods(clips):
 
     # Known answer: an option's score is -(mean response cross-entropy) x (its token count), from
     # the training forward on that one (clip, prompt, option) with no eos.
-    from ausweep.knowledge.mcq import format_prompt
+    from ausweep.benchmarks.mcq import format_prompt
 
     tok = lalm.tokenizer
     item, k = items[2], 0

@@ -179,7 +179,7 @@ def test_every_lalm_preset_builds(path):
 
 def test_presets_are_valid_lalm_backbone_study_configs():
     from ausweep.config import load_yaml
-    from ausweep.lalm.study import LALMBackboneConfig
+    from ausweep.lalm_backbone.study import LALMBackboneConfig
 
     for path in PRESETS:
         from_dict(LALMBackboneConfig, load_yaml(path), where=str(path))

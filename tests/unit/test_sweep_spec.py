@@ -7,7 +7,7 @@ import pytest
 from ausweep.config import ConfigError, from_dict, unflatten
 from ausweep.registry import UnknownNameError
 from ausweep.sweep.spec import list_sweeps, load_sweep, to_tune_space
-from ausweep.sweep.study import STUDIES
+from ausweep.sweep.studies import STUDIES
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,11 @@ schedule with 10 % warm-up.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ausweep.config import option
+from ausweep.data.sources import DataConfig
+from ausweep.extract import ExtractConfig
 
 
 def _need(ok: bool, message: str) -> None:
@@ -20,7 +23,7 @@ def _need(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class AudioBertConfig:
-    """How an AudioBERT is built around a masked LM (see :class:`ausweep.adapt.audiobert.AudioBert`)."""
+    """How an AudioBERT is built around a masked LM (see :class:`ausweep.audiobert.model.AudioBert`)."""
 
     d_audio: int = option(
         512, help="Dimension of the injected audio embedding (512 for CLAP's joint space, 768 for AST)."
@@ -48,7 +51,7 @@ class AudioBertConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How :func:`ausweep.adapt.train.fit` trains (the span detector or AudioBERT)."""
+    """How :func:`ausweep.audiobert.train.fit` trains (the span detector or AudioBERT)."""
 
     lr: float = option(1e-4, help="Peak AdamW learning rate (reached after warm-up).")
     weight_decay: float = option(0.01, help="AdamW decoupled weight decay.")
@@ -89,3 +92,49 @@ class TrainConfig:
             self.device == "cpu" or self.device.startswith(("cuda", "mps")),
             f"device must be 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}",
         )
+
+
+@dataclass(frozen=True)
+class SpanSettings:
+    source: Literal["detector", "gold"] = option("detector", help="'detector': train the span detector and use its spans; 'gold': the dataset's own spans (an oracle ablation).")
+    model: str = option("bert-base-uncased", help="Encoder of the span detector: a hub id, local folder, or tiny-bert (tests).")
+    epochs: int = option(5, help="Span detector training epochs (upstream: 5).")
+    lr: float = option(1e-5, help="Span detector learning rate (upstream: 1e-5).")
+    batch_size: int = option(16, help="Span detector batch size (upstream: 16).")
+    seed: int = option(0, help="Span detector seed (one detector serves every trial of a task).")
+    max_spans: int = option(2, help="Spans kept per sentence, the first ones in sentence order; each retrieves its own clip and is written at its own first token (pitch compares two).")
+
+    def __post_init__(self) -> None:
+        if self.max_spans < 1:
+            raise ValueError(f"max_spans must be >= 1, got {self.max_spans}")
+
+
+@dataclass(frozen=True)
+class RetrievalSettings:
+    clap: str = option("clap", help="CLAP model, as an audio registry name whose vectors live in CLAP's joint space: 'clap' (laion/clap-htsat-fused), 'clap-unfused', or 'tiny-clap-joint' (tests).")
+    corpus: DataConfig = option(DataConfig(source="demo", clips_per_class=4), help="The audio corpus that spans retrieve from.")
+    extract: ExtractConfig = option(ExtractConfig(), help="How the corpus's CLAP embeddings are extracted and cached.")
+
+
+@dataclass(frozen=True)
+class AudioBertExperiment:
+    task: Literal["animal", "pitch"] = option("animal", help="AuditoryBench task: animal sound recognition or sound pitch comparison.")
+    model: str = option("bert-base-uncased", help="The masked LM AudioBERT wraps (needs its MLM head): hub id, local folder, tiny-bert.")
+    max_items: int | None = option(None, help="Use at most this many items per split (demos, smoke tests); None = all.")
+    eval_splits: list[str] = option(["dev", "test", "wiki"], help="Splits scored after training (dev also selects the best epoch).")
+    span: SpanSettings = option(SpanSettings(), help="Where auditory spans come from.")
+    retrieval: RetrievalSettings = option(RetrievalSettings(), help="CLAP text-to-audio retrieval.")
+    adapter: AudioBertConfig = option(AudioBertConfig(), help="Projection and LoRA (d_audio is set from the CLAP model).")
+    train: TrainConfig = option(TrainConfig(), help="AudioBERT training.")
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.eval_splits) - {"train", "dev", "test", "wiki"})
+        if bad:
+            raise ValueError(f"eval_splits: unknown split(s) {bad}")
+        if "dev" not in self.eval_splits:
+            raise ValueError("eval_splits must include 'dev' (it selects the best epoch)")
+        if self.max_items is not None and self.max_items < 2:
+            raise ValueError("max_items must be >= 2")
+
+
+# ----------------------------------------------------------------------------- auditory context

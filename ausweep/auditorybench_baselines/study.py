@@ -1,6 +1,6 @@
 """Zero-shot text-only AuditoryBench baselines as a sweepable study (``auditorybench_baselines``).
 
-One trial = one LM scored on the chosen tasks and splits (see :mod:`ausweep.benchmarks.zeroshot`
+One trial = one LM scored on the chosen tasks and splits (see :mod:`ausweep.auditorybench_baselines.zeroshot`
 for how). :func:`run` works with no Ray; the sweep's Tune trainable wraps :func:`trial`.
 
 Metric keys are ``<task>/<split>/<metric>`` (MLflow allows ``/``): ``animal/test/exact_match``
@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ausweep.benchmarks.auditorybench import (
     REFERENCE,
@@ -28,43 +28,12 @@ from ausweep.benchmarks.auditorybench import (
     data_file,
     load_auditorybench,
 )
-from ausweep.config import ConfigError, option, to_dict
-from ausweep.sweep.study import Study
+from ausweep.config import ConfigError, to_dict
+from ausweep.study import Study
 from ausweep.track.artifacts import rows_to_csv
+from ausweep.auditorybench_baselines.config import BaselineConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BaselineConfig:
-    model: str = option("bert-base-uncased", help="LM to score: a registry name (python -m ausweep ls), a hub id or a local folder. Masked LMs use fill-mask; causal LMs rank candidates by log-likelihood.")
-    revision: str | None = option(None, help="Hub revision (commit, tag) of the LM.")
-    kind: Literal["auto", "mlm", "causal"] = option("auto", help="'mlm' (fill-mask) or 'causal' (log-likelihood ranking); 'auto' reads it from the registry or the checkpoint's architectures.")
-    tasks: list[Literal["animal", "pitch"]] = option(["animal", "pitch"], help="AuditoryBench tasks: animal sound recognition, sound pitch comparison.")
-    splits: list[Literal["train", "dev", "test", "wiki"]] = option(["dev", "test", "wiki"], help="Splits to score; the published numbers are on test.")
-    fmt: Literal["mc", "mask"] = option("mc", help="Animal-task file format: 'mc' (4 options; gives exact match and MC accuracy) or 'mask' (upstream's original files: exact match only, dev has 593 rows instead of 592). Test and wiki hold the same questions in both.")
-    max_items: int | None = option(None, help="Score only the first N items of each split (demos, tests).")
-    batch_size: int = option(16, help="Sequences per forward pass.")
-    device: str = option("auto", help="'auto' (GPU if this process has one), 'cpu', 'cuda', 'cuda:1'...")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", help="Weights' dtype; bfloat16 for 7-8B models on one GPU. Scores are computed in float32 either way.")
-    length_norm: bool = option(False, help="Rank candidates by the mean per-token log-probability instead of the sum (favours neither short nor long option names).")
-    lowercase: bool = option(True, help="Masked LMs: lower-case sentence and answer first, as upstream does (no effect on uncased models).")
-    progress: bool = option(True, help="Show a progress bar (off inside sweep trials).")
-    data_root: str | None = option(None, help="Folder with the AuditoryBench CSVs in the vendored layout; default: the copy shipped in the package.")
-
-    def __post_init__(self) -> None:
-        if not self.model:
-            raise ValueError("model must be a non-empty name")
-        for name in ("tasks", "splits"):
-            values = getattr(self, name)
-            if not values:
-                raise ValueError(f"{name} must not be empty")
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name} has repeated entries: {values}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_items is not None and self.max_items < 1:
-            raise ValueError(f"max_items must be >= 1 or null, got {self.max_items}")
 
 
 # ----------------------------------------------------------------------------- one trial
@@ -79,7 +48,7 @@ class Outcome:
 
 def evaluate_config(cfg: BaselineConfig) -> Outcome:
     """Load the LM once and score every (task, split) of ``cfg``."""
-    from ausweep.benchmarks.zeroshot import evaluate
+    from ausweep.auditorybench_baselines.zeroshot import evaluate
     from ausweep.extract.worker import resolve_device
     from ausweep.models.heads import load_lm_with_head
 

@@ -4,7 +4,7 @@ Both are token-level classifiers trained with cross-entropy at *labelled* positi
 labels are the answer's word-piece ids at the ``[MASK]`` positions (masked-LM loss, -100 elsewhere);
 the span detector's labels are O/B/I tags on every real token (-100 on special and padding tokens).
 So one loop serves both: :func:`fit` takes a model, a dict of padded tensors with a ``labels`` key,
-and a :class:`~ausweep.adapt.config.TrainConfig`.
+and a :class:`~ausweep.audiobert.config.TrainConfig`.
 
 The loop: AdamW over the parameters that require grad, cosine schedule with linear warm-up
 (``transformers.get_cosine_schedule_with_warmup``), gradient-norm clipping, a dev evaluation each
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ausweep.adapt.config import TrainConfig
+from ausweep.audiobert.config import TrainConfig
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (torch's and transformers' convention)
 CHECKPOINT_NAME = "trainable.safetensors"

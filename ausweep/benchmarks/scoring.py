@@ -1,8 +1,8 @@
 """Score multiple-choice items with a causal LM, by option log-likelihood or by generation.
 
-Where it sits: after :mod:`ausweep.knowledge.sets` (items) and before the study's metrics
-(:func:`ausweep.knowledge.mcq.accuracy_metrics`). Every item is asked with the one prompt layout of
-:func:`~ausweep.knowledge.mcq.format_prompt`, optionally after a context (a caption or a
+Where it sits: after a study loads its items (e.g. the ``knowledge_text`` sets) and before its metrics
+(:func:`ausweep.benchmarks.mcq.accuracy_metrics`). Every item is asked with the one prompt layout of
+:func:`~ausweep.benchmarks.mcq.format_prompt`, optionally after a context (a caption or a
 transcript, for the cascade).
 
 * ``method="loglik"``: each option is scored as the continuation ``" " + option`` after the
@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ausweep.benchmarks import metrics as M
-from ausweep.benchmarks.zeroshot import crop_candidate, length_batches, score_continuations
-from ausweep.knowledge.mcq import LETTERS, MCItem, accuracy_metrics, format_prompt
+from ausweep.benchmarks.loglik import crop_candidate, length_batches, score_continuations
+from ausweep.benchmarks.mcq import LETTERS, MCItem, accuracy_metrics, format_prompt
 from ausweep.models.heads import LMWithHead
 
 Method = Literal["loglik", "generate"]
@@ -49,7 +49,7 @@ def evaluate_items(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Score ``items`` with ``lm``: ``(metrics, one row per item)``.
 
-    Metrics are :func:`~ausweep.knowledge.mcq.accuracy_metrics` (``acc``, ``acc/<category>``,
+    Metrics are :func:`~ausweep.benchmarks.mcq.accuracy_metrics` (``acc``, ``acc/<category>``,
     ``acc/<category>/<subcategory>``, ``n``, ``n/<category>``) plus ``n_cropped``, and ``unparsed``
     for ``method="generate"``. ``contexts[i]`` (or None) goes before item ``i``'s question.
     ``chat_template`` (generate only): ask each prompt as a user turn of the tokenizer's chat

@@ -40,8 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ausweep.adapt.config import AudioBertConfig
-from ausweep.adapt.train import IGNORE_INDEX
+from ausweep.audiobert.config import AudioBertConfig
+from ausweep.audiobert.train import IGNORE_INDEX
 
 NO_SPAN = -1  # span_first_token value of an absent span (no span, padding, or truncated away)
 Span = tuple[int, int]  # character (start, end) of an auditory span in its sentence

@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 
-from ausweep.adapt.config import TrainConfig
-from ausweep.adapt.train import IGNORE_INDEX, TrainResult, fit
+from ausweep.audiobert.config import TrainConfig
+from ausweep.audiobert.train import IGNORE_INDEX, TrainResult, fit
 
 Span = tuple[int, int]  # character offsets [start, end) in the sentence
 

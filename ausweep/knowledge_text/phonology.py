@@ -1,7 +1,7 @@
 """A generated phonology set whose answers are checked against the CMU Pronouncing Dictionary.
 
-Where it sits: one of the named sets of :mod:`ausweep.knowledge.sets` (``"phonology"``), scored by
-:mod:`ausweep.knowledge.scoring` in the ``knowledge_text`` study. A text-only LM can only answer
+Where it sits: one of the named sets of :mod:`ausweep.knowledge_text.sets` (``"phonology"``), scored by
+:mod:`ausweep.benchmarks.scoring` in the ``knowledge_text`` study. A text-only LM can only answer
 these from what it learnt about how words *sound*, which spelling alone does not give away
 ("cough" does not rhyme with "though").
 
@@ -20,7 +20,7 @@ Four subcategories, ``category="phonology"``:
 * ``syllables``: "How many syllables are in the word 'banana'?", four consecutive counts as
   options; the answers are spread evenly over 1-5 syllables.
 
-Question words come from :mod:`ausweep.knowledge.wordlist` (common words, vendored);
+Question words come from :mod:`ausweep.knowledge_text.wordlist` (common words, vendored);
 pronunciations from CMUdict via ``pronouncing``. :func:`generate_phonology` is deterministic for a
 given seed, package versions and ``n_per_subcategory``; each subcategory draws from its own
 random stream, so asking for more of one does not change the others.
@@ -35,7 +35,7 @@ import random
 import re
 from collections import defaultdict
 
-from ausweep.knowledge.mcq import MCItem
+from ausweep.benchmarks.mcq import MCItem
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def generate_phonology(n_per_subcategory: int = 100, seed: int = 0,
 
 @functools.lru_cache(maxsize=1)
 def _pool() -> tuple[str, ...]:
-    from ausweep.knowledge.wordlist import common_words
+    from ausweep.knowledge_text.wordlist import common_words
 
     d = pronunciations()
     return tuple(w for w in common_words() if w in d)

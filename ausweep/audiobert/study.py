@@ -25,68 +25,20 @@ import json
 import logging
 import queue
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 import numpy as np
 
-from ausweep.adapt.config import AudioBertConfig, TrainConfig
-from ausweep.config import config_hash, option, to_dict
-from ausweep.data.sources import DataConfig
-from ausweep.extract import ExtractConfig
-from ausweep.sweep.study import Study
+from ausweep.audiobert.config import TrainConfig
+from ausweep.config import config_hash, to_dict
+from ausweep.study import Study
 from ausweep.track.artifacts import rows_to_csv
+from ausweep.audiobert.config import AudioBertExperiment
 
 log = logging.getLogger(__name__)
 CONTEXT_VERSION = 2  # 2: all spans per sentence (span (N, K, 2), audio (N, K, d), clip (N, K))
 NO_SPAN = -1
-
-
-@dataclass(frozen=True)
-class SpanSettings:
-    source: Literal["detector", "gold"] = option("detector", help="'detector': train the span detector and use its spans; 'gold': the dataset's own spans (an oracle ablation).")
-    model: str = option("bert-base-uncased", help="Encoder of the span detector: a hub id, local folder, or tiny-bert (tests).")
-    epochs: int = option(5, help="Span detector training epochs (upstream: 5).")
-    lr: float = option(1e-5, help="Span detector learning rate (upstream: 1e-5).")
-    batch_size: int = option(16, help="Span detector batch size (upstream: 16).")
-    seed: int = option(0, help="Span detector seed (one detector serves every trial of a task).")
-    max_spans: int = option(2, help="Spans kept per sentence, the first ones in sentence order; each retrieves its own clip and is written at its own first token (pitch compares two).")
-
-    def __post_init__(self) -> None:
-        if self.max_spans < 1:
-            raise ValueError(f"max_spans must be >= 1, got {self.max_spans}")
-
-
-@dataclass(frozen=True)
-class RetrievalSettings:
-    clap: str = option("clap", help="CLAP model, as an audio registry name whose vectors live in CLAP's joint space: 'clap' (laion/clap-htsat-fused), 'clap-unfused', or 'tiny-clap-joint' (tests).")
-    corpus: DataConfig = option(DataConfig(source="demo", clips_per_class=4), help="The audio corpus that spans retrieve from.")
-    extract: ExtractConfig = option(ExtractConfig(), help="How the corpus's CLAP embeddings are extracted and cached.")
-
-
-@dataclass(frozen=True)
-class AudioBertExperiment:
-    task: Literal["animal", "pitch"] = option("animal", help="AuditoryBench task: animal sound recognition or sound pitch comparison.")
-    model: str = option("bert-base-uncased", help="The masked LM AudioBERT wraps (needs its MLM head): hub id, local folder, tiny-bert.")
-    max_items: int | None = option(None, help="Use at most this many items per split (demos, smoke tests); None = all.")
-    eval_splits: list[str] = option(["dev", "test", "wiki"], help="Splits scored after training (dev also selects the best epoch).")
-    span: SpanSettings = option(SpanSettings(), help="Where auditory spans come from.")
-    retrieval: RetrievalSettings = option(RetrievalSettings(), help="CLAP text-to-audio retrieval.")
-    adapter: AudioBertConfig = option(AudioBertConfig(), help="Projection and LoRA (d_audio is set from the CLAP model).")
-    train: TrainConfig = option(TrainConfig(), help="AudioBERT training.")
-
-    def __post_init__(self) -> None:
-        bad = sorted(set(self.eval_splits) - {"train", "dev", "test", "wiki"})
-        if bad:
-            raise ValueError(f"eval_splits: unknown split(s) {bad}")
-        if "dev" not in self.eval_splits:
-            raise ValueError("eval_splits must include 'dev' (it selects the best epoch)")
-        if self.max_items is not None and self.max_items < 2:
-            raise ValueError("max_items must be >= 2")
-
-
-# ----------------------------------------------------------------------------- auditory context
 
 
 def _items(cfg: AudioBertExperiment, split: str) -> list[Any]:
@@ -107,7 +59,7 @@ def _splits(cfg: AudioBertExperiment) -> list[str]:
 
 def clap_text_tower(name: str, device: str = "cpu"):
     """The CLAP text tower matching audio registry name ``name`` (same checkpoint, same space)."""
-    from ausweep.adapt.retrieval import ClapTextAudio
+    from ausweep.models.clap import ClapTextAudio
     from ausweep.models.catalog import AUDIO_HUB
 
     if name == "tiny-clap-joint":
@@ -156,8 +108,8 @@ def auditory_context(cfg: AudioBertExperiment) -> dict[str, Any]:
 
 
 def _build_context(cfg: AudioBertExperiment) -> dict[str, np.ndarray]:
-    from ausweep.adapt.retrieval import AudioIndex, retrieve_audio_embeddings
-    from ausweep.adapt.span_detector import locate_spans
+    from ausweep.audiobert.retrieval import AudioIndex, retrieve_audio_embeddings
+    from ausweep.audiobert.span_detector import locate_spans
     from ausweep.data.sources import load_soundset
     from ausweep.extract import audio_clip_embeddings
 
@@ -212,7 +164,7 @@ def _build_context(cfg: AudioBertExperiment) -> dict[str, np.ndarray]:
 
 
 def _train_detector(cfg: AudioBertExperiment, splits: dict[str, list[Any]]):
-    from ausweep.adapt.span_detector import SpanDetector
+    from ausweep.audiobert.span_detector import SpanDetector
 
     s = cfg.span
     detector = SpanDetector.tiny(seed=s.seed) if s.model == "tiny-bert" else SpanDetector.from_pretrained(s.model)
@@ -229,7 +181,7 @@ def _train_detector(cfg: AudioBertExperiment, splits: dict[str, list[Any]]):
 def _encode(cfg: AudioBertExperiment, tokenizer: Any, split: str, ctx: dict[str, Any], max_length: int) -> dict[str, Any]:
     import torch
 
-    from ausweep.adapt.audiobert import encode_masked
+    from ausweep.audiobert.model import encode_masked
 
     items = _items(cfg, split)
     # slot k of a sentence keeps its place (None when empty) so span k meets audio[:, k]
@@ -245,7 +197,7 @@ def score(model: Any, data: dict[str, Any], task: str, tokenizer: Any, batch_siz
     same weights with no spans (so no audio and no LoRA): the plain pretrained BERT."""
     import torch
 
-    from ausweep.adapt.train import IGNORE_INDEX
+    from ausweep.audiobert.train import IGNORE_INDEX
     from ausweep.benchmarks.metrics import exact_match, mask_predictions, pitch_prediction
 
     hi, lo = (tokenizer.convert_tokens_to_ids(w) for w in ("higher", "lower"))
@@ -273,8 +225,8 @@ def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
     """Train one AudioBERT; yields a result per epoch (for ASHA), then the final scores."""
     import torch
 
-    from ausweep.adapt.audiobert import AudioBert, lora_param_formula
-    from ausweep.adapt.train import fit
+    from ausweep.audiobert.model import AudioBert, lora_param_formula
+    from ausweep.audiobert.train import fit
     from ausweep.models.heads import load_lm_with_head
 
     ctx = auditory_context(cfg)

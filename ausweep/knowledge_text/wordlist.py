@@ -1,6 +1,6 @@
 """A vendored list of common English words: the word pool of the generated phonology set.
 
-Where it sits: :mod:`ausweep.knowledge.phonology` draws its question words from here and reads their
+Where it sits: :mod:`ausweep.knowledge_text.phonology` draws its question words from here and reads their
 pronunciations from the CMU Pronouncing Dictionary. The list is vendored, not computed at run time,
 so the generated set is the same on every install (a word-frequency package's next release would
 otherwise change the questions) and needs no 56 MB frequency package.

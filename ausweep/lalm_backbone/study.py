@@ -20,56 +20,21 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ausweep.config import ConfigError, config_hash, option, to_dict
-from ausweep.lalm.model import LALMConfig
-from ausweep.lalm.train import TrainConfig
-from ausweep.sweep.study import RUN_DIR_ENV, Study
+from ausweep.config import ConfigError, config_hash, to_dict
+from ausweep.study import RUN_DIR_ENV, Study
 from ausweep.track.artifacts import rows_to_csv
+from ausweep.lalm_backbone.config import LALMBackboneConfig, LALMDataConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LALMDataConfig:
-    train: str | None = option(None, help="Instruction data: JSONL of {audio, instruction, response} (audio relative to the file). None: the generated demo set.")
-    eval: str | None = option(None, help="Audio multiple-choice manifest (JSONL/YAML/CSV of question, options, answer, category, audio). None: the generated demo set.")
-    demo_root: str | None = option(None, help="Where the demo sets are generated (default $AUSWEEP_CACHE/demo/lalm).")
-    demo_n_train: int = option(280, help="Generated training clips (demo set; two instructions each).")
-    demo_n_eval: int = option(70, help="Generated evaluation items (demo set).")
-    demo_seed: int = option(0, help="Seed of the generated demo sets.")
-    max_eval_items: int | None = option(None, help="Score only the first N evaluation items.")
-
-    def __post_init__(self) -> None:
-        if self.demo_n_train < 1 or self.demo_n_eval < 1:
-            raise ValueError("demo_n_train and demo_n_eval must be >= 1")
-
-
-@dataclass(frozen=True)
-class LALMBackboneConfig:
-    lalm: LALMConfig = option(LALMConfig(), help="The model: encoder, Q-Former size, LLM backbone and how it trains.")
-    train: TrainConfig = option(TrainConfig(), help="DeepSpeed training under Ray Train.")
-    data: LALMDataConfig = option(LALMDataConfig(), help="Training and evaluation data.")
-    eval_batch_size: int = option(8, help="Items per forward pass when scoring options.")
-    length_norm: bool = option(False, help="Rank options by mean per-token log-probability instead of the sum.")
-    storage: str | None = option(None, help="Where training checkpoints go, under lalm_train/lalm-<config hash>; default: the sweep's run folder (a plain run: $AUSWEEP_STORAGE or ./ausweep_runs).")
-    progress: bool = option(True, help="Progress bars (off inside sweep trials).")
-
-    def __post_init__(self) -> None:
-        if self.eval_batch_size < 1:
-            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
-
-
-# ----------------------------------------------------------------------------- data
 
 
 def demo_root(cfg: LALMDataConfig) -> Path:
     """The default sizes share the folder of the cascade study's demo set (same evaluation items,
     so cascade and audio-grounded scores compare item for item); other sizes get their own."""
-    from ausweep.lalm import demo_data as D
+    from ausweep.data import demo_mc as D
 
     if cfg.demo_root:
         return Path(cfg.demo_root).expanduser()
@@ -82,7 +47,7 @@ def data_paths(cfg: LALMDataConfig, generate: bool = True, progress: bool = Fals
     """``(train JSONL, eval manifest)``; the demo sets are generated (once, atomically) when not given."""
     train, evals = cfg.train, cfg.eval
     if train is None or evals is None:
-        from ausweep.lalm.demo_data import make_demo_sets
+        from ausweep.data.demo_mc import make_demo_sets
 
         root = demo_root(cfg)
         paths = make_demo_sets(root, n_train=cfg.demo_n_train, n_eval=cfg.demo_n_eval, seed=cfg.demo_seed, progress=progress) if generate else {
@@ -109,7 +74,7 @@ def storage_dir(cfg: LALMBackboneConfig) -> Path:
 
 def run_trial(cfg: LALMBackboneConfig) -> dict[str, Any]:
     """Train and evaluate one LALM: ``{"metrics", "series", "rows", "model_dir"}``."""
-    from ausweep.knowledge.mcq import load_mc
+    from ausweep.benchmarks.mcq import load_mc
     from ausweep.lalm.evaluate import evaluate_mc
     from ausweep.lalm.model import load_lalm
     from ausweep.lalm.train import fit
@@ -152,7 +117,7 @@ def trial(cfg: LALMBackboneConfig) -> Iterator[dict[str, Any]]:
 def prepare(configs: list[LALMBackboneConfig], space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Driver side, before any trial: check model names (no weights loaded), generate the demo sets
     once (trials would otherwise race to write them) and check that the data files load."""
-    from ausweep.knowledge.mcq import MCFormatError, load_mc
+    from ausweep.benchmarks.mcq import MCFormatError, load_mc
     from ausweep.lalm.data import load_instructions
     from ausweep.models.heads import check_lm_with_head, known_head_kind
 

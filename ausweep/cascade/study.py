@@ -1,10 +1,10 @@
 """The cascade: audio -> text description (a pluggable describer) -> a text-only LLM answers.
 
-Where it sits: between the text-only knowledge scores (:mod:`ausweep.knowledge.scoring`, no audio)
+Where it sits: between the text-only knowledge scores (:mod:`ausweep.benchmarks.scoring`, no audio)
 and the audio-grounded LALMs (:mod:`ausweep.lalm`, audio embeddings fed to the LLM). The cascade
-hears the clip only through a describer (:mod:`ausweep.knowledge.describe`: Whisper ASR, a numpy
+hears the clip only through a describer (:mod:`ausweep.cascade.describe`: Whisper ASR, a numpy
 pitch describer, any hub ASR / audio-classification model, or ``none``) and puts its words before
-the question (:func:`ausweep.knowledge.mcq.format_prompt` ``context``); the same scorer then ranks
+the question (:func:`ausweep.benchmarks.mcq.format_prompt` ``context``); the same scorer then ranks
 the options. With ``describer=none`` it is exactly the text-only baseline on the same items.
 
     python -m ausweep.sweep cascade --preset demo     # offline: smollm2-135m + tiny LMs x {whisper-tiny.en, none}
@@ -20,46 +20,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from ausweep.config import ConfigError, option, to_dict
-from ausweep.knowledge.describe import Describer, check_describer, get_describer
-from ausweep.knowledge.mcq import MCItem
-from ausweep.sweep.study import Study
+from ausweep.config import ConfigError, to_dict
+from ausweep.cascade.describe import Describer, check_describer, get_describer
+from ausweep.benchmarks.mcq import MCItem
+from ausweep.study import Study
 from ausweep.track.artifacts import rows_to_csv
+from ausweep.cascade.config import CascadeConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CascadeConfig:
-    model: str = option("smollm2-135m", help="Causal LM that answers: a registry name (python -m ausweep ls), a hub id (Qwen/Qwen2.5-7B-Instruct) or a local folder.")
-    revision: str | None = option(None, help="Hub revision (commit, tag) of the LM.")
-    describer: str = option("whisper-tiny.en", help="Audio -> text: 'whisper-tiny.en' (offline ASR), 'pitch' (numpy spectral peaks, not a neural model), 'none' (text-only baseline on the same items) or 'hf:<id or folder>' (a transformers ASR or audio-classification model).")
-    manifest: str | None = option(None, help="Multiple-choice file with audio (ausweep.knowledge.mcq format: JSONL/YAML/CSV). Default: the generated demo eval set in $AUSWEEP_CACHE/demo/lalm (made on first use; NOT a real-world benchmark).")
-    method: Literal["loglik", "generate"] = option("loglik", help="'loglik' ranks each option by the LM's log-probability after 'Answer:'; 'generate' decodes greedily and matches the option text or letter.")
-    max_items: int | None = option(None, help="Score only the first N items (the demo set cycles through its tasks, so any N is balanced).")
-    batch_size: int = option(16, help="LM sequences per forward pass.")
-    describe_batch_size: int = option(8, help="Clips per describer call.")
-    length_norm: bool = option(False, help="Rank options by the mean per-token log-probability instead of the sum.")
-    device: str = option("auto", help="'auto' (GPU if this process has one), 'cpu', 'cuda', 'cuda:1'... for both the LM and the describer.")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", help="LM weights' dtype; bfloat16 for 7-14B models on one GPU.")
-    progress: bool = option(True, help="Show a progress bar (off inside sweep trials).")
-
-    def __post_init__(self) -> None:
-        if not self.model:
-            raise ValueError("model must be a non-empty name")
-        if not self.describer:
-            raise ValueError("describer must be a non-empty name")
-        if self.batch_size < 1 or self.describe_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {self.batch_size}, {self.describe_batch_size}")
-        if self.max_items is not None and self.max_items < 1:
-            raise ValueError(f"max_items must be >= 1 or null, got {self.max_items}")
-
-
-# ----------------------------------------------------------------------------- the cascade
 
 
 def describe_items(items: Sequence[MCItem], describer: str | Describer, device: str = "cpu",
@@ -82,7 +53,7 @@ def run_cascade(lm: Any, items: Sequence[MCItem], describer: str | Describer, me
     as context. ``lm`` is an :class:`ausweep.models.heads.LMWithHead` (causal); the describer runs
     on ``device`` (default: the LM's). Returns ``(metrics, rows)``: the scorer's metrics plus
     ``described``, and its per-item rows with ``describer`` and ``description`` columns."""
-    from ausweep.knowledge.scoring import evaluate_items
+    from ausweep.benchmarks.scoring import evaluate_items
 
     items = list(items)
     if not items:
@@ -103,13 +74,13 @@ def manifest_path(cfg: CascadeConfig) -> Path:
     """The items file: ``cfg.manifest``, else the default demo eval set (generated if missing)."""
     if cfg.manifest is not None:
         return Path(cfg.manifest).expanduser()
-    from ausweep.lalm.demo_data import ensure_default_demo_sets
+    from ausweep.data.demo_mc import ensure_default_demo_sets
 
     return ensure_default_demo_sets(progress=cfg.progress)["eval"]
 
 
 def load_items(cfg: CascadeConfig) -> list[MCItem]:
-    from ausweep.knowledge.mcq import load_mc
+    from ausweep.benchmarks.mcq import load_mc
 
     return load_mc(manifest_path(cfg))[: cfg.max_items]
 
@@ -153,7 +124,7 @@ def trial(cfg: CascadeConfig) -> Iterator[dict[str, Any]]:
 def prepare(configs: list[CascadeConfig], space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Driver side: check every model and describer name (no weights, no network) and the items
     file; generate the default demo set once here, so trials do not race to make it."""
-    from ausweep.knowledge.mcq import MCFormatError, load_mc
+    from ausweep.benchmarks.mcq import MCFormatError, load_mc
     from ausweep.models.heads import check_lm_with_head
     from ausweep.registry import UnknownNameError
 

@@ -1,7 +1,7 @@
 """Named multiple-choice sets for the knowledge studies: generated, vendored, or a user's file.
 
 Where it sits: between the item sources and the scorers. :func:`load_set` turns a set name into
-:class:`~ausweep.knowledge.mcq.MCItem` records, which :mod:`ausweep.knowledge.scoring` scores.
+:class:`~ausweep.benchmarks.mcq.MCItem` records, which :mod:`ausweep.benchmarks.scoring` scores.
 
 * ``phonology``: generated from CMUdict (:mod:`.phonology`): rhyme, homophone, stress, syllables.
 * ``music``: generated from equal temperament (:mod:`.music`): pitch_order, frequency, interval, chord.
@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from ausweep.knowledge.mcq import SUFFIXES, MCFormatError, MCItem, load_mc
+from ausweep.benchmarks.mcq import SUFFIXES, MCFormatError, MCItem, load_mc
 from ausweep.registry import Registry
 
 # Items per subcategory of a generated set when max_items is not given.
@@ -36,7 +36,7 @@ def load_set(name: str, max_items: int | None = None, seed: int = 0) -> list[MCI
 
     ``seed`` changes the generated sets only; vendored and file sets keep their order.
     Raises UnknownNameError (listing the known sets) for an unknown name, and
-    :class:`~ausweep.knowledge.mcq.MCFormatError` for a missing or malformed file.
+    :class:`~ausweep.benchmarks.mcq.MCFormatError` for a missing or malformed file.
     """
     if max_items is not None and max_items < 1:
         raise ValueError(f"max_items must be >= 1 or None, got {max_items}")
@@ -95,7 +95,7 @@ def _load_file(path: Path) -> list[MCItem]:
     if not path.is_file():
         raise MCFormatError(path, "", "", "file does not exist. Sets that are not public (AKB-2000 among them) are not "
                             "shipped: give the path of your own copy in the multiple-choice format "
-                            "(JSONL/YAML/CSV; see ausweep.knowledge.mcq)")
+                            "(JSONL/YAML/CSV; see ausweep.benchmarks.mcq)")
     # Text-only scoring never opens the clips, so an audio manifest is usable before its clips are copied.
     return load_mc(path, check_audio=False)
 
@@ -109,14 +109,14 @@ def _per_subcategory(max_items: int | None, n_sub: int) -> int:
 
 @SETS.register("phonology", help="Generated from CMUdict: rhyme, homophone, stress, syllables (100 each by default).")
 def _phonology(max_items: int | None, seed: int) -> list[MCItem]:
-    from ausweep.knowledge.phonology import SUBCATEGORIES, generate_phonology
+    from ausweep.knowledge_text.phonology import SUBCATEGORIES, generate_phonology
 
     return take_balanced(generate_phonology(_per_subcategory(max_items, len(SUBCATEGORIES)), seed), max_items)
 
 
 @SETS.register("music", help="Generated from equal temperament (A4 = 440 Hz): pitch order, frequency, interval, chord quality (100 each by default).")
 def _music(max_items: int | None, seed: int) -> list[MCItem]:
-    from ausweep.knowledge.music import SUBCATEGORIES, generate_music
+    from ausweep.knowledge_text.music import SUBCATEGORIES, generate_music
 
     return take_balanced(generate_music(_per_subcategory(max_items, len(SUBCATEGORIES)), seed), max_items)
 

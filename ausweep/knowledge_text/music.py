@@ -1,7 +1,7 @@
 """A generated music-theory set with answers computed from first principles.
 
-Where it sits: one of the named sets of :mod:`ausweep.knowledge.sets` (``"music"``), scored by
-:mod:`ausweep.knowledge.scoring`. Every answer follows from twelve-tone equal temperament with
+Where it sits: one of the named sets of :mod:`ausweep.knowledge_text.sets` (``"music"``), scored by
+:mod:`ausweep.benchmarks.scoring`. Every answer follows from twelve-tone equal temperament with
 A4 = 440 Hz (:func:`frequency`) and scientific pitch notation (octave numbers change at C, so
 B3 is just below C4). ``category="music"``; subcategories:
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import re
 
-from ausweep.knowledge.mcq import MCItem
+from ausweep.benchmarks.mcq import MCItem
 
 SUBCATEGORIES = ("pitch_order", "frequency", "interval", "chord")
 LETTER_PC = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}

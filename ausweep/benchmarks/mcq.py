@@ -200,7 +200,7 @@ def format_prompt(item: MCItem, context: str | None = None) -> str:
         Answer:
 
     The continuation scored or generated after ``Answer:`` is ``" <option text>"``; generations may
-    also answer with the letter (see :func:`ausweep.knowledge` scoring).
+    also answer with the letter (see :mod:`ausweep.benchmarks.scoring`).
     """
     opts = " ".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(item.options))
     head = f"Context: {context}\n" if context else ""

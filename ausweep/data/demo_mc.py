@@ -1,0 +1,515 @@
+"""Generated audio question sets with a known answer, for training and evaluating audio LLMs offline.
+
+Where it sits: the LLM-backbone study compares what a backbone answers from text alone
+(the ``knowledge_text`` study) with what it answers once it hears the sound (the ``lalm_backbone`` study, and the
+``cascade`` study). Real audio benchmarks need a hub or a download; this
+module writes a small DEMO set whose every answer is true by construction, in the categories of
+the text-only sets (``sound``, ``music``, ``phonology``):
+
+* sound: a pure tone, high (1.5-3 kHz) or low (100-300 Hz); a pure tone or noise; two tones, the
+  second higher or lower;
+* music: a major or a minor triad (three sines); two notes a major third, a perfect fifth or an
+  octave apart;
+* phonology: one common word spoken by espeak-ng (several voices), asking which option rhymes with
+  it, or how many syllables it has (the word tables are checked against the CMU Pronouncing
+  Dictionary by the tests).
+
+It is NOT a benchmark of real-world audio: the sounds are synthetic and the questions easy.
+
+:func:`make_demo_sets` writes, into one folder::
+
+    eval.jsonl     MCItem records with ``audio`` (ausweep.benchmarks.mcq.load_mc reads it)
+    train.jsonl    instruction examples {audio, instruction, response} (ausweep.lalm.data.load_instructions)
+    clips/eval/*.wav, clips/train/*.wav    16 kHz mono, 1-2 s; no clip is shared between the two
+    manifest.json  parameters, every clip's recipe and sha256; written last
+
+Generation runs in a temporary folder beside the target and is renamed into place when complete,
+so an interrupted run never leaves a folder that looks complete; the same parameters reuse the
+existing set; the same seed gives the same files. Needs ``sox`` and ``espeak-ng`` on the PATH.
+
+    python -m ausweep.data.demo_mc OUT_DIR [--n-train 280] [--n-eval 70] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ausweep.data.demo import (
+    _FEMALE_VOICES,
+    _MALE_VOICES,
+    _Ctx,
+    _f,
+    _finish,
+    _midi_hz,
+    _require_tools,
+    _run,
+)
+from ausweep.files import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+GENERATOR = "ausweep.lalm.demo_data"  # the module's old path, kept so sets generated before the move stay valid
+# Bump whenever a recipe, a word table or a question changes: an older set is then regenerated.
+GENERATOR_VERSION = 1
+CATEGORIES = ("sound", "music", "phonology")
+DEFAULT_N_TRAIN = 280
+DEFAULT_N_EVAL = 70
+DEFAULT_SEED = 0
+SAMPLE_RATE = 16000
+MARKER = ".ausweep-lalm-demo"  # written first: a folder holding it is ours to replace
+_STALE_PARTIAL_SECONDS = 3600
+
+README = """\
+GENERATED DEMO AUDIO QUESTIONS - NOT A REAL-WORLD AUDIO BENCHMARK.
+
+Made by ausweep.data.demo_mc (generator version {version}) with sox (tones, chords, noise) and
+espeak-ng (single spoken words). Every answer is true by construction: the tone's frequency, the
+chord's intervals and the spoken word are the recipe's own parameters (see manifest.json).
+
+eval.jsonl   multiple-choice items (ausweep.benchmarks.mcq format, with audio)
+train.jsonl  instruction examples (audio, instruction, response) on other clips
+Delete this folder to force regeneration.
+"""
+
+# ----------------------------------------------------------------------------- word tables
+# Common words only, so a small LM has seen them. Every word in a group rhymes with every other one
+# and with no word of another group; every syllable count holds for all of a word's CMUdict
+# pronunciations (the tests check both against the CMU Pronouncing Dictionary).
+
+RHYME_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("cat", "hat", "bat", "mat"), ("dog", "log", "fog"), ("cake", "lake", "snake", "bake"),
+    ("tree", "bee", "key", "sea"), ("light", "night", "kite", "white"), ("rain", "train", "chain", "plane"),
+    ("ring", "king", "sing", "wing"), ("book", "cook", "hook", "look"), ("moon", "spoon", "tune", "noon"),
+    ("boat", "coat", "goat", "note"), ("bell", "shell", "well", "smell"), ("sun", "fun", "run", "bun"),
+    ("car", "star", "jar", "far"), ("bear", "chair", "hair", "pear"), ("fish", "dish", "wish"),
+    ("bed", "red", "bread", "head"), ("door", "floor", "more", "store"), ("ball", "wall", "tall", "call"),
+    ("nose", "rose", "hose", "toes"), ("hand", "sand", "band", "land"), ("pen", "ten", "hen", "men"),
+    ("game", "name", "frame", "same"), ("mouse", "house"), ("clock", "sock", "rock", "lock"),
+    ("toy", "joy", "boy"), ("nail", "mail", "tail", "sail"), ("like", "bike", "hike"), ("cup", "pup"),
+    ("blue", "glue", "zoo", "shoe"),
+)
+
+# The words a clip may SPEAK. Whisper tiny.en mishears many isolated espeak-ng words ("cat" ->
+# "Cut", "hand" -> "And", "tree" -> "3"); these are the ones it transcribed right for at least 3 of
+# 4 espeak voices at 145 words/min, so a cascade through ASR is not doomed by the recogniser alone.
+# Other group members still serve as answers and distractors (text only).
+SPOKEN_RHYME_WORDS: tuple[str, ...] = (
+    "snake", "key", "light", "kite", "rain", "train", "ring", "king", "sing", "wing", "look", "well", "run",
+    "fish", "wish", "red", "more", "rose", "band", "game", "frame", "house", "toy", "joy", "nail", "like",
+    "cup", "blue",
+)
+
+SYLLABLE_WORDS: dict[int, tuple[str, ...]] = {  # all spoken; chosen the same way as above
+    1: ("house", "cloud", "milk", "fish", "light", "rain", "train", "game", "snake", "toy", "wish", "red"),
+    2: ("monkey", "pencil", "table", "basket", "window"),
+    3: ("computer", "tomorrow", "potato", "telephone"),
+    4: ("activity", "education", "information", "invisible"),
+}
+_NUMBER_WORDS = ("one", "two", "three", "four")
+_VOICES = tuple(_MALE_VOICES + _FEMALE_VOICES)
+
+
+# ----------------------------------------------------------------------------- tasks
+# A task draws one clip's parameters from its RNG and returns what the clip is (a _Spec). ``j`` is
+# the clip's index within its task and split: labels cycle with it, so answers are balanced.
+
+
+@dataclass(frozen=True)
+class _Spec:
+    question: str
+    options: tuple[str, ...]
+    answer: str
+    description: str  # the open answer: what a captioner should say ("a high tone")
+    open_instruction: str
+    open_response: str
+    recipe: dict[str, Any]
+    commands: list[list[str]]
+    dedup_key: str = ""  # identical keys would give identical clips (espeak is deterministic)
+
+
+def _shuffled(r: np.random.Generator, options: Sequence[str]) -> tuple[str, ...]:
+    return tuple(options[i] for i in r.permutation(len(options)))
+
+
+def _tone(c: _Ctx, out: str, freq: float, seconds: float) -> list[str]:
+    return c.synth(out, "synth", _f(seconds), "sine", _f(freq, 2), "fade", "h", "0.02", _f(seconds), "0.05")
+
+
+def _pitch_height(r: np.random.Generator, c: _Ctx, j: int) -> _Spec:
+    high = (j + int(r.integers(0, 2))) % 2 == 0
+    freq = float(r.uniform(1500, 3000) if high else r.uniform(100, 300))
+    dur = float(r.uniform(1.0, 1.6))
+    label = "high" if high else "low"
+    return _Spec("Is the tone high or low in pitch?", _shuffled(r, ["high", "low"]), label,
+                 f"a {label} tone", "Describe the sound.", f"a {label} tone",
+                 {"freq_hz": round(freq, 2), "seconds": round(dur, 3)}, [_tone(c, c.raw, freq, dur)])
+
+
+def _tone_or_noise(r: np.random.Generator, c: _Ctx, j: int) -> _Spec:
+    tone = (j + int(r.integers(0, 2))) % 2 == 0
+    dur = float(r.uniform(1.0, 1.6))
+    if tone:
+        freq = float(r.uniform(200, 2000))
+        recipe: dict[str, Any] = {"freq_hz": round(freq, 2), "seconds": round(dur, 3)}
+        cmd = _tone(c, c.raw, freq, dur)
+        label, desc = "a pure tone", "a steady pure tone"
+    else:
+        kind = str(r.choice(["whitenoise", "pinknoise", "brownnoise"]))
+        skip = float(r.uniform(0, 3))  # sox -R repeats its noise: a random start makes clips differ
+        recipe = {"noise": kind, "seconds": round(dur, 3)}
+        cmd = c.synth(c.raw, "synth", _f(skip + dur), kind, "trim", _f(skip), "fade", "h", "0.02", _f(dur), "0.05")
+        label, desc = "noise", f"a burst of {kind.replace('noise', ' noise')}"
+    return _Spec("Is the sound a pure tone or noise?", _shuffled(r, ["a pure tone", "noise"]), label,
+                 desc, "Describe the sound.", desc, recipe, [cmd])
+
+
+def _pitch_direction(r: np.random.Generator, c: _Ctx, j: int) -> _Spec:
+    up = (j + int(r.integers(0, 2))) % 2 == 0
+    f1 = float(r.uniform(250, 1200))
+    ratio = 2 ** (float(r.uniform(3, 12)) / 12)  # a minor third to an octave: clearly audible
+    f2 = f1 * ratio if up else f1 / ratio
+    note, gap = float(r.uniform(0.5, 0.7)), float(r.uniform(0.1, 0.25))
+    a, b = c.path("a.wav"), c.path("b.wav")
+    label = "higher" if up else "lower"
+    desc = f"two tones, the second {label} than the first"
+    return _Spec("Is the second tone higher or lower than the first?", _shuffled(r, ["higher", "lower"]), label,
+                 desc, "Describe the sound.", desc,
+                 {"freq_hz": [round(f1, 2), round(f2, 2)], "note_s": round(note, 3), "gap_s": round(gap, 3)},
+                 [_tone(c, a, f1, note), c.sox([a], c.path("a_pad.wav"), "pad", "0", _f(gap)), _tone(c, b, f2, note),
+                  c.sox([c.path("a_pad.wav"), b], c.raw)])
+
+
+def _triad(r: np.random.Generator, c: _Ctx, j: int) -> _Spec:
+    major = (j + int(r.integers(0, 2))) % 2 == 0
+    root = int(r.integers(48, 67))  # C3..F#4
+    notes = [root, root + (4 if major else 3), root + 7]
+    dur = float(r.uniform(1.2, 1.8))
+    tones = [a for n in notes for a in ("sine", _f(_midi_hz(n), 2))]
+    label = "major" if major else "minor"
+    return _Spec("Is the chord major or minor?", _shuffled(r, ["major", "minor"]), label,
+                 f"a {label} chord", "Describe the sound.", f"a {label} chord",
+                 {"notes_midi": notes, "freq_hz": [round(_midi_hz(n), 2) for n in notes], "seconds": round(dur, 3)},
+                 [c.synth(c.raw, "synth", _f(dur), *tones, "remix", "-", "fade", "h", "0.02", _f(dur), "0.1")])
+
+
+_INTERVALS = (("a major third", 4), ("a perfect fifth", 7), ("an octave", 12))
+
+
+def _interval(r: np.random.Generator, c: _Ctx, j: int) -> _Spec:
+    name, semis = _INTERVALS[(j + int(r.integers(0, len(_INTERVALS)))) % len(_INTERVALS)]
+    low = int(r.integers(50, 70))
+    notes = [low, low + semis]
+    note = float(r.uniform(0.6, 0.8))
+    a, b = c.path("a.wav"), c.path("b.wav")
+    desc = f"two notes {name} apart"
+    return _Spec("Which interval separates the two notes?", _shuffled(r, [n for n, _ in _INTERVALS]), name,
+                 desc, "Describe the sound.", desc,
+                 {"notes_midi": notes, "freq_hz": [round(_midi_hz(n), 2) for n in notes], "note_s": round(note, 3)},
+                 [_tone(c, a, _midi_hz(notes[0]), note), _tone(c, b, _midi_hz(notes[1]), note), c.sox([a, b], c.raw)])
+
+
+def _say(r: np.random.Generator, c: _Ctx, word: str) -> tuple[dict[str, Any], list[list[str]], str]:
+    voice = _VOICES[int(r.integers(0, len(_VOICES)))]
+    speed, pitch = int(r.integers(130, 170)), int(r.integers(30, 70))
+    # espeak's own short leading silence is kept: trimming it by level cuts quiet onsets
+    # ("hand" -> "and", "fish" -> "ish"), which Whisper then mishears.
+    cmds = [c.speak(c.raw, word, voice, speed, pitch)]
+    return {"word": word, "voice": voice, "speed": speed, "pitch": pitch}, cmds, f"{word}|{voice}|{speed}|{pitch}"
+
+
+def _rhyme(r: np.random.Generator, c: _Ctx, j: int) -> _Spec:
+    word = SPOKEN_RHYME_WORDS[int(r.integers(0, len(SPOKEN_RHYME_WORDS)))]
+    g = next(h for h, grp in enumerate(RHYME_GROUPS) if word in grp)
+    rhymes = [w for w in RHYME_GROUPS[g] if w != word]
+    answer = rhymes[int(r.integers(0, len(rhymes)))]
+    others = [w for h, grp in enumerate(RHYME_GROUPS) if h != g for w in grp]
+    distractors = [others[i] for i in r.choice(len(others), size=3, replace=False)]
+    recipe, cmds, key = _say(r, c, word)
+    return _Spec("Which word rhymes with the spoken word?", _shuffled(r, [answer, *distractors]), answer,
+                 f'the spoken word "{word}"', "What word is spoken?", word, recipe, cmds, key)
+
+
+def _syllables(r: np.random.Generator, c: _Ctx, j: int) -> _Spec:
+    n = (j + int(r.integers(0, 4))) % 4 + 1
+    words = SYLLABLE_WORDS[n]
+    word = words[int(r.integers(0, len(words)))]
+    recipe, cmds, key = _say(r, c, word)
+    recipe["syllables"] = n
+    # Number words in their natural order: the question is about a count, not a position.
+    return _Spec("How many syllables does the spoken word have?", _NUMBER_WORDS, _NUMBER_WORDS[n - 1],
+                 f'the spoken word "{word}"', "What word is spoken?", word, recipe, cmds, key)
+
+
+Task = Callable[[np.random.Generator, _Ctx, int], _Spec]
+# (category, subcategory, task); clips cycle through them, so every category gets its share.
+TASKS: tuple[tuple[str, str, Task], ...] = (
+    ("sound", "pitch_height", _pitch_height),
+    ("sound", "tone_or_noise", _tone_or_noise),
+    ("sound", "pitch_direction", _pitch_direction),
+    ("music", "triad_quality", _triad),
+    ("music", "interval", _interval),
+    ("phonology", "rhyme", _rhyme),
+    ("phonology", "syllables", _syllables),
+)
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+@dataclass(frozen=True)
+class _Job:
+    split: str
+    category: str
+    subcategory: str
+    index: int  # within the split
+    spec: _Spec
+    ctx: _Ctx
+    rel: str  # clip path relative to the set's folder
+
+
+def default_demo_root() -> Path:
+    """``$AUSWEEP_CACHE/demo/lalm`` (default ``~/.cache/ausweep/demo/lalm``); not created here."""
+    base = os.environ.get("AUSWEEP_CACHE")
+    return (Path(base).expanduser() if base else Path.home() / ".cache" / "ausweep") / "demo" / "lalm"
+
+
+def ensure_default_demo_sets(progress: bool = False) -> dict[str, Path]:
+    """The shared default set in :func:`default_demo_root` (generated on first use)."""
+    return make_demo_sets(default_demo_root(), DEFAULT_N_TRAIN, DEFAULT_N_EVAL, DEFAULT_SEED, progress=progress)
+
+
+def make_demo_sets(root: str | os.PathLike, n_train: int = DEFAULT_N_TRAIN, n_eval: int = DEFAULT_N_EVAL,
+                   seed: int = DEFAULT_SEED, progress: bool = True) -> dict[str, Path]:
+    """Generate (or reuse) the demo audio question sets in ``root``.
+
+    ``n_eval`` clips become multiple-choice items (``eval.jsonl``); ``n_train`` other clips become
+    instruction examples (``train.jsonl``): each clip gives its multiple-choice prompt
+    (:func:`ausweep.benchmarks.mcq.format_prompt`) answered with the option text, and an open
+    instruction ("Describe the sound." -> "a high tone"; "What word is spoken?" -> "cat").
+    Clips cycle through :data:`TASKS`, so the categories are balanced.
+
+    Returns ``{"root", "eval", "train", "manifest"}`` paths. A complete set made with the same
+    parameters and generator version is reused; an older or incomplete set of ours is replaced;
+    a non-empty folder that is not ours raises FileExistsError.
+    """
+    if n_eval < 1 or n_train < 0:
+        raise ValueError(f"need n_eval >= 1 and n_train >= 0, got n_eval={n_eval}, n_train={n_train}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    root = Path(root).expanduser().absolute()
+    params = {"n_train": int(n_train), "n_eval": int(n_eval), "seed": int(seed), "sample_rate": SAMPLE_RATE}
+    if _read_valid_manifest(root, params) is not None:
+        logger.debug("lalm demo sets: reusing %s", root)
+        return _paths(root)
+    if root.exists() and (not root.is_dir() or (any(root.iterdir()) and not _is_ours(root))):
+        raise FileExistsError(f"{root}: exists, is not empty and is not an ausweep LALM demo set; refusing to overwrite it")
+    _require_tools()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(root)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+    try:
+        os.chmod(tmp, 0o755)
+        (tmp / MARKER).write_text(f"{GENERATOR}\n")
+        start = time.perf_counter()
+        _generate(tmp, params, progress)
+        logger.info("lalm demo sets: %d eval + %d train clips in %.1f s -> %s",
+                    n_eval, n_train, time.perf_counter() - start, root)
+        _install(tmp, root, params)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if _read_valid_manifest(root, params) is None:  # pragma: no cover - a concurrent writer with other parameters
+        raise RuntimeError(f"{root}: the demo set was replaced while it was being installed; run again")
+    return _paths(root)
+
+
+def _paths(root: Path) -> dict[str, Path]:
+    return {"root": root, "eval": root / "eval.jsonl", "train": root / "train.jsonl", "manifest": root / "manifest.json"}
+
+
+def _plan(tmp: Path, params: dict[str, int]) -> list[_Job]:
+    """Every clip's parameters and commands, eval first. A clip's RNG is keyed by (seed, split,
+    task, index), so a clip does not change when the other split grows."""
+    jobs: list[_Job] = []
+    used: set[str] = set()
+    for split, n in (("eval", params["n_eval"]), ("train", params["n_train"])):
+        per_task = [0] * len(TASKS)
+        for i in range(n):
+            t = i % len(TASKS)
+            category, sub, task = TASKS[t]
+            j = per_task[t]
+            per_task[t] += 1
+            ctx = _Ctx(work=tmp / ".work" / f"{split}_{i:05d}", sample_rate=params["sample_rate"], k=j)
+            for attempt in range(100):
+                rng = np.random.default_rng((params["seed"], zlib.crc32(split.encode()), zlib.crc32(sub.encode()), j, attempt))
+                spec = task(rng, ctx, j)
+                # A spoken word with the same voice, speed and pitch is the same file: redraw, so
+                # no clip is shared between (or repeated within) the splits.
+                if not spec.dedup_key or spec.dedup_key not in used:
+                    break
+            else:  # pragma: no cover - the word x voice x speed x pitch space is far larger than any set
+                raise ValueError(f"cannot draw {n} distinct {sub} clips; lower n_train/n_eval")
+            if spec.dedup_key:
+                used.add(spec.dedup_key)
+            jobs.append(_Job(split, category, sub, i, spec, ctx, f"clips/{split}/{sub}_{i:05d}.wav"))
+    return jobs
+
+
+def _generate(tmp: Path, params: dict[str, int], progress: bool) -> None:
+    """Clips, eval.jsonl, train.jsonl, README and (last) manifest.json, all inside ``tmp``."""
+    from tqdm.auto import tqdm
+
+    from ausweep.benchmarks.mcq import MCItem, format_prompt, save_jsonl
+
+    jobs = _plan(tmp, params)
+    for split in ("eval", "train"):
+        (tmp / "clips" / split).mkdir(parents=True, exist_ok=True)
+    # Each clip is a few short sox/espeak runs, mostly process start-up: threads keep cores busy.
+    with ThreadPoolExecutor(max_workers=max(2, min(8, 2 * (os.cpu_count() or 1)))) as pool:
+        bar = tqdm(total=len(jobs), desc="demo clips", unit="clip", disable=not progress, dynamic_ncols=True)
+        try:
+            for _ in pool.map(lambda job: _make_clip(job, tmp), jobs):
+                bar.update()
+        finally:
+            bar.close()
+    shutil.rmtree(tmp / ".work", ignore_errors=True)
+
+    eval_items: list[MCItem] = []
+    train: list[dict[str, str]] = []
+    records = []
+    for job in jobs:
+        audio = str(tmp / job.rel)
+        item = MCItem(id=f"{job.split}-{job.subcategory}-{job.index:05d}", question=job.spec.question,
+                      options=job.spec.options, answer=job.spec.options.index(job.spec.answer),
+                      category=job.category, subcategory=job.subcategory, audio=audio)
+        if job.split == "eval":
+            eval_items.append(item)
+        else:
+            train.append({"audio": audio, "instruction": format_prompt(item), "response": job.spec.answer})
+            train.append({"audio": audio, "instruction": job.spec.open_instruction, "response": job.spec.open_response})
+        records.append({"file": job.rel, "split": job.split, "id": item.id, "category": job.category,
+                        "subcategory": job.subcategory, "answer": job.spec.answer,
+                        "description": job.spec.description,
+                        "sha256": hashlib.sha256((tmp / job.rel).read_bytes()).hexdigest(),
+                        "recipe": job.spec.recipe})
+    save_jsonl(eval_items, tmp / "eval.jsonl")
+    _save_train(train, tmp / "train.jsonl")
+    (tmp / "README.txt").write_text(README.format(version=GENERATOR_VERSION))
+    manifest = {"generator": GENERATOR, "version": GENERATOR_VERSION, "note": "GENERATED DEMO AUDIO - NOT A REAL BENCHMARK",
+                "params": params, "tasks": [f"{c}/{s}" for c, s, _ in TASKS], "clips": records}
+    # Written last, atomically: a folder with a valid manifest is a complete set.
+    write_text_atomic(tmp / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+
+
+def _save_train(rows: list[dict[str, str]], path: Path) -> None:
+    from ausweep.lalm.data import InstructionExample, save_instructions
+
+    save_instructions([InstructionExample(**r) for r in rows], path)
+
+
+def _make_clip(job: _Job, tmp: Path) -> None:
+    job.ctx.work.mkdir(parents=True)
+    out = tmp / job.rel
+    for argv in job.spec.commands:
+        _run(argv, out)
+    _run(_finish(job.ctx, out), out)  # mono 16-bit, <= 2 s, short fades, peak -1 dBFS
+    shutil.rmtree(job.ctx.work, ignore_errors=True)
+
+
+def _install(tmp: Path, root: Path, params: dict[str, int]) -> None:
+    """Move the finished set into place; if another process finished first, keep theirs."""
+    if _read_valid_manifest(root, params) is not None:
+        return
+    old = None
+    if root.exists():  # an older or incomplete set of ours, or an empty folder
+        old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(root, old)
+    try:
+        os.rename(tmp, root)
+    except OSError:
+        if _read_valid_manifest(root, params) is None:
+            raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_partials(root: Path) -> None:
+    now = time.time()
+    for p in root.parent.glob(f".{root.name}.partial-*"):
+        try:
+            if now - p.stat().st_mtime > _STALE_PARTIAL_SECONDS:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _is_ours(root: Path) -> bool:
+    if (root / MARKER).is_file():
+        return True
+    try:
+        return json.loads((root / "manifest.json").read_text()).get("generator") == GENERATOR
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _read_valid_manifest(root: Path, params: dict[str, int]) -> dict[str, Any] | None:
+    """The manifest when ``root`` holds a complete set of this version with these parameters
+    (both JSONL files and every clip present), else None."""
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR
+            or manifest.get("version") != GENERATOR_VERSION or manifest.get("params") != params):
+        return None
+    clips = manifest.get("clips")
+    if not isinstance(clips, list) or len(clips) != params["n_eval"] + params["n_train"]:
+        return None
+    if not (root / "eval.jsonl").is_file() or not (root / "train.jsonl").is_file():
+        return None
+    if not all(isinstance(c, dict) and (root / str(c.get("file"))).is_file() for c in clips):
+        return None
+    return manifest
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ausweep.data.demo_mc",
+        description="Generate the offline demo audio question sets (sound, music, phonology) with sox and "
+                    "espeak-ng: OUT_DIR/eval.jsonl (multiple choice) and OUT_DIR/train.jsonl (instructions).",
+    )
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="Folder to write (reused when already complete with these parameters).")
+    parser.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN, help=f"Training clips (default {DEFAULT_N_TRAIN}); each gives two instruction examples.")
+    parser.add_argument("--n-eval", type=int, default=DEFAULT_N_EVAL, help=f"Evaluation clips = multiple-choice items (default {DEFAULT_N_EVAL}).")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"Seed of every clip's parameters (default {DEFAULT_SEED}).")
+    parser.add_argument("--quiet", action="store_true", help="No progress bar.")
+    args = parser.parse_args(argv)
+    try:
+        paths = make_demo_sets(args.out_dir, args.n_train, args.n_eval, args.seed, progress=not args.quiet)
+    except (ValueError, FileExistsError, RuntimeError) as e:  # DemoToolError is a RuntimeError
+        parser.exit(2, f"error: {e}\n")
+    for key in ("eval", "train", "manifest"):
+        print(f"{key}: {paths[key]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

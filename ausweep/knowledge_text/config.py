@@ -1,0 +1,48 @@
+"""The ``knowledge_text`` study's config: which LM, which multiple-choice sets, how to score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ausweep.config import option
+
+
+@dataclass(frozen=True)
+class KnowledgeConfig:
+    model: str = option("smollm2-135m", help="Causal LM (the LLM backbone): a registry name (python -m ausweep ls), a hub id or a local folder.")
+    revision: str | None = option(None, help="Hub revision (commit, tag) of the LM.")
+    sets: list[str] = option(["phonology", "music", "auditorybench"], help="Multiple-choice sets: 'phonology', 'music', 'auditorybench', or 'file:<path>' / a path to a JSONL/YAML/CSV set (e.g. your AKB-2000 copy).")
+    method: Literal["loglik", "generate"] = option("loglik", help="'loglik': pick the option with the highest log-likelihood after the prompt; 'generate': greedy answer, parsed as a letter or an option's text.")
+    max_items: int | None = option(None, help="At most N items per set, taken evenly over its subcategories (demos, tests); generated sets default to 100 per subcategory.")
+    batch_size: int = option(16, help="Sequences per forward pass (loglik: one sequence per option).")
+    device: str = option("auto", help="'auto' (GPU if this process has one), 'cpu', 'cuda', 'cuda:1'...")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", help="Weights' dtype; bfloat16 for 7-14B models on one GPU. Option scores are computed in float32 either way.")
+    length_norm: bool = option(False, help="loglik: rank options by mean per-token log-probability instead of the sum (favours neither short nor long options).")
+    max_new_tokens: int = option(8, help="generate: tokens to decode per answer.")
+    chat_template: bool | None = option(None, help="generate: ask each question as a user turn of the tokenizer's chat template (null: when the tokenizer has one; chat-tuned models need it).")
+    seed: int = option(0, help="Seed of the generated sets (phonology, music); every backbone of a sweep sees the same items.")
+    progress: bool = option(True, help="Show a progress bar (off inside sweep trials).")
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model must be a non-empty name")
+        if not self.sets:
+            raise ValueError("sets must not be empty")
+        if len(set(self.sets)) != len(self.sets):
+            raise ValueError(f"sets has repeated entries: {self.sets}")
+        from ausweep.knowledge_text.sets import set_label
+
+        labels = [set_label(s) for s in self.sets]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"sets {self.sets} give two prediction files the same name; rename one file")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_items is not None and self.max_items < 1:
+            raise ValueError(f"max_items must be >= 1 or null, got {self.max_items}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+# ----------------------------------------------------------------------------- one trial

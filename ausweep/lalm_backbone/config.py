@@ -1,0 +1,44 @@
+"""The ``lalm_backbone`` study's config: the LALM (:class:`~ausweep.lalm.model.LALMConfig`), its training
+(:class:`~ausweep.lalm.train.TrainConfig`) and the audio data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ausweep.config import option
+from ausweep.lalm.model import LALMConfig
+from ausweep.lalm.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class LALMDataConfig:
+    train: str | None = option(None, help="Instruction data: JSONL of {audio, instruction, response} (audio relative to the file). None: the generated demo set.")
+    eval: str | None = option(None, help="Audio multiple-choice manifest (JSONL/YAML/CSV of question, options, answer, category, audio). None: the generated demo set.")
+    demo_root: str | None = option(None, help="Where the demo sets are generated (default $AUSWEEP_CACHE/demo/lalm).")
+    demo_n_train: int = option(280, help="Generated training clips (demo set; two instructions each).")
+    demo_n_eval: int = option(70, help="Generated evaluation items (demo set).")
+    demo_seed: int = option(0, help="Seed of the generated demo sets.")
+    max_eval_items: int | None = option(None, help="Score only the first N evaluation items.")
+
+    def __post_init__(self) -> None:
+        if self.demo_n_train < 1 or self.demo_n_eval < 1:
+            raise ValueError("demo_n_train and demo_n_eval must be >= 1")
+
+
+@dataclass(frozen=True)
+class LALMBackboneConfig:
+    lalm: LALMConfig = option(LALMConfig(), help="The model: encoder, Q-Former size, LLM backbone and how it trains.")
+    train: TrainConfig = option(TrainConfig(), help="DeepSpeed training under Ray Train.")
+    data: LALMDataConfig = option(LALMDataConfig(), help="Training and evaluation data.")
+    eval_batch_size: int = option(8, help="Items per forward pass when scoring options.")
+    length_norm: bool = option(False, help="Rank options by mean per-token log-probability instead of the sum.")
+    storage: str | None = option(None, help="Where training checkpoints go, under lalm_train/lalm-<config hash>; default: the sweep's run folder (a plain run: $AUSWEEP_STORAGE or ./ausweep_runs).")
+    progress: bool = option(True, help="Progress bars (off inside sweep trials).")
+
+    def __post_init__(self) -> None:
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+
+
+# ----------------------------------------------------------------------------- data

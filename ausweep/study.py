@@ -1,0 +1,34 @@
+"""What a sweep runs: a *study* names its config dataclass and three plain functions.
+
+* ``prepare(configs, space)`` — driver side, once per sweep, before any trial: validate model
+  names, run shared work such as embedding extraction (sharded on Ray actors, cached), and return
+  the search space with study-specific axes expanded (e.g. ``text.layer: {grid: all}``).
+* ``trial(config)`` — one trial, a generator of result dicts (one per epoch, or a single one).
+  It works with no Ray at all; the Tune trainable of the sweep runner only wraps it.
+* ``summarize(rows, out_dir)`` — driver side, after the sweep: tables and plots for the parent run.
+
+Inside a trial, ``$AUSWEEP_SWEEP_RUN_DIR`` (:data:`RUN_DIR_ENV`) names the sweep's run folder on
+storage, for studies that keep files a resumed sweep must find (training checkpoints).
+
+The study registry (names -> ``"module:attr"``) lives above the studies, in
+:mod:`ausweep.sweep.studies`: this contract module names no study, so studies and shared layers
+can import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+RUN_DIR_ENV = "AUSWEEP_SWEEP_RUN_DIR"
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    config_cls: type
+    prepare: Callable[[list[Any], dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]
+    trial: Callable[[Any], Iterator[dict[str, Any]]]
+    summarize: Callable[[list[dict[str, Any]], Path], list[Path]]
+    description: str = ""
