@@ -27,8 +27,8 @@ Choices made here (they also hold for the metrics and baselines):
   (for example wiki "bleat ... [MASK]" with animal=deer, letter -> sheep). We keep those rows
   and give them the flag ``answer_letter_mismatch``. ``letter_option`` keeps upstream's letter,
   so you can score against it instead.
-* **Rows are never dropped or edited.** We strip whitespace from every field and lower-case
-  the pitch answers. Defects are listed in ``Item.flags``:
+* **Rows are never edited, and dropped only for one reason** (the next point). We strip whitespace
+  from every field and lower-case the pitch answers. Defects are listed in ``Item.flags``:
 
   - ``blank_span``: an auditory span is empty or whitespace only (pitch: train 3, dev 3,
     test 1, wiki 0; upstream cut these at an inch mark ``"``). Evaluation keeps these rows, since
@@ -41,11 +41,26 @@ Choices made here (they also hold for the metrics and baselines):
   - ``multi_mask``: the sentence has more than one ``[MASK]`` (3 animal train rows, e.g. "The
     sound of a [MASK] singing ... is called a [MASK]."). Scorers fill the *first* ``[MASK]``.
     A masked LM sees the later one as an extra, unscored mask token.
+  - ``in_train``: a dev, test or wiki row whose sentence and answer also appear in train, compared
+    after :func:`normalise` (case-folded, runs of whitespace made one space, ends stripped).
+    Counts per split (dev / test / wiki): animal 31 / 60 / 32, pitch 25 / 47 / 0, the same in
+    both formats. Compared exactly (fields stripped, case kept) they are animal 31 / 58 / 0:
+    two test rows and every wiki overlap differ from their train copy only in case ("Woof is
+    the sound ..." vs "WOOF is the sound ..."; wiki writes "squeak is the sound a [MASK] makes."
+    where train has "Squeak ..."). Ignoring punctuation as well would add near-copies such as
+    "'meow'." vs "'meow.'" (animal test 70, dev 34); we do not, as punctuation can change a sentence.
+* **Rows that also appear in train are left out of dev, test and wiki by default**
+  (``cross_split_duplicates="drop"``): a model trained on train has seen the question and its
+  answer, so scoring it there measures memory, and it would pick its best dev epoch partly on
+  memory. ``"keep"`` scores every row, flagged ``in_train``; that is the published protocol, for
+  comparison with the published numbers. Train itself is never filtered (its own repeats are
+  the ``duplicate`` flag). :func:`n_in_train` gives how many rows the rule matches.
 * **Column normalisation:** train's ``span`` column is ``description`` in the other animal files.
   The pitch wiki file orders its columns ``span1,span2,sentence,answer``. Columns are read by name.
 
-Expected sizes, asserted in the tests: animal train 4,211 / dev 592 (mc) or 593 (mask) /
-test 1,211 / wiki 197; pitch train 8,312 / dev 1,178 / test 2,387 / wiki 3,625.
+Expected sizes (rows in the files, i.e. with ``cross_split_duplicates="keep"``), asserted in the
+tests: animal train 4,211 / dev 592 (mc) or 593 (mask) / test 1,211 / wiki 197; pitch train 8,312 /
+dev 1,178 / test 2,387 / wiki 3,625.
 """
 
 from __future__ import annotations
@@ -54,7 +69,7 @@ import csv
 import functools
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal, get_args
@@ -62,16 +77,18 @@ from typing import Literal, get_args
 Task = Literal["animal", "pitch"]
 Split = Literal["train", "dev", "test", "wiki"]
 Format = Literal["mc", "mask"]
+CrossSplit = Literal["drop", "keep"]
 
 TASKS: tuple[str, ...] = get_args(Task)
 SPLITS: tuple[str, ...] = get_args(Split)
 FORMATS: tuple[str, ...] = get_args(Format)
-FLAGS = ("blank_span", "answer_letter_mismatch", "duplicate", "multi_mask")
+CROSS_SPLIT: tuple[str, ...] = get_args(CrossSplit)
+FLAGS = ("blank_span", "answer_letter_mismatch", "duplicate", "multi_mask", "in_train")
 MASK = "[MASK]"
 PITCH_OPTIONS = ("higher", "lower")
 LETTERS = ("A", "B", "C", "D")
 
-# Rows per (task, split, fmt), from the upstream README table and SOURCE.md (MC dev: 592).
+# Rows per (task, split, fmt) in the files, from the upstream README table and SOURCE.md (MC dev: 592).
 EXPECTED_ROWS: dict[tuple[str, str, str], int] = {
     ("animal", "train", "mc"): 4211, ("animal", "dev", "mc"): 592,
     ("animal", "test", "mc"): 1211, ("animal", "wiki", "mc"): 197,
@@ -160,11 +177,31 @@ def data_file(task: str, split: str, fmt: str = "mc", root: str | Path | None = 
 
 
 def load_auditorybench(
-    task: Task, split: Split, root: str | Path | None = None, fmt: Format = "mc"
+    task: Task, split: Split, root: str | Path | None = None, fmt: Format = "mc",
+    cross_split_duplicates: CrossSplit = "drop",
 ) -> list[Item]:
-    """All items of ``task`` / ``split`` in file order; ``root`` overrides the vendored data folder."""
+    """The items of ``task`` / ``split`` in file order; ``root`` overrides the vendored data folder.
+
+    ``cross_split_duplicates="drop"`` (default) leaves out the dev, test and wiki rows that also
+    appear in train (flag ``in_train``; see the module docstring); ``"keep"`` returns every row of
+    the file, as the published numbers were scored. ``Item.index`` is always the row in the file.
+    """
+    _check(task, split, fmt, cross_split_duplicates)
+    items = _load(task, split, str(root) if root is not None else None, fmt)
+    if cross_split_duplicates == "keep":
+        return list(items)
+    return [it for it in items if "in_train" not in it.flags]
+
+
+def n_in_train(task: Task, split: Split, root: str | Path | None = None, fmt: Format = "mc") -> int:
+    """How many rows of ``task`` / ``split`` also appear in train (what ``"drop"`` leaves out; 0 for train)."""
     _check(task, split, fmt)
-    return list(_load(task, split, str(root) if root is not None else None, fmt))
+    return sum("in_train" in it.flags for it in _load(task, split, str(root) if root is not None else None, fmt))
+
+
+def normalise(text: str) -> str:
+    """The form in which two rows are compared across splits: case-folded, whitespace runs made one space."""
+    return " ".join(text.casefold().split())
 
 
 def flag_counts(items: Iterable[Item]) -> dict[str, int]:
@@ -176,8 +213,9 @@ def flag_counts(items: Iterable[Item]) -> dict[str, int]:
 # ----------------------------------------------------------------------------- internals
 
 
-def _check(task: str, split: str, fmt: str) -> None:
-    for value, known, what in ((task, TASKS, "task"), (split, SPLITS, "split"), (fmt, FORMATS, "fmt")):
+def _check(task: str, split: str, fmt: str, cross_split: str = "drop") -> None:
+    for value, known, what in ((task, TASKS, "task"), (split, SPLITS, "split"), (fmt, FORMATS, "fmt"),
+                               (cross_split, CROSS_SPLIT, "cross_split_duplicates")):
         if value not in known:
             raise ValueError(f"AuditoryBench {what} must be one of {list(known)}, got {value!r}")
 
@@ -200,6 +238,13 @@ def _col(row: dict[str, str], *names: str, path: Path) -> str:
 def _load(task: str, split: str, root: str | None, fmt: str) -> tuple[Item, ...]:
     path = data_file(task, split, fmt, root)
     rows = _read(path)
+    # (normalised sentence, normalised answer) of every train row, to flag copies in other splits
+    in_train: set[tuple[str, str]] = set()
+    if split != "train":
+        try:
+            in_train = {_cross_key(it) for it in _load(task, "train", root, fmt)}
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}; it is needed to flag the {split} rows that also appear in train") from None
     items: list[Item] = []
     seen: set[tuple] = set()
     for i, row in enumerate(rows):
@@ -235,5 +280,12 @@ def _load(task: str, split: str, root: str | None, fmt: str) -> tuple[Item, ...]
         if key in seen:
             flags.append("duplicate")
         seen.add(key)
-        items.append(Item(task, split, i, sentence, answer, spans, options, gold, letter, tuple(flags)))
+        item = Item(task, split, i, sentence, answer, spans, options, gold, letter, tuple(flags))
+        if _cross_key(item) in in_train:
+            item = replace(item, flags=(*item.flags, "in_train"))
+        items.append(item)
     return tuple(items)
+
+
+def _cross_key(item: Item) -> tuple[str, str]:
+    return normalise(item.sentence), normalise(item.answer)

@@ -22,6 +22,8 @@ from ausweep.benchmarks.auditorybench import (
     data_root,
     flag_counts,
     load_auditorybench,
+    n_in_train,
+    normalise,
 )
 from ausweep.config import ConfigError, from_dict
 
@@ -44,7 +46,7 @@ torch = pytest.importorskip("torch")
     ],
 )
 def test_exact_row_counts(task, split, fmt, n):
-    items = load_auditorybench(task, split, fmt=fmt)
+    items = load_auditorybench(task, split, fmt=fmt, cross_split_duplicates="keep")
     assert len(items) == n == EXPECTED_ROWS[(task, split, fmt)]
     assert [it.index for it in items] == list(range(n))
     assert all(it.task == task and it.split == split for it in items)
@@ -71,7 +73,7 @@ def test_train_span_column_is_description_elsewhere():
     items = load_auditorybench("animal", "train")
     assert items[0].spans == ("continuous, high-pitched whine",)
     assert [it.spans[0] for it in items] == [r["span"].strip() for r in raw]
-    test = load_auditorybench("animal", "test")
+    test = load_auditorybench("animal", "test", cross_split_duplicates="keep")
     assert [it.spans[0] for it in test] == [r["description"].strip() for r in _raw(data_file("animal", "test"))]
 
 
@@ -98,12 +100,12 @@ def test_fields_are_stripped_and_every_sentence_has_a_mask():
 
 @pytest.mark.parametrize("split, blank", [("train", 3), ("dev", 3), ("test", 1), ("wiki", 0)])
 def test_pitch_blank_spans_as_source_md_says(split, blank):
-    assert flag_counts(load_auditorybench("pitch", split))["blank_span"] == blank
+    assert flag_counts(load_auditorybench("pitch", split, cross_split_duplicates="keep"))["blank_span"] == blank
 
 
 @pytest.mark.parametrize("split, mismatches", [("train", 12), ("dev", 2), ("test", 1), ("wiki", 7)])
 def test_answer_letter_mismatches_as_source_md_says(split, mismatches):
-    items = load_auditorybench("animal", split)
+    items = load_auditorybench("animal", split, cross_split_duplicates="keep")
     flagged = [it for it in items if "answer_letter_mismatch" in it.flags]
     assert len(flagged) == mismatches
     for it in items:  # gold = the `animal` column, which is always one of the options
@@ -113,11 +115,14 @@ def test_answer_letter_mismatches_as_source_md_says(split, mismatches):
 
 
 def test_other_flags():
-    train = flag_counts(load_auditorybench("animal", "train"))
+    def counts(task, split, fmt="mc"):
+        return flag_counts(load_auditorybench(task, split, fmt=fmt, cross_split_duplicates="keep"))
+
+    train = counts("animal", "train")
     assert train["duplicate"] == 14 and train["multi_mask"] == 3 and train["blank_span"] == 0
-    assert flag_counts(load_auditorybench("animal", "test", fmt="mask"))["duplicate"] == 1
-    assert flag_counts(load_auditorybench("animal", "test"))["duplicate"] == 0  # copies differ in option order
-    assert [flag_counts(load_auditorybench("pitch", s))["duplicate"] for s in ("train", "dev", "test", "wiki")] == [110, 9, 22, 0]
+    assert counts("animal", "test", "mask")["duplicate"] == 1
+    assert counts("animal", "test")["duplicate"] == 0  # copies differ in option order
+    assert [counts("pitch", s)["duplicate"] for s in ("train", "dev", "test", "wiki")] == [110, 9, 22, 0]
     assert set(flag_counts([])) == set(FLAGS)
 
 
@@ -132,11 +137,66 @@ def test_mask_format_has_no_options_and_matches_mc_questions():
     assert [q for q in dev if q != dropped[0]] == [(it.sentence, it.answer, it.spans) for it in load_auditorybench("animal", "dev")]
 
 
+# Rows of dev / test / wiki whose (sentence, answer) is also in train. Written out here, and
+# checked by hand against the files: the issue's counts (animal test 58 exactly, 60 ignoring case and
+# surrounding spaces; animal dev 31; pitch test 47, dev 25) plus wiki, which the issue did not count.
+IN_TRAIN = {  # (task, split): (default rule: case- and whitespace-insensitive, exact match of the stripped fields)
+    ("animal", "dev"): (31, 31), ("animal", "test"): (60, 58), ("animal", "wiki"): (32, 0),
+    ("pitch", "dev"): (25, 25), ("pitch", "test"): (47, 47), ("pitch", "wiki"): (0, 0),
+}
+
+
+def _train_pairs(task, key):
+    return {key(it.sentence, it.answer) for it in load_auditorybench(task, "train")}
+
+
+@pytest.mark.parametrize("task, split", sorted(IN_TRAIN))
+def test_rows_also_in_train_are_flagged_counted_and_dropped_by_default(task, split):
+    default_rule, exact_rule = IN_TRAIN[(task, split)]
+    every = load_auditorybench(task, split, cross_split_duplicates="keep")
+    flagged = [it for it in every if "in_train" in it.flags]
+    assert len(flagged) == default_rule == n_in_train(task, split) == flag_counts(every)["in_train"]
+    # the rule, computed here from the raw pairs (not through the loader's key)
+    loose = _train_pairs(task, lambda s, a: (" ".join(s.lower().split()), " ".join(a.lower().split())))
+    exact = _train_pairs(task, lambda s, a: (s, a))
+    assert [it.index for it in flagged] == [it.index for it in every
+                                            if (" ".join(it.sentence.lower().split()), it.answer.lower()) in loose]
+    assert sum((it.sentence, it.answer) in exact for it in every) == exact_rule
+    # default: scored without them, file order and file row numbers kept
+    dropped = load_auditorybench(task, split)
+    assert len(dropped) == len(every) - default_rule
+    assert dropped == [it for it in every if "in_train" not in it.flags]
+    assert load_auditorybench(task, split, cross_split_duplicates="drop") == dropped
+    # both animal formats hold the same questions in test and wiki, so the same rows overlap
+    if task == "animal":
+        assert n_in_train(task, split, fmt="mask") == default_rule
+
+
+def test_train_is_never_filtered_and_case_only_copies_count():
+    assert n_in_train("animal", "train") == n_in_train("pitch", "train") == 0
+    assert load_auditorybench("animal", "train") == load_auditorybench("animal", "train", cross_split_duplicates="keep")
+    train = {(it.sentence, it.answer) for it in load_auditorybench("animal", "train")}
+    woof = [it for it in load_auditorybench("animal", "test", cross_split_duplicates="keep")
+            if it.sentence == "Woof is the sound a [MASK] makes." and it.answer == "dog"]
+    assert len(woof) == 1 and "in_train" in woof[0].flags
+    assert ("WOOF is the sound a [MASK] makes.", "dog") in train and (woof[0].sentence, "dog") not in train
+    assert normalise("  WOOF is \t the sound ") == "woof is the sound"
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="task must be one of"):
         load_auditorybench("animals", "test")
     with pytest.raises(ValueError, match="fmt must be one of"):
         load_auditorybench("animal", "test", fmt="multiple-choice")
+    with pytest.raises(ValueError, match="cross_split_duplicates must be one of"):
+        load_auditorybench("animal", "test", cross_split_duplicates="remove")  # type: ignore[arg-type]
+
+
+def test_a_data_root_without_train_says_why_train_is_needed(tmp_path):
+    (tmp_path / "sound_pitch").mkdir()
+    (tmp_path / "sound_pitch" / "test.csv").write_bytes(data_file("pitch", "test").read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"train\.csv is missing.*needed to flag the test rows"):
+        load_auditorybench("pitch", "test", root=tmp_path)
 
 
 def test_reference_yaml_matches_the_constant():
