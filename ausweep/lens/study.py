@@ -28,13 +28,11 @@ the MLflow callback logs into the trial's child run byte for byte).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,7 @@ import numpy as np
 
 from ausweep.config import ConfigError, to_dict
 from ausweep.study import Study
-from ausweep.track.artifacts import rows_to_csv
+from ausweep.lens.analysis import Enhancement, Outcome, trial_artifacts
 from ausweep.lens.config import LensConfig
 
 log = logging.getLogger(__name__)
@@ -108,17 +106,6 @@ def load_model(cfg: LensConfig, device: str) -> Any:
 # ----------------------------------------------------------------------------- one trial
 
 
-@dataclass
-class Outcome:
-    metrics: dict[str, float]
-    items: list[dict[str, Any]]
-    curves: list[dict[str, Any]]
-    heatmap: list[dict[str, Any]]
-    files: dict[str, bytes]
-    series: dict[str, list[float]]
-    n_layers: int
-
-
 def _layer_index(i: int, n: int, name: str) -> int:
     j = i if i >= 0 else n + 1 + i
     if not 0 <= j <= n:
@@ -126,11 +113,22 @@ def _layer_index(i: int, n: int, name: str) -> int:
     return j
 
 
+def enhancement_of(cfg: LensConfig, n_layers: int) -> Enhancement | None:
+    """The trial's enhancement in hidden-state indices, checked against the model's depth."""
+    e = cfg.enhance
+    if e.source is None:
+        return None
+    src, tgt = _layer_index(e.source, n_layers, "source"), _layer_index(e.target, n_layers, "target")
+    if src >= tgt:
+        raise ConfigError("", "enhance.source", f"source layer {src} must come before target layer {tgt}")
+    return Enhancement(src, tgt, e.coef, e.mode, e.position)
+
+
 def analyze(cfg: LensConfig) -> Outcome:
     """Load the model and items of ``cfg`` and run the lens over every item."""
     from ausweep.extract.worker import resolve_device
-    from ausweep.lens import lens as L
-    from ausweep.lens.plots import curves_png, heatmap_png
+    from ausweep.lens import analysis as A
+    from ausweep.lens.lens import PromptSettings
 
     prompts = get_prompts(cfg)
     items = load_items(cfg, prompts)
@@ -138,151 +136,31 @@ def analyze(cfg: LensConfig) -> Outcome:
     if model.lalm is None and any(it.context is None for it in items):
         raise ConfigError("", "context_template", "a text LM needs a text context per item: set context_template for a SAKURA folder, or use a JSONL text set")
     n = model.n_layers
-    ps = L.PromptSettings(cfg.prompt_style, cfg.question, cfg.is_suffix, cfg.template, cfg.audio_template, cfg.chat)
-    enh = cfg.enhance
-    src = tgt = None
-    if enh.source is not None:
-        src, tgt = _layer_index(enh.source, n, "source"), _layer_index(enh.target, n, "target")
-        if src >= tgt:
-            raise ConfigError("", "enhance.source", f"source layer {src} must come before target layer {tgt}")
+    ps = PromptSettings(cfg.prompt_style, cfg.question, cfg.is_suffix, cfg.template, cfg.audio_template, cfg.chat)
+    enh = enhancement_of(cfg, n)
     resolve = cfg.resolve_position
-    records: list[dict[str, Any]] = []
     metrics: dict[str, float] = {"n_layers": float(n)}
+    records: list[dict[str, Any]] = []
     curves_rows: list[dict[str, Any]] = []
     heat_rows: list[dict[str, Any]] = []
     heat_fig: dict[str, tuple[list[str], np.ndarray]] = {}
-    curve_fig: dict[str, dict[str, np.ndarray]] = {}
-    curve_n: dict[str, dict[str, int]] = {}
-    series: dict[str, list[float]] = {}
-    by_attr: dict[str, list[Any]] = {}
-    for it in items:
-        by_attr.setdefault(it.attribute, []).append(it)
+    curves: dict[str, A.Curves] = {}
+    by_attr = A.group_by_attribute(items)
     for attr, group in by_attr.items():
-        options = prompts.options[attr]
-        opt_ids = L.option_token_ids(model.tokenizer, options)
-        clash = L.collisions(options, opt_ids)
-        if clash:
-            log.warning("%s: options share a first sub-token with this tokenizer: %s", attr, clash)
-        metrics[f"{attr}/first_token_collisions"] = float(sum(len(c) for c in clash))
-        probs, ranks, finals, enhanced, names, tails, offsets_all, encs = [], [], [], [], None, [], [], []
-        for start in range(0, len(group), cfg.batch_size):
-            batch = group[start : start + cfg.batch_size]
-            feats = None
-            if model.lalm is not None:
-                from ausweep.lalm.data import audio_features
-
-                feats = audio_features(model.lalm.feature_extractor, [it.audio for it in batch])
-            max_tok = model.lalm.config.max_text_tokens if model.lalm is not None else None
-            enc = L.encode_batch(model, batch, prompts, ps, tail=cfg.heatmap_tokens, audio_features=feats, max_text_tokens=max_tok)
-            names, offsets = L.resolve_offsets(cfg.positions, enc, cfg.heatmap_tokens)
-            out = L.lens_batch(model.lm, enc.kwargs, offsets, opt_ids, cfg.method, cfg.patch_at,
-                               rank_columns=len(cfg.positions))
-            probs.append(out.probs)
-            ranks.append(out.ranks)
-            finals.append(out.final)
-            tails.extend(enc.tail_tokens)
-            encs.extend(enc.texts)
-            offsets_all.append(offsets.numpy())
-            if src is not None:
-                _, eoff = L.resolve_offsets([enh.position], enc, 0)
-                enhanced.append(L.enhanced_final(model.lm, enc.kwargs, opt_ids, src, tgt, enh.coef, enh.mode, eoff))
-        P = np.concatenate(probs)          # (N, n+1, positions, K)
-        R = np.concatenate(ranks)
-        F = np.concatenate(finals)         # (N, K)
-        labels = np.array([options.index(it.label) for it in group])
-        pred = L.predict(F)
-        correct = pred == labels
-        ri = names.index(resolve)
-        res = [L.resolution_layer(P[i, :, ri], labels[i]) for i in range(len(group))]
-        first = [L.first_top1_layer(P[i, :, ri], labels[i]) for i in range(len(group))]
-        p_label = P[np.arange(len(group)), :, :, labels]  # (N, n+1, positions)
-        # among the options only: the raw vocabulary probability of any option is near 0 until the
-        # last layers of small models, which hides which option leads before then
-        p_rel = p_label / np.clip(P.sum(-1), 1e-30, None)
-        r_label = R[np.arange(len(group)), :, :, labels]
-        resolved = [r for r in res if r is not None]
-        metrics[f"{attr}/n"] = float(len(group))
-        metrics[f"{attr}/acc"] = float(correct.mean())
-        metrics[f"{attr}/resolved_frac"] = len(resolved) / len(group)
-        metrics[f"{attr}/resolution_layer"] = float(np.mean(resolved)) if resolved else float("nan")
-        metrics[f"{attr}/resolution_layer_rel"] = float(np.mean(resolved)) / n if resolved else float("nan")
-        reached = [f for f in first if f is not None]
-        metrics[f"{attr}/first_top1_layer"] = float(np.mean(reached)) if reached else float("nan")
-        metrics[f"{attr}/p_label_last"] = float(p_label[:, n, ri].mean())
-        metrics[f"{attr}/corr_correct_first_top1"] = _corr(correct.astype(float), np.array([n + 1 if f is None else f for f in first], float))
-        if enhanced:
-            E = np.concatenate(enhanced)
-            epred = L.predict(E)
-            metrics[f"{attr}/acc_enhanced"] = float((epred == labels).mean())
-        # curves: every named position x {all, correct, incorrect}
-        named = [j for j, nm in enumerate(names) if not nm.startswith("tail")]
-        for j in named:
-            for gname, mask in (("all", np.ones_like(correct)), ("correct", correct), ("incorrect", ~correct)):
-                if not mask.any():
-                    continue
-                for layer in range(n + 1):
-                    top = P[mask, layer, j].argmax(-1) == labels[mask]
-                    curves_rows.append({
-                        "attribute": attr, "position": names[j], "group": gname, "layer": layer, "n": int(mask.sum()),
-                        "p_label_mean": float(p_label[mask, layer, j].mean()),
-                        "p_label_among_options_mean": float(p_rel[mask, layer, j].mean()),
-                        "rank_label_median": float(np.median(r_label[mask, layer, j])),
-                        "top1_among_options": float(top.mean()),
-                    })
-                if names[j] == resolve:
-                    curve_fig.setdefault(attr, {})[gname] = p_rel[mask, :, j].mean(0)
-                    curve_n.setdefault(attr, {})[gname] = int(mask.sum())
-                    series[f"p_label/{attr}/{gname}"] = [float(v) for v in p_label[mask, :, j].mean(0)]
-        tail_idx = [j for j, nm in enumerate(names) if nm.startswith("tail")]
-        mat = p_label[:, :, tail_idx].mean(0)  # (n+1, tail)
-        heat_fig[attr] = (tails[0], mat)
-        for k, j in enumerate(tail_idx):
-            for layer in range(n + 1):
-                heat_rows.append({"attribute": attr, "offset": int(names[j][4:]), "token": tails[0][k] if k < len(tails[0]) else "",
-                                  "layer": layer, "p_label_mean": float(mat[layer, k])})
-        for i, it in enumerate(group):
-            rec = {
-                "id": it.id, "attribute": attr, "label": it.label, "context": it.context, "audio": it.audio,
-                "prompt": encs[i], "predicted": options[int(pred[i])], "correct": bool(correct[i]),
-                "option_probs_final": dict(zip(options, _softmax(F[i]).round(5).tolist())),
-                "resolution_layer": res[i], "first_top1_layer": first[i],
-                "positions": {
-                    names[j]: {"p_label": p_label[i, :, j].round(6).tolist(), "rank_label": r_label[i, :, j].tolist(),
-                               "top_option": [options[k] for k in P[i, :, j].argmax(-1)]}
-                    for j in named
-                },
-                "tail_tokens": tails[i],
-            }
-            if enhanced:
-                rec["predicted_enhanced"] = options[int(epred[i])]
-            records.append(rec)
-    all_correct = np.array([r["correct"] for r in records], float)
-    metrics["acc"] = float(all_correct.mean())
-    metrics["n_items"] = float(len(records))
-    rel = [(metrics[f"{a}/acc"], metrics[f"{a}/resolution_layer_rel"]) for a in by_attr]
-    rel = [(a, r) for a, r in rel if not np.isnan(r)]
-    metrics["corr_acc_resolution"] = _corr(np.array([a for a, _ in rel]), np.array([r for _, r in rel])) if len(rel) >= 3 else float("nan")
-    if src is not None:
-        metrics["acc_enhanced"] = float(np.mean([r["predicted_enhanced"] == r["label"] for r in records]))
-        metrics["acc_enhanced_delta"] = metrics["acc_enhanced"] - metrics["acc"]
+        lens = A.lens_attribute(model, group, prompts, ps, cfg.positions, cfg.heatmap_tokens, cfg.method,
+                                cfg.patch_at, cfg.batch_size, enh)
+        stats = A.item_stats(lens, [lens.options.index(it.label) for it in group], resolve)
+        metrics.update(A.attribute_metrics(attr, lens, stats, n))
+        curves[attr] = A.curve_rows(attr, lens, stats, n, resolve)
+        curves_rows += curves[attr].rows
+        rows, heat_fig[attr] = A.heatmap_rows(attr, lens, stats, n)
+        heat_rows += rows
+        records += A.item_records(attr, group, lens, stats)
+    metrics.update(A.overall_metrics(metrics, records, list(by_attr), enh is not None))
     title = f"{cfg.lalm or cfg.model} | {cfg.prompt_style} prompt | {cfg.method}"
-    files = {
-        "plots/heatmap.png": heatmap_png(heat_fig, title),
-        "plots/curves.png": curves_png(curve_fig, curve_n, resolve, title,
-                                       chance={a: 1 / len(prompts.options[a]) for a in curve_fig}),
-    }
+    files = A.figures(heat_fig, curves, resolve, title, {a: len(prompts.options[a]) for a in by_attr})
+    series = {k: v for c in curves.values() for k, v in c.series.items()}
     return Outcome(metrics, records, curves_rows, heat_rows, files, series, n)
-
-
-def _corr(x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
 
 
 def run(cfg: LensConfig) -> dict[str, float]:
@@ -296,16 +174,8 @@ def run(cfg: LensConfig) -> dict[str, float]:
 def trial(cfg: LensConfig) -> Iterator[dict[str, Any]]:
     """One Tune trial: metrics, per-layer curves as series (step = layer), text artifacts and the
     PNG figures."""
-    import yaml
-
     out = analyze(cfg)
-    artifacts = {
-        "curves.csv": rows_to_csv(out.curves),
-        "heatmap.csv": rows_to_csv(out.heatmap),
-        "items.json": json.dumps(out.items, indent=1, ensure_ascii=False),
-        "config.yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True),
-        **out.files,  # PNG bytes
-    }
+    artifacts = trial_artifacts(out, to_dict(cfg))
     yield {
         **{k: v for k, v in out.metrics.items() if not np.isnan(v)},  # NaN (no resolved item) is left out
         "series": out.series,

@@ -1,0 +1,329 @@
+"""From the lens of every layer to the lens study's numbers: per-item statistics, per-attribute
+metrics, curves, heatmaps, item records and the trial's artifacts.
+
+Where it sits: after :mod:`ausweep.lens.lens` (which reads one batch) and before the sweep
+(:mod:`ausweep.lens.study`, whose ``analyze`` is a short recipe over the functions here):
+
+* :func:`lens_attribute` runs the lens over every batch of one attribute's items;
+* :func:`item_stats` gives each item its prediction, correctness, resolution layer and
+  per-layer probability and rank of the right option;
+* :func:`attribute_metrics`, :func:`curve_rows`, :func:`heatmap_rows` and :func:`item_records`
+  aggregate them per attribute; :func:`overall_metrics` across attributes;
+* :func:`trial_artifacts` writes the files a trial logs.
+
+Nothing here loads a model or data; torch is imported only inside the functions that run one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ausweep.lens import lens as L
+from ausweep.lens.data import LensItem, Prompts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Enhancement:
+    """The enhancement of a trial in hidden-state indices (0 = embeddings, ``l`` = output of block ``l``)."""
+
+    source: int
+    target: int
+    coef: float
+    mode: str
+    position: int | str
+
+
+@dataclass
+class AttributeLens:
+    """The lens over every item of one attribute (K options, P read positions, L blocks).
+
+    ``probs`` / ``ranks`` (N, L+1, P, K) per hidden state; ``final`` (N, K) the model's own logits
+    of the options at the last position; ``enhanced`` (N, K) the same with the enhancement active
+    (None without one); ``names`` the P position names; ``tails`` / ``texts`` per item.
+    """
+
+    options: list[str]
+    option_ids: list[int]
+    probs: np.ndarray
+    ranks: np.ndarray
+    final: np.ndarray
+    names: list[str]
+    tails: list[list[str]]
+    texts: list[str]
+    enhanced: np.ndarray | None = None
+
+
+def group_by_attribute(items: Sequence[LensItem]) -> dict[str, list[LensItem]]:
+    """Items per attribute, in first-seen order."""
+    out: dict[str, list[LensItem]] = {}
+    for it in items:
+        out.setdefault(it.attribute, []).append(it)
+    return out
+
+
+def lens_attribute(model: L.LensModel, items: Sequence[LensItem], prompts: Prompts, ps: L.PromptSettings,
+                   positions: Sequence[int | str], tail: int, method: L.Method = "logit", patch_at: str = "output",
+                   batch_size: int = 8, enhancement: Enhancement | None = None) -> AttributeLens:
+    """Run the lens over ``items`` (all of one attribute) in batches of ``batch_size``."""
+    attr = items[0].attribute
+    options = prompts.options[attr]
+    opt_ids = L.option_token_ids(model.tokenizer, options)
+    probs, ranks, finals, enhanced, names, tails, texts = [], [], [], [], [], [], []
+    for start in range(0, len(items), batch_size):
+        batch = items[start : start + batch_size]
+        feats = None
+        if model.lalm is not None:
+            from ausweep.lalm.data import audio_features
+
+            feats = audio_features(model.lalm.feature_extractor, [it.audio for it in batch])
+        max_tok = model.lalm.config.max_text_tokens if model.lalm is not None else None
+        enc = L.encode_batch(model, batch, prompts, ps, tail=tail, audio_features=feats, max_text_tokens=max_tok)
+        names, offsets = L.resolve_offsets(positions, enc, tail)
+        out = L.lens_batch(model.lm, enc.kwargs, offsets, opt_ids, method, patch_at, rank_columns=len(positions))
+        probs.append(out.probs)
+        ranks.append(out.ranks)
+        finals.append(out.final)
+        tails.extend(enc.tail_tokens)
+        texts.extend(enc.texts)
+        if enhancement is not None:
+            e = enhancement
+            _, eoff = L.resolve_offsets([e.position], enc, 0)
+            enhanced.append(L.enhanced_final(model.lm, enc.kwargs, opt_ids, e.source, e.target, e.coef, e.mode, eoff))
+    return AttributeLens(
+        options=list(options), option_ids=opt_ids, probs=np.concatenate(probs), ranks=np.concatenate(ranks),
+        final=np.concatenate(finals), names=names, tails=tails, texts=texts,
+        enhanced=np.concatenate(enhanced) if enhanced else None,
+    )
+
+
+# ----------------------------------------------------------------------------- per item
+
+
+@dataclass
+class ItemStats:
+    """Per item (N items, L blocks, P positions): ``labels`` / ``pred`` option indices, ``correct``;
+    ``resolution`` / ``first_top1`` layers (None: never) at the resolution position; ``p_label``
+    (N, L+1, P) the right option's vocabulary probability, ``p_rel`` its share among the options,
+    ``r_label`` its vocabulary rank; ``epred`` the enhanced prediction (None without one)."""
+
+    labels: np.ndarray
+    pred: np.ndarray
+    correct: np.ndarray
+    resolution: list[int | None]
+    first_top1: list[int | None]
+    p_label: np.ndarray
+    p_rel: np.ndarray
+    r_label: np.ndarray
+    resolve_index: int
+    epred: np.ndarray | None = None
+
+
+def item_stats(lens: AttributeLens, labels: Sequence[int], resolve: str) -> ItemStats:
+    """Prediction, correctness, resolution layers and the right option's curves of every item;
+    ``resolve`` names the position the resolution layer is read at."""
+    labels = np.asarray(labels)
+    n_items = len(labels)
+    P, R, F = lens.probs, lens.ranks, lens.final
+    pred = L.predict(F)
+    ri = lens.names.index(resolve)
+    idx = np.arange(n_items)
+    p_label = P[idx, :, :, labels]  # (N, L+1, positions)
+    # among the options only: the raw vocabulary probability of any option is near 0 until the
+    # last layers of small models, which hides which option leads before then
+    p_rel = p_label / np.clip(P.sum(-1), 1e-30, None)
+    return ItemStats(
+        labels=labels, pred=pred, correct=pred == labels,
+        resolution=[L.resolution_layer(P[i, :, ri], labels[i]) for i in range(n_items)],
+        first_top1=[L.first_top1_layer(P[i, :, ri], labels[i]) for i in range(n_items)],
+        p_label=p_label, p_rel=p_rel, r_label=R[idx, :, :, labels], resolve_index=ri,
+        epred=L.predict(lens.enhanced) if lens.enhanced is not None else None,
+    )
+
+
+# ----------------------------------------------------------------------------- per attribute
+
+
+def attribute_metrics(attr: str, lens: AttributeLens, stats: ItemStats, n_layers: int) -> dict[str, float]:
+    """``<attr>/acc``, ``/resolution_layer`` (``_rel``), ``/resolved_frac``, ``/first_top1_layer``,
+    ``/p_label_last``, ``/corr_correct_first_top1``, ``/first_token_collisions`` and, with an
+    enhancement, ``/acc_enhanced``."""
+    n = n_layers
+    clash = L.collisions(lens.options, lens.option_ids)
+    if clash:
+        log.warning("%s: options share a first sub-token with this tokenizer: %s", attr, clash)
+    m: dict[str, float] = {f"{attr}/first_token_collisions": float(sum(len(c) for c in clash))}
+    n_items = len(stats.labels)
+    resolved = [r for r in stats.resolution if r is not None]
+    m[f"{attr}/n"] = float(n_items)
+    m[f"{attr}/acc"] = float(stats.correct.mean())
+    m[f"{attr}/resolved_frac"] = len(resolved) / n_items
+    m[f"{attr}/resolution_layer"] = float(np.mean(resolved)) if resolved else float("nan")
+    m[f"{attr}/resolution_layer_rel"] = float(np.mean(resolved)) / n if resolved else float("nan")
+    reached = [f for f in stats.first_top1 if f is not None]
+    m[f"{attr}/first_top1_layer"] = float(np.mean(reached)) if reached else float("nan")
+    m[f"{attr}/p_label_last"] = float(stats.p_label[:, n, stats.resolve_index].mean())
+    never = np.array([n + 1 if f is None else f for f in stats.first_top1], float)
+    m[f"{attr}/corr_correct_first_top1"] = corr(stats.correct.astype(float), never)
+    if stats.epred is not None:
+        m[f"{attr}/acc_enhanced"] = float((stats.epred == stats.labels).mean())
+    return m
+
+
+@dataclass
+class Curves:
+    """Per-layer curves of one attribute: CSV ``rows``; ``figure[group]`` (layers,) and ``counts``
+    for the curves figure at the resolution position; ``series`` for the trial's metric steps."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    figure: dict[str, np.ndarray] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    series: dict[str, list[float]] = field(default_factory=dict)
+
+
+def curve_rows(attr: str, lens: AttributeLens, stats: ItemStats, n_layers: int, resolve: str) -> Curves:
+    """Every named position x {all, correct, incorrect} x layer: mean probability of the right option
+    (of the vocabulary and among the options), its median rank, and the share of items where it is
+    the top option."""
+    out = Curves()
+    P, correct, labels = lens.probs, stats.correct, stats.labels
+    named = [j for j, nm in enumerate(lens.names) if not nm.startswith("tail")]
+    for j in named:
+        for gname, mask in (("all", np.ones_like(correct)), ("correct", correct), ("incorrect", ~correct)):
+            if not mask.any():
+                continue
+            for layer in range(n_layers + 1):
+                top = P[mask, layer, j].argmax(-1) == labels[mask]
+                out.rows.append({
+                    "attribute": attr, "position": lens.names[j], "group": gname, "layer": layer, "n": int(mask.sum()),
+                    "p_label_mean": float(stats.p_label[mask, layer, j].mean()),
+                    "p_label_among_options_mean": float(stats.p_rel[mask, layer, j].mean()),
+                    "rank_label_median": float(np.median(stats.r_label[mask, layer, j])),
+                    "top1_among_options": float(top.mean()),
+                })
+            if lens.names[j] == resolve:
+                out.figure[gname] = stats.p_rel[mask, :, j].mean(0)
+                out.counts[gname] = int(mask.sum())
+                out.series[f"p_label/{attr}/{gname}"] = [float(v) for v in stats.p_label[mask, :, j].mean(0)]
+    return out
+
+
+def heatmap_rows(attr: str, lens: AttributeLens, stats: ItemStats, n_layers: int) -> tuple[list[dict[str, Any]], tuple[list[str], np.ndarray]]:
+    """``(rows, (tokens, matrix (L+1, tail)))``: mean probability of the right option per layer and
+    tail position, labelled with the first item's tokens."""
+    tail_idx = [j for j, nm in enumerate(lens.names) if nm.startswith("tail")]
+    mat = stats.p_label[:, :, tail_idx].mean(0)  # (n+1, tail)
+    tokens = lens.tails[0]
+    rows = []
+    for k, j in enumerate(tail_idx):
+        for layer in range(n_layers + 1):
+            rows.append({"attribute": attr, "offset": int(lens.names[j][4:]), "token": tokens[k] if k < len(tokens) else "",
+                         "layer": layer, "p_label_mean": float(mat[layer, k])})
+    return rows, (tokens, mat)
+
+
+def item_records(attr: str, items: Sequence[LensItem], lens: AttributeLens, stats: ItemStats) -> list[dict[str, Any]]:
+    """One JSON-able record per item: prompt, prediction, resolution layers, per-layer curves."""
+    options = lens.options
+    named = [j for j, nm in enumerate(lens.names) if not nm.startswith("tail")]
+    records = []
+    for i, it in enumerate(items):
+        rec = {
+            "id": it.id, "attribute": attr, "label": it.label, "context": it.context, "audio": it.audio,
+            "prompt": lens.texts[i], "predicted": options[int(stats.pred[i])], "correct": bool(stats.correct[i]),
+            "option_probs_final": dict(zip(options, softmax(lens.final[i]).round(5).tolist())),
+            "resolution_layer": stats.resolution[i], "first_top1_layer": stats.first_top1[i],
+            "positions": {
+                lens.names[j]: {"p_label": stats.p_label[i, :, j].round(6).tolist(),
+                                "rank_label": stats.r_label[i, :, j].tolist(),
+                                "top_option": [options[k] for k in lens.probs[i, :, j].argmax(-1)]}
+                for j in named
+            },
+            "tail_tokens": lens.tails[i],
+        }
+        if stats.epred is not None:
+            rec["predicted_enhanced"] = options[int(stats.epred[i])]
+        records.append(rec)
+    return records
+
+
+# ----------------------------------------------------------------------------- across attributes
+
+
+def overall_metrics(metrics: Mapping[str, float], records: Sequence[Mapping[str, Any]], attributes: Sequence[str],
+                    enhanced: bool) -> dict[str, float]:
+    """``acc`` and ``n_items`` over every item, ``corr_acc_resolution`` across attributes (3 or
+    more with a resolution layer), and with an enhancement ``acc_enhanced`` / ``acc_enhanced_delta``."""
+    out: dict[str, float] = {}
+    out["acc"] = float(np.mean([r["correct"] for r in records]))
+    out["n_items"] = float(len(records))
+    rel = [(metrics[f"{a}/acc"], metrics[f"{a}/resolution_layer_rel"]) for a in attributes]
+    rel = [(a, r) for a, r in rel if not np.isnan(r)]
+    out["corr_acc_resolution"] = corr(np.array([a for a, _ in rel]), np.array([r for _, r in rel])) if len(rel) >= 3 else float("nan")
+    if enhanced:
+        out["acc_enhanced"] = float(np.mean([r["predicted_enhanced"] == r["label"] for r in records]))
+        out["acc_enhanced_delta"] = out["acc_enhanced"] - out["acc"]
+    return out
+
+
+def corr(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson r; NaN for fewer than 2 points or a constant side."""
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+
+@dataclass
+class Outcome:
+    """Everything one trial reports: metrics, item records, curve and heatmap rows, the figures
+    (PNG bytes), the per-layer series and the number of decoder blocks."""
+
+    metrics: dict[str, float]
+    items: list[dict[str, Any]]
+    curves: list[dict[str, Any]]
+    heatmap: list[dict[str, Any]]
+    files: dict[str, bytes]
+    series: dict[str, list[float]]
+    n_layers: int
+
+
+def figures(heat: Mapping[str, tuple[Sequence[str], np.ndarray]], curves: Mapping[str, Curves], resolve: str,
+            title: str, n_options: Mapping[str, int]) -> dict[str, bytes]:
+    """``plots/heatmap.png`` and ``plots/curves.png`` as PNG bytes."""
+    from ausweep.lens.plots import curves_png, heatmap_png
+
+    return {
+        "plots/heatmap.png": heatmap_png(heat, title),
+        "plots/curves.png": curves_png({a: c.figure for a, c in curves.items()}, {a: c.counts for a, c in curves.items()},
+                                       resolve, title, chance={a: 1 / n_options[a] for a in curves}),
+    }
+
+
+def trial_artifacts(out: Outcome, config: Mapping[str, Any]) -> dict[str, str | bytes]:
+    """The files a trial logs: ``curves.csv``, ``heatmap.csv``, ``items.json``, ``config.yaml`` and the figures."""
+    import yaml
+
+    from ausweep.track.artifacts import rows_to_csv
+
+    return {
+        "curves.csv": rows_to_csv(out.curves),
+        "heatmap.csv": rows_to_csv(out.heatmap),
+        "items.json": json.dumps(out.items, indent=1, ensure_ascii=False),
+        "config.yaml": yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True),
+        **out.files,  # PNG bytes
+    }
