@@ -130,8 +130,10 @@ def expand_layers(space: dict[str, dict[str, Any]], configs: list[ProbeExperimen
     space = dict(space)
     del space["text.layer"]
     models = space.pop("text.model", {}).get("grid") or sorted({c.text.model for c in configs})
-    if len(models) == 1 and "text.model" not in space:
-        return {**space, "text.layer": {"grid": list(range(n_layers[models[0]]))}}
+    if len(models) == 1:
+        # The model axis stays in the space: popped, the trials would run the base config's model
+        # with this model's layer count.
+        return {**space, "text.model": {"grid": [models[0]]}, "text.layer": {"grid": list(range(n_layers[models[0]]))}}
     base_text = to_dict(configs[0].text)
     pairs = [{**base_text, "model": m, "layer": layer} for m in models for layer in range(n_layers[m])]
     return {"text": {"grid": pairs}, **space}

@@ -1,9 +1,11 @@
 """The probe study's wiring: layer axes, layer selection, mixed .npz + extracted sides (no Ray)."""
 
+import itertools
+
 import numpy as np
 import pytest
 
-from ausweep.config import ConfigError, from_dict
+from ausweep.config import ConfigError, deep_merge, from_dict, unflatten
 from ausweep.data.npz import save_embeddings_npz
 from ausweep.probe.study import ProbeExperiment, expand_layers, load_embeddings, run, select_layer
 from tests.tiny import make_fsd50k
@@ -13,10 +15,29 @@ def _cfg(**text):
     return from_dict(ProbeExperiment, {"text": {"model": "tiny-bert", **text}})
 
 
+def _trial_configs(base: dict, space: dict) -> list[ProbeExperiment]:
+    """What Tune runs: the base config crossed with every grid axis of the (expanded) space."""
+    axes = [[(key, v) for v in dist["grid"]] for key, dist in space.items()]
+    return [from_dict(ProbeExperiment, deep_merge(base, unflatten(dict(combo)))) for combo in itertools.product(*axes)]
+
+
 def test_layers_all_with_one_lm_becomes_a_layer_grid():
     space = {"text.layer": {"grid": "all"}, "probe.lr": {"grid": [1, 2]}}
     out = expand_layers(space, [_cfg()], {"tiny-bert": 3})
-    assert out == {"probe.lr": {"grid": [1, 2]}, "text.layer": {"grid": [0, 1, 2]}}
+    assert out == {"probe.lr": {"grid": [1, 2]}, "text.model": {"grid": ["tiny-bert"]}, "text.layer": {"grid": [0, 1, 2]}}
+
+
+def test_layers_all_with_a_one_model_grid_runs_that_model():
+    """The base config names tiny-bert (3 hidden states); the grid names only tiny-gpt2 (2). Every
+    trial must run tiny-gpt2 at its own layers, not tiny-bert with tiny-gpt2's layer count."""
+    base = {"text": {"model": "tiny-bert"}}
+    space = {"text.model": {"grid": ["tiny-gpt2"]}, "text.layer": {"grid": "all"}, "probe.lr": {"grid": [0.1, 0.2]}}
+    configs = [from_dict(ProbeExperiment, deep_merge(base, {"text": {"model": "tiny-gpt2"}}))]  # the grid points
+    out = expand_layers(space, configs, {"tiny-gpt2": 2})
+    trials = _trial_configs(base, out)
+    assert sorted((c.text.model, c.text.layer, c.probe.lr) for c in trials) == [
+        ("tiny-gpt2", layer, lr) for layer in (0, 1) for lr in (0.1, 0.2)
+    ]
 
 
 def test_layers_all_with_lms_of_different_depth_pairs_model_and_layer():
