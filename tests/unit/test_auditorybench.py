@@ -438,25 +438,56 @@ def test_study_run_with_tiny_models():
     assert {"animal/test/exact_match", "animal/test/mc_acc", "pitch/test/acc", "animal/test/n", "pitch/test/n"} <= set(m)
     assert m["animal/test/n"] == 3 and all(0 <= m[k] <= 1 for k in m if k.endswith(("acc", "exact_match")))
     m = run(_cfg(model="tiny-gpt2", tasks=["pitch"], splits=["dev", "wiki"], max_items=2))
-    assert set(m) == {f"pitch/{s}/{k}" for s in ("dev", "wiki") for k in ("acc", "n", "n_cropped")}
+    assert set(m) == {f"pitch/{s}/{k}" for s in ("dev", "wiki") for k in ("acc", "n", "n_cropped", "n_in_train", "n_dropped")}
+    assert (m["pitch/dev/n_in_train"], m["pitch/dev/n_dropped"], m["pitch/wiki/n_in_train"]) == (25, 25, 0)
+
+
+def test_study_drops_rows_also_in_train_by_default_and_keep_scores_them(tiny_gpt2):
+    """Row 2 of the animal test file repeats a train row: the default scores rows 0, 1, 3;
+    "keep" scores 0-2 (max_items counts what is left)."""
+    from ausweep.auditorybench_baselines.study import evaluate_config
+
+    every = load_auditorybench("animal", "test", cross_split_duplicates="keep")
+    assert [it.index for it in every[:4] if "in_train" in it.flags] == [2]  # the premise, from the file
+    drop = evaluate_config(_cfg(model="tiny-gpt2", tasks=["animal"], max_items=3))
+    keep = evaluate_config(_cfg(model="tiny-gpt2", tasks=["animal"], max_items=3, cross_split_duplicates="keep"))
+    assert [r["index"] for r in drop.predictions["animal_test"]] == [0, 1, 3]
+    assert [r["index"] for r in keep.predictions["animal_test"]] == [0, 1, 2]
+    assert "in_train" in keep.predictions["animal_test"][2]["flags"].split()
+    assert (drop.metrics["animal/test/n_in_train"], drop.metrics["animal/test/n_dropped"]) == (60, 60)
+    assert (keep.metrics["animal/test/n_in_train"], keep.metrics["animal/test/n_dropped"]) == (60, 0)
+    with pytest.raises(ConfigError, match="cross_split_duplicates"):
+        _cfg(cross_split_duplicates="remove")
 
 
 def test_study_trial_artifacts_tags_and_summary(tmp_path):
     from ausweep.auditorybench_baselines.study import summarize, trial
     from ausweep.config import to_dict
 
-    cfg = _cfg(model="tiny-gpt2", max_items=2)
+    cfg = _cfg(model="tiny-gpt2", max_items=2, splits=["dev", "test"])
     (result,) = list(trial(cfg))
-    assert {"predictions/animal_test.csv", "predictions/pitch_test.csv", "config.yaml"} == set(result["artifacts"])
+    assert {f"predictions/{t}_{s}.csv" for t in ("animal", "pitch") for s in ("dev", "test")} | {"config.yaml"} == set(result["artifacts"])
     assert result["artifacts"]["predictions/pitch_test.csv"].splitlines()[0].startswith("index,sentence,answer,prediction")
     assert result["tags"]["ausweep.lm_kind"] == "causal"
     assert result["tags"]["ausweep.reference.BERT-base.animal/test"] == 13.46
+    assert result["tags"]["ausweep.cross_split_duplicates"] == "drop"
+    assert {k: v for k, v in result["tags"].items() if k.startswith("ausweep.n_dropped.")} == {
+        "ausweep.n_dropped.animal/dev": 31, "ausweep.n_dropped.animal/test": 60,
+        "ausweep.n_dropped.pitch/dev": 25, "ausweep.n_dropped.pitch/test": 47}
     metrics = {k: v for k, v in result.items() if k not in ("artifacts", "tags")}
     rows = [{"config": to_dict(cfg), "metrics": metrics},
-            {"config": to_dict(_cfg()), "metrics": {"animal/test/exact_match": 0.1, "animal/test/mc_acc": 0.3, "pitch/test/acc": 0.6}}]
+            {"config": to_dict(_cfg()), "metrics": {"animal/test/exact_match": 0.1, "animal/test/mc_acc": 0.3, "pitch/test/acc": 0.6,
+                                                     "pitch/dev/acc": 2.0}}]  # ranked first on dev
     paths = summarize(rows, tmp_path)
-    assert [p.name for p in paths] == ["results.csv", "test_accuracy.png"] and all(p.stat().st_size > 0 for p in paths)
-    assert (tmp_path / "results.csv").read_text().splitlines()[0].startswith("model,kind,fmt")
+    assert [p.name for p in paths] == ["results.csv", "results.md", "test_accuracy.png"] and all(p.stat().st_size > 0 for p in paths)
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["model", "kind", "fmt", "cross_split_duplicates"]
+    metric_cols = [c for c in header if c.count("/") == 2]
+    assert [c.split("/")[1] for c in metric_cols] == sorted((c.split("/")[1] for c in metric_cols), key=["dev", "test"].index)
+    md = (tmp_path / "results.md").read_text().splitlines()
+    assert md[0].startswith("Trials ranked on pitch/dev/acc (dev: selection)")
+    assert "pitch/dev/acc (selection)" in md[2] and "pitch/test/acc (held out)" in md[2] and "/test/acc (selection)" not in md[2]
+    assert md[4].startswith("| tiny-bert") and md[5].startswith("| tiny-gpt2")  # the dev-best trial first
 
 
 def test_study_config_validation_and_prepare():
@@ -478,17 +509,28 @@ def test_shipped_sweep_and_presets():
     from ausweep.sweep.spec import load_sweep
     from ausweep.sweep.studies import STUDIES
 
+    from ausweep.auditorybench_baselines.study import SELECTION_METRIC
+
     main = load_sweep("auditorybench_baselines")
     assert main.space["model"]["grid"] == ["bert-base-uncased", "bert-large-uncased", "llama-3.1-8b", "qwen2.5-7b"]
-    assert main.spec.resources.gpu == 1 and main.spec.tune.metric == "pitch/test/acc"
+    assert main.spec.resources.gpu == 1
     demo = load_sweep("auditorybench_baselines", "demo")
     assert demo.space["model"]["grid"] == ["smollm2-135m"] and demo.spec.resources.gpu == 0
-    assert demo.base["max_items"] == 200
+    assert demo.base["max_items"] == 100
     study = STUDIES.get("auditorybench_baselines")
     for preset in (None, "demo", "upstream", "length_norm"):
         sweep = load_sweep("auditorybench_baselines", preset)
+        # trials are chosen on dev, and every config scores the split that metric names
+        task, split, _ = sweep.spec.tune.metric.split("/")
+        assert split == "dev" and sweep.spec.tune.metric == SELECTION_METRIC, preset
         configs = [from_dict(study.config_cls, d, where=str(sweep.path)) for d in sweep.config_dicts()]
+        assert all(task in c.tasks and split in c.splits for c in configs), preset
+        assert all(c.cross_split_duplicates == ("keep" if preset == "upstream" else "drop") for c in configs), preset
         assert study.prepare(configs, sweep.space) == sweep.space
+    # the raw file says so too (not only what the loader makes of it)
+    raw = yaml.safe_load((REPO / "sweeps" / "auditorybench_baselines.yaml").read_text())
+    assert raw["tune"]["metric"] == "pitch/dev/acc"
+    assert all("metric" not in (p.get("tune") or {}) for p in raw["presets"].values())
 
 
 @pytest.mark.realmodel
