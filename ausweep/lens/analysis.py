@@ -45,20 +45,26 @@ class Enhancement:
 class AttributeLens:
     """The lens over every item of one attribute (K options, P read positions, L blocks).
 
-    ``probs`` / ``ranks`` (N, L+1, P, K) per hidden state; ``final`` (N, K) the model's own logits
-    of the options at the last position; ``enhanced`` (N, K) the same with the enhancement active
-    (None without one); ``names`` the P position names; ``tails`` / ``texts`` per item.
+    ``logprobs`` / ``ranks`` (N, L+1, P, K) per hidden state; ``final`` (N, K) the model's own
+    logits of the options at the last position; ``enhanced`` (N, K) the same with the enhancement
+    active (None without one); ``names`` the P position names; ``tails`` / ``texts`` per item.
+    Every order among the options is taken on ``logprobs`` (see :class:`ausweep.lens.lens.BatchLens`).
     """
 
     options: list[str]
     option_ids: list[int]
-    probs: np.ndarray
+    logprobs: np.ndarray
     ranks: np.ndarray
     final: np.ndarray
     names: list[str]
     tails: list[list[str]]
     texts: list[str]
     enhanced: np.ndarray | None = None
+
+    @property
+    def probs(self) -> np.ndarray:
+        """Vocabulary probabilities (float64), for reading only."""
+        return np.exp(self.logprobs.astype(np.float64))
 
 
 def group_by_attribute(items: Sequence[LensItem]) -> dict[str, list[LensItem]]:
@@ -76,7 +82,7 @@ def lens_attribute(model: L.LensModel, items: Sequence[LensItem], prompts: Promp
     attr = items[0].attribute
     options = prompts.options[attr]
     opt_ids = L.option_token_ids(model.tokenizer, options)
-    probs, ranks, finals, enhanced, names, tails, texts = [], [], [], [], [], [], []
+    logps, ranks, finals, enhanced, names, tails, texts = [], [], [], [], [], [], []
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
         feats = None
@@ -88,7 +94,7 @@ def lens_attribute(model: L.LensModel, items: Sequence[LensItem], prompts: Promp
         enc = L.encode_batch(model, batch, prompts, ps, tail=tail, audio_features=feats, max_text_tokens=max_tok)
         names, offsets = L.resolve_offsets(positions, enc, tail)
         out = L.lens_batch(model.lm, enc.kwargs, offsets, opt_ids, method, patch_at, rank_columns=len(positions))
-        probs.append(out.probs)
+        logps.append(out.logprobs)
         ranks.append(out.ranks)
         finals.append(out.final)
         tails.extend(enc.tail_tokens)
@@ -98,7 +104,7 @@ def lens_attribute(model: L.LensModel, items: Sequence[LensItem], prompts: Promp
             _, eoff = L.resolve_offsets([e.position], enc, 0)
             enhanced.append(L.enhanced_final(model.lm, enc.kwargs, opt_ids, e.source, e.target, e.coef, e.mode, eoff))
     return AttributeLens(
-        options=list(options), option_ids=opt_ids, probs=np.concatenate(probs), ranks=np.concatenate(ranks),
+        options=list(options), option_ids=opt_ids, logprobs=np.concatenate(logps), ranks=np.concatenate(ranks),
         final=np.concatenate(finals), names=names, tails=tails, texts=texts,
         enhanced=np.concatenate(enhanced) if enhanced else None,
     )
@@ -112,7 +118,8 @@ class ItemStats:
     """Per item (N items, L blocks, P positions): ``labels`` / ``pred`` option indices, ``correct``;
     ``resolution`` / ``first_top1`` layers (None: never) at the resolution position; ``p_label``
     (N, L+1, P) the right option's vocabulary probability, ``p_rel`` its share among the options,
-    ``r_label`` its vocabulary rank; ``epred`` the enhanced prediction (None without one)."""
+    ``r_label`` its vocabulary rank, ``top`` (N, L+1, P) the top option's index (by
+    log-probability); ``epred`` the enhanced prediction (None without one)."""
 
     labels: np.ndarray
     pred: np.ndarray
@@ -122,6 +129,7 @@ class ItemStats:
     p_label: np.ndarray
     p_rel: np.ndarray
     r_label: np.ndarray
+    top: np.ndarray
     resolve_index: int
     epred: np.ndarray | None = None
 
@@ -131,19 +139,19 @@ def item_stats(lens: AttributeLens, labels: Sequence[int], resolve: str) -> Item
     ``resolve`` names the position the resolution layer is read at."""
     labels = np.asarray(labels)
     n_items = len(labels)
-    P, R, F = lens.probs, lens.ranks, lens.final
+    LP, R, F = lens.logprobs, lens.ranks, lens.final
     pred = L.predict(F)
     ri = lens.names.index(resolve)
     idx = np.arange(n_items)
-    p_label = P[idx, :, :, labels]  # (N, L+1, positions)
     # among the options only: the raw vocabulary probability of any option is near 0 until the
     # last layers of small models, which hides which option leads before then
-    p_rel = p_label / np.clip(P.sum(-1), 1e-30, None)
+    p_rel = L.among_options(LP)[idx, :, :, labels]
     return ItemStats(
         labels=labels, pred=pred, correct=pred == labels,
-        resolution=[L.resolution_layer(P[i, :, ri], labels[i]) for i in range(n_items)],
-        first_top1=[L.first_top1_layer(P[i, :, ri], labels[i]) for i in range(n_items)],
-        p_label=p_label, p_rel=p_rel, r_label=R[idx, :, :, labels], resolve_index=ri,
+        resolution=[L.resolution_layer(LP[i, :, ri], labels[i]) for i in range(n_items)],
+        first_top1=[L.first_top1_layer(LP[i, :, ri], labels[i]) for i in range(n_items)],
+        p_label=np.exp(LP[idx, :, :, labels].astype(np.float64)),  # (N, L+1, positions)
+        p_rel=p_rel, r_label=R[idx, :, :, labels], top=L.top_option(LP), resolve_index=ri,
         epred=L.predict(lens.enhanced) if lens.enhanced is not None else None,
     )
 
@@ -193,14 +201,14 @@ def curve_rows(attr: str, lens: AttributeLens, stats: ItemStats, n_layers: int, 
     (of the vocabulary and among the options), its median rank, and the share of items where it is
     the top option."""
     out = Curves()
-    P, correct, labels = lens.probs, stats.correct, stats.labels
+    correct, labels = stats.correct, stats.labels
     named = [j for j, nm in enumerate(lens.names) if not nm.startswith("tail")]
     for j in named:
         for gname, mask in (("all", np.ones_like(correct)), ("correct", correct), ("incorrect", ~correct)):
             if not mask.any():
                 continue
             for layer in range(n_layers + 1):
-                top = P[mask, layer, j].argmax(-1) == labels[mask]
+                top = stats.top[mask, layer, j] == labels[mask]
                 out.rows.append({
                     "attribute": attr, "position": lens.names[j], "group": gname, "layer": layer, "n": int(mask.sum()),
                     "p_label_mean": float(stats.p_label[mask, layer, j].mean()),
@@ -243,7 +251,7 @@ def item_records(attr: str, items: Sequence[LensItem], lens: AttributeLens, stat
             "positions": {
                 lens.names[j]: {"p_label": stats.p_label[i, :, j].round(6).tolist(),
                                 "rank_label": stats.r_label[i, :, j].tolist(),
-                                "top_option": [options[k] for k in lens.probs[i, :, j].argmax(-1)]}
+                                "top_option": [options[k] for k in stats.top[i, :, j]]}
                 for j in named
             },
             "tail_tokens": lens.tails[i],

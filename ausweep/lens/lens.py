@@ -4,7 +4,8 @@ Where it sits: :mod:`ausweep.lens.data` gives attribute items; this module build
 runs the model once with ``output_hidden_states=True``, and projects the residual stream of every
 layer at chosen positions through the model's own final norm and unembedding. For each candidate
 option (the first sub-token of ``" " + option``, the way the model would continue) it records the
-probability over the whole vocabulary and the rank, per layer and position.
+log-probability over the whole vocabulary and the rank, per layer and position (log-probabilities,
+because early layers' probabilities underflow float32; every order and top-1 is taken on them).
 :mod:`ausweep.lens.study` turns these into resolution layers, curves and plots.
 
 Layers are hidden-state indices ``0..L`` (``L`` = number of decoder blocks): 0 is the embedding
@@ -124,27 +125,45 @@ def collisions(options: Sequence[str], ids: Sequence[int]) -> list[list[str]]:
 # ----------------------------------------------------------------------------- resolution
 
 
-def top1_mask(probs: np.ndarray, label: int) -> np.ndarray:
-    """``probs`` (layers, K) -> (layers,) bool: the label's option is strictly above every other."""
-    probs = np.asarray(probs, dtype=np.float64)
-    others = np.delete(probs, label, axis=-1)
-    return probs[..., label] > others.max(axis=-1)
+def top1_mask(scores: np.ndarray, label: int) -> np.ndarray:
+    """``scores`` (layers, K) -> (layers,) bool: the label's option is strictly above every other.
+
+    Pass log-probabilities (or logits): probabilities of early layers underflow to exact zeros,
+    which tie, and a tie is never top-1."""
+    scores = np.asarray(scores, dtype=np.float64)
+    others = np.delete(scores, label, axis=-1)
+    return scores[..., label] > others.max(axis=-1)
 
 
-def resolution_layer(probs: np.ndarray, label: int) -> int | None:
+def resolution_layer(scores: np.ndarray, label: int) -> int | None:
     """The first layer from which the label's option stays top-1 among the options through the
-    last layer; None when it is not top-1 at the last layer. ``probs`` (layers, K)."""
-    top = top1_mask(probs, label)
+    last layer; None when it is not top-1 at the last layer. ``scores`` (layers, K), ideally
+    log-probabilities (see :func:`top1_mask`)."""
+    top = top1_mask(scores, label)
     if not top[-1]:
         return None
     wrong = np.flatnonzero(~top)
     return int(wrong[-1] + 1) if wrong.size else 0
 
 
-def first_top1_layer(probs: np.ndarray, label: int) -> int | None:
+def first_top1_layer(scores: np.ndarray, label: int) -> int | None:
     """The first layer at which the label's option is top-1 among the options (it may be lost later)."""
-    hits = np.flatnonzero(top1_mask(probs, label))
+    hits = np.flatnonzero(top1_mask(scores, label))
     return int(hits[0]) if hits.size else None
+
+
+def top_option(scores: np.ndarray) -> np.ndarray:
+    """Index of the top option along the last axis of ``scores`` (log-probabilities or logits)."""
+    return np.asarray(scores).argmax(-1)
+
+
+def among_options(logprobs: np.ndarray) -> np.ndarray:
+    """Log-probabilities (..., K) -> each option's probability among the K options (float64),
+    computed from log-probabilities so that options below float32's range keep their shares."""
+    lp = np.asarray(logprobs, dtype=np.float64)
+    z = lp - lp.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
 
 
 # ----------------------------------------------------------------------------- model wrapper
@@ -411,18 +430,30 @@ def enhancement(lm: Any, source: int, target: int, coef: float, mode: str, posit
 
 @dataclass
 class BatchLens:
-    """The lens of one batch: ``probs`` / ``ranks`` (B, L+1, P, K) for K options at P positions;
-    ``final`` (B, K) the model's own logits of the options at the last position."""
+    """The lens of one batch: ``logprobs`` / ``ranks`` (B, L+1, P, K) for K options at P positions
+    (log-probability over the whole vocabulary; rank 0 = top token); ``final`` (B, K) the model's
+    own logits of the options at the last position.
 
-    probs: np.ndarray
+    Options are compared by log-probability: at early layers a real model's option probabilities
+    fall below float32's smallest value (1.4e-45), become exact zeros and tie, while their
+    log-probabilities (-110, -150, ...) still order them. ``probs`` is for reading only.
+    """
+
+    logprobs: np.ndarray
     ranks: np.ndarray
     final: np.ndarray
     positions: list[str] = field(default_factory=list)
 
+    @property
+    def probs(self) -> np.ndarray:
+        """``exp(logprobs)`` in float64 (exact zeros only below about 1e-308)."""
+        return np.exp(self.logprobs.astype(np.float64))
+
 
 def _option_stats(logits: Tensor, option_ids: Tensor, rank_columns: int | None = None) -> tuple[Tensor, Tensor]:
-    """float logits (B, P, V) -> (probabilities, ranks) of the options (B, P, K); rank 0 = top
-    token; ranks only for the first ``rank_columns`` positions (-1 for the rest)."""
+    """float logits (B, P, V) -> (log-probabilities, ranks) of the options (B, P, K); rank 0 = top
+    token; ranks only for the first ``rank_columns`` positions (-1 for the rest). Log-probabilities,
+    not probabilities: see :class:`BatchLens`."""
     import torch
 
     logp = torch.log_softmax(logits.float(), dim=-1)
@@ -431,7 +462,7 @@ def _option_stats(logits: Tensor, option_ids: Tensor, rank_columns: int | None =
     ranks = torch.full(chosen.shape, -1, dtype=torch.long, device=chosen.device)
     for k in range(chosen.shape[-1]):  # one option at a time keeps the comparison at (B, P, V)
         ranks[:, :cols, k] = (logp[:, :cols] > chosen[:, :cols, k : k + 1]).sum(-1)
-    return chosen.exp(), ranks
+    return chosen, ranks
 
 
 def _keep_kwargs(lm: Any, keep: int) -> dict[str, int]:
@@ -481,7 +512,7 @@ def lens_batch(lm: Any, kwargs: dict[str, Any], offsets: Tensor, option_ids: Seq
     b = torch.arange(positions.shape[0], device=kwargs["attention_mask"].device)[:, None]
     kept = out.logits.shape[1]
     model_logits = out.logits[b, (offsets + kept).to(out.logits.device)].float()  # (B, P, V)
-    probs, ranks = [], []
+    logps, ranks = [], []
     with torch.no_grad():
         for layer in range(n + 1):
             if method == "logit":
@@ -490,12 +521,12 @@ def lens_batch(lm: Any, kwargs: dict[str, Any], offsets: Tensor, option_ids: Seq
                     _check_last(lm, logits, model_logits)
             else:
                 logits = _patched_logits(lm, kwargs, states, layer, positions, patch_at, keep)
-            p, r = _option_stats(logits.to(opt.device), opt, rank_columns)
-            probs.append(p)
+            lp, r = _option_stats(logits.to(opt.device), opt, rank_columns)
+            logps.append(lp)
             ranks.append(r)
     final = out.logits[:, -1].float()[:, opt.to(out.logits.device)]
     return BatchLens(
-        probs=torch.stack(probs, 1).cpu().numpy(), ranks=torch.stack(ranks, 1).cpu().numpy(),
+        logprobs=torch.stack(logps, 1).cpu().numpy(), ranks=torch.stack(ranks, 1).cpu().numpy(),
         final=final.cpu().numpy(),
     )
 
@@ -555,7 +586,7 @@ def _check_last(lm: Any, lens_logits: Tensor, model_logits: Tensor) -> None:
 
 def predict(final: np.ndarray) -> np.ndarray:
     """Index of the top option per row of the model's option logits (B, K)."""
-    return np.asarray(final).argmax(-1)
+    return top_option(final)
 
 
 def enhanced_final(lm: Any, kwargs: dict[str, Any], option_ids: Sequence[int], source: int, target: int,

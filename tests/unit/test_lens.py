@@ -143,6 +143,58 @@ def test_a_tie_is_not_top1():
     assert L.resolution_layer(probs, 1) is None
 
 
+def test_options_below_float32s_smallest_value_keep_their_order():
+    """Option probabilities below 1e-45 are exact zeros in float32 and tie; their log-probabilities
+    still order them, and every top-1 is taken on those."""
+    logits = torch.zeros(1, 1, 10)
+    logits[0, 0, 3:6] = torch.tensor([-120.0, -110.0, -115.0])  # token 0..2 and 6..9 hold all the mass
+    logp, _ = L._option_stats(logits, torch.tensor([3, 4, 5]))
+    assert torch.all(logp.exp() == 0)  # the probabilities underflow: as probabilities the options tie
+    assert L.top_option(logp.numpy())[0, 0] == 1
+    np.testing.assert_allclose(L.among_options(logp.numpy())[0, 0], np.exp([-10.0, 0.0, -5.0]) / np.exp([-10.0, 0.0, -5.0]).sum(), rtol=1e-4)
+
+
+def test_resolution_and_top_option_on_log_probabilities_below_1e_45():
+    from ausweep.lens.analysis import AttributeLens, item_stats
+
+    # one item, label = option 1, 4 layers; layers 0-2 far below 1e-45 (log 1e-45 = -103.6)
+    logp = np.array([[-200.0, -190.0, -195.0],   # option 1 leads
+                     [-180.0, -185.0, -170.0],   # option 2 leads
+                     [-150.0, -140.0, -160.0],   # option 1 leads again
+                     [-3.0, -0.2, -2.5]])        # and stays top-1 at the last layer
+    assert np.all(np.exp(logp[:3].astype(np.float32)) == 0)
+    lens = AttributeLens(options=["a", "b", "c"], option_ids=[1, 2, 3], logprobs=logp[None, :, None, :].astype(np.float32),
+                         ranks=np.zeros((1, 4, 1, 3), int), final=logp[-1][None], names=["final"], tails=[[]], texts=[""])
+    st = item_stats(lens, [1], "final")
+    assert st.resolution == [2] and st.first_top1 == [0]
+    assert st.top[0, :, 0].tolist() == [1, 2, 1, 1]
+    assert st.p_rel[0, 0, 0] == pytest.approx(1 / (1 + np.exp(-10) + np.exp(-5)))
+    # the same curves as float32 probabilities tie at every early layer: the old comparison
+    # would have resolved at 3 and read option 0 as the top one
+    p32 = np.exp(logp.astype(np.float32))
+    assert L.resolution_layer(p32, 1) == 3 and L.top_option(p32)[0] == 0
+
+
+def test_lens_batch_keeps_the_order_of_options_whose_probabilities_underflow(models):
+    import copy
+
+    m = models["tiny-llama"]
+    lm = copy.deepcopy(m.lm)
+    with torch.no_grad():
+        L.final_norm(lm).weight.mul_(2000.0)  # every layer's logits x2000: the options fall far below 1e-45
+    prompts, _, enc = _batch(m)
+    ids = L.option_token_ids(m.tokenizer, prompts.options["Animal"])
+    _, off = L.resolve_offsets(["final"], enc, 0)
+    out = L.lens_batch(lm, enc.kwargs, off, ids, check=False)
+    assert np.isfinite(out.logprobs).all() and (out.logprobs < np.log(1e-45)).any()
+    assert (np.exp(out.logprobs.astype(np.float32)) == 0).any()
+    with torch.no_grad():
+        hs = lm(**enc.kwargs, output_hidden_states=True).hidden_states
+        for layer in range(len(hs) - 1):  # the last entry is already normed; the lens reads it by a hook
+            expected = L.project(lm, hs[layer][:, -1])[:, ids].numpy()
+            np.testing.assert_array_equal(L.top_option(out.logprobs[:, layer, 0]), expected.argmax(-1))
+
+
 # ----------------------------------------------------------------------------- hooks
 
 
