@@ -6,6 +6,8 @@
 * ``trial(config)`` — one trial, a generator of result dicts (one per epoch, or a single one).
   It works with no Ray at all; the Tune trainable of the sweep runner only wraps it.
 * ``summarize(rows, out_dir)`` — driver side, after the sweep: tables and plots for the parent run.
+  A returned file named :data:`SUMMARY_METRICS` (``metrics.json``, ``{name: number}``) is also
+  logged as the parent run's metrics (numbers about the whole sweep, e.g. a correlation across trials).
 
 Inside a trial, ``$AUSWEEP_SWEEP_RUN_DIR`` (:data:`RUN_DIR_ENV`) names the sweep's run folder on
 storage, for studies that keep files a resumed sweep must find (training checkpoints).
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 RUN_DIR_ENV = "AUSWEEP_SWEEP_RUN_DIR"
+SUMMARY_METRICS = "metrics.json"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ausweep.config import ConfigError, config_hash, flatten, from_dict, to_dict
 from ausweep.sweep.spec import Sweep, load_sweep, to_tune_space
-from ausweep.study import RUN_DIR_ENV, Study
+from ausweep.study import RUN_DIR_ENV, SUMMARY_METRICS, Study
 from ausweep.sweep.studies import STUDIES
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,8 @@ def run_sweep(
             outcome.artifacts = study.summarize(outcome.rows, out_dir)
             for p in outcome.artifacts:
                 tracker.log_file(parent_id, p)
+                if p.name == SUMMARY_METRICS:  # the study's numbers about the whole sweep
+                    tracker.log_metrics(parent_id, json.loads(p.read_text()))
             best = _best(outcome.rows, sweep.spec.tune.metric, sweep.spec.tune.mode)
             if best:
                 tracker.log_metrics(parent_id, {f"best_{k}": v for k, v in best["metrics"].items()})
