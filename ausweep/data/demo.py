@@ -14,7 +14,8 @@ is. Later calls with the same parameters reuse it. Generation writes into a temp
 to the cache and renames it into place when complete, so a crash never leaves a partial set that
 looks complete.
 
-Needs ``sox`` and ``espeak-ng`` on the PATH (``apt-get install sox espeak-ng``).
+This module holds the recipes (one per class); the sox/espeak-ng machinery that runs them and the
+atomic install are in :mod:`ausweep.data.synth`. Needs ``sox`` and ``espeak-ng`` on the PATH (``apt-get install sox espeak-ng``).
 """
 
 from __future__ import annotations
@@ -24,27 +25,40 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import tempfile
 import time
-import uuid
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ausweep.data import Clip, SoundSet
+from ausweep.data.synth import (
+    FEMALE_VOICES,
+    MALE_VOICES,
+    MAX_CLIP_SECONDS,
+    Ctx,
+    DemoToolError,
+    fmt,
+    install_folder,
+    made_by,
+    midi_hz,
+    new_partial_dir,
+    read_manifest,
+    render_clip,
+    require_tools,
+)
+
+__all__ = ["DEMO_CLASSES", "GENERATOR_VERSION", "DemoClass", "DemoToolError", "default_demo_dir", "make_demo_soundset"]
 
 logger = logging.getLogger(__name__)
 
 # Bump whenever a recipe changes what it writes: a cache from another version is regenerated.
 GENERATOR_VERSION = 1
 _GENERATOR = "ausweep.data.demo"  # the manifest's "generator": what marks a folder as ours to replace
-MAX_CLIP_SECONDS = 2.0
-_STALE_PARTIAL_SECONDS = 3600  # a ".partial-" folder older than this is a crashed run's leftovers
 
 README = """\
 GENERATED DEMO SOUNDS - THIS IS NOT FSD50K.
@@ -59,58 +73,10 @@ that made it. Delete this folder to force regeneration.
 """
 
 
-class DemoToolError(RuntimeError):
-    """sox or espeak-ng is missing, or one of their runs failed."""
-
-
 # ----------------------------------------------------------------------------- recipe helpers
 
 
-def _f(x: float, digits: int = 3) -> str:
-    """Fixed formatting for numbers passed to sox, so the same parameters give the same commands."""
-    return f"{x:.{digits}f}"
-
-
-@dataclass(frozen=True)
-class _Ctx:
-    """What a recipe needs to write one clip: a scratch folder, the rate, and the clip's index."""
-
-    work: Path
-    sample_rate: int
-    k: int  # index of the clip within its class
-
-    @property
-    def raw(self) -> str:
-        """Every recipe's last command writes here; :func:`_finish` turns it into the clip."""
-        return self.path("raw.wav")
-
-    def path(self, name: str) -> str:
-        return str(self.work / name)
-
-    def _fmt(self) -> list[str]:
-        # 32-bit float intermediates: no clipping or dither noise before the final normalisation.
-        return ["-r", str(self.sample_rate), "-c", "1", "-e", "floating-point", "-b", "32"]
-
-    def synth(self, out: str, *effects: str) -> list[str]:
-        """``sox -n <out> synth ...``. ``-R`` seeds sox's noise generators: same file every run."""
-        return ["sox", "-R", "-n", *self._fmt(), out, *effects]
-
-    def sox(self, inputs: list[str], out: str, *effects: str) -> list[str]:
-        """Concatenate ``inputs`` into ``out`` through ``effects``."""
-        return ["sox", "-R", *inputs, *self._fmt(), out, *effects]
-
-    def mix(self, inputs: list[tuple[str, float]], out: str, *effects: str) -> list[str]:
-        """Mix ``(file, gain)`` pairs into ``out``."""
-        args: list[str] = []
-        for name, gain in inputs:
-            args += ["-v", _f(gain), name]
-        return ["sox", "-R", "-m", *args, *self._fmt(), out, *effects]
-
-    def speak(self, out: str, text: str, voice: str, speed: int, pitch: int, amplitude: int = 100) -> list[str]:
-        return ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-a", str(amplitude), "-w", out, text]
-
-
-Recipe = Callable[[np.random.Generator, _Ctx], tuple[dict[str, Any], list[list[str]]]]
+Recipe = Callable[[np.random.Generator, Ctx], tuple[dict[str, Any], list[list[str]]]]
 
 
 @dataclass(frozen=True)
@@ -126,7 +92,7 @@ class DemoClass:
 # The parameters go into the manifest; tests read "freq_hz" back to check the pitch.
 
 
-def _siren(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _siren(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # Two-tone wail: the pitch bends up an interval and back down, again and again. (bend keeps
     # the phase continuous; splicing sweep files together would click at every turn.)
     lo = r.uniform(550, 800)
@@ -134,13 +100,13 @@ def _siren(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
     half = r.uniform(0.3, 0.55)
     cents = 1200 * np.log2(hi / lo)
     turns = int(np.ceil(MAX_CLIP_SECONDS / half))
-    bends = [f"0,{_f(cents if i % 2 == 0 else -cents, 1)},{_f(half)}" for i in range(turns)]
+    bends = [f"0,{fmt(cents if i % 2 == 0 else -cents, 1)},{fmt(half)}" for i in range(turns)]
     return {"low_hz": round(lo, 1), "high_hz": round(hi, 1), "sweep_s": round(half, 3)}, [
-        c.synth(c.raw, "synth", _f(MAX_CLIP_SECONDS), "sine", _f(lo, 1), "gain", "-6", "bend", "-f", "80", *bends),
+        c.synth(c.raw, "synth", fmt(MAX_CLIP_SECONDS), "sine", fmt(lo, 1), "gain", "-6", "bend", "-f", "80", *bends),
     ]
 
 
-def _doorbell(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _doorbell(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # Ding-dong: two struck tones (fundamental + octave), the second a third/fourth/fifth lower.
     f1 = r.uniform(600, 880)
     f2 = f1 * float(r.choice([0.8, 0.75, 2 / 3]))
@@ -149,8 +115,8 @@ def _doorbell(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
 
     def strike(out: str, f: float, dur: float) -> list[str]:
         ring = 2.5 * dur  # decay over longer than the note, then cut: a bell still ringing
-        return c.synth(out, "synth", _f(ring), "sine", _f(f, 1), "sine", _f(2 * f, 1),
-                       "remix", "1v1,2v0.35", "fade", "l", "0.003", _f(ring), _f(ring - 0.003), "trim", "0", _f(dur))
+        return c.synth(out, "synth", fmt(ring), "sine", fmt(f, 1), "sine", fmt(2 * f, 1),
+                       "remix", "1v1,2v0.35", "fade", "l", "0.003", fmt(ring), fmt(ring - 0.003), "trim", "0", fmt(dur))
 
     return {"ding_hz": round(f1, 1), "dong_hz": round(f2, 1)}, [
         strike(ding, f1, t1),
@@ -159,112 +125,108 @@ def _doorbell(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
     ]
 
 
-def _telephone(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _telephone(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # The North American ring tone pair, 440 + 480 Hz, in a double-ring cadence.
     detune = r.uniform(0.98, 1.02)
     on, gap, lead = r.uniform(0.35, 0.45), r.uniform(0.15, 0.25), r.uniform(0.0, 0.2)
     tone = c.path("tone.wav")
     return {"freq_hz": [round(440 * detune, 1), round(480 * detune, 1)], "on_s": round(on, 3)}, [
-        c.synth(tone, "synth", _f(on), "sine", _f(440 * detune, 1), "sine", _f(480 * detune, 1), "remix", "-",
-                "fade", "t", "0.01", _f(on), "0.01"),
-        c.sox([tone], c.raw, "pad", "0", _f(gap), "repeat", "1", "pad", _f(lead), "0.4"),
+        c.synth(tone, "synth", fmt(on), "sine", fmt(440 * detune, 1), "sine", fmt(480 * detune, 1), "remix", "-",
+                "fade", "t", "0.01", fmt(on), "0.01"),
+        c.sox([tone], c.raw, "pad", "0", fmt(gap), "repeat", "1", "pad", fmt(lead), "0.4"),
     ]
 
 
-def _alarm_clock(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _alarm_clock(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # Fast piezo beeps in groups of four: a square tone gated by a square LFO at the beep rate
     # and by another at 1/8 of it (four beeps on, four beeps' time off).
     freq = r.uniform(2000, 3200)
     rate = r.uniform(8, 11)
-    dur = _f(MAX_CLIP_SECONDS)
+    dur = fmt(MAX_CLIP_SECONDS)
     return {"freq_hz": round(freq, 1), "beeps_per_s": round(rate, 2)}, [
-        c.synth(c.raw, "synth", dur, "square", _f(freq, 1), "synth", dur, "square", "amod", _f(rate, 3),
-                "synth", dur, "square", "amod", _f(rate / 8, 3)),
+        c.synth(c.raw, "synth", dur, "square", fmt(freq, 1), "synth", dur, "square", "amod", fmt(rate, 3),
+                "synth", dur, "square", "amod", fmt(rate / 8, 3)),
     ]
 
 
 def _vibrato(depth_cents: float, rate_hz: float, seconds: float) -> list[str]:
     """``bend`` arguments swinging the pitch +-depth around its start at ``rate_hz``."""
     half = 1 / (2 * rate_hz)
-    bends = [f"0,{_f(depth_cents, 1)},{_f(half / 2)}"]
+    bends = [f"0,{fmt(depth_cents, 1)},{fmt(half / 2)}"]
     sign = -1
     while (len(bends) - 0.5) * half < seconds:
-        bends.append(f"0,{_f(sign * 2 * depth_cents, 1)},{_f(half)}")
+        bends.append(f"0,{fmt(sign * 2 * depth_cents, 1)},{fmt(half)}")
         sign = -sign
     return ["bend", "-f", "80", *bends]
 
 
-def _whistle(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _whistle(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     freq = r.uniform(1500, 2600)
     dur = r.uniform(1.2, MAX_CLIP_SECONDS)
     depth, rate = r.uniform(30, 70), r.uniform(4.5, 6.5)
     return {"freq_hz": round(freq, 1), "vibrato_cents": round(depth, 1), "vibrato_hz": round(rate, 2)}, [
-        c.synth(c.raw, "synth", _f(dur), "sine", _f(freq, 1), "gain", "-6", *_vibrato(depth, rate, dur),
-                "fade", "h", "0.05", _f(dur), "0.1"),
+        c.synth(c.raw, "synth", fmt(dur), "sine", fmt(freq, 1), "gain", "-6", *_vibrato(depth, rate, dur),
+                "fade", "h", "0.05", fmt(dur), "0.1"),
     ]
 
 
-def _church_bell(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _church_bell(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # A bell's partials: hum (1/2), prime, minor-third tierce (1.2), quint, nominal (2), and above.
     f0 = r.uniform(160, 330)
     ratios = [0.5, 1.0, 1.2, 1.5, 2.0, 2.5, 3.0]
     gains = [0.6, 1.0, 0.5, 0.3, 0.6, 0.2, 0.15]
-    tones = [a for ratio in ratios for a in ("sine", _f(f0 * ratio, 1))]
+    tones = [a for ratio in ratios for a in ("sine", fmt(f0 * ratio, 1))]
     weights = ",".join(f"{i + 1}v{g}" for i, g in enumerate(gains))
     ring = 5.0
     return {"freq_hz": round(f0, 1)}, [
-        c.synth(c.raw, "synth", _f(ring), *tones, "remix", weights, "fade", "l", "0.002", _f(ring), _f(ring - 0.002),
-                "trim", "0", _f(MAX_CLIP_SECONDS)),
+        c.synth(c.raw, "synth", fmt(ring), *tones, "remix", weights, "fade", "l", "0.002", fmt(ring), fmt(ring - 0.002),
+                "trim", "0", fmt(MAX_CLIP_SECONDS)),
     ]
 
 
-def _drum(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _drum(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # A tom/kick: a sine falling in pitch plus a little noise for the stick, struck a few times.
     f0 = r.uniform(50, 110)
     hit = r.uniform(0.2, 0.35)
     period = hit + r.uniform(0.05, 0.3)
     hits = int(MAX_CLIP_SECONDS // period)
     return {"freq_hz": round(f0, 1), "period_s": round(period, 3), "hits": hits}, [
-        c.synth(c.raw, "synth", _f(hit), "sine", f"{_f(2.5 * f0, 1)}:{_f(f0, 1)}", "brownnoise", "remix", "1v1,2v0.25",
-                "fade", "l", "0.001", _f(hit), _f(hit - 0.001), "pad", "0", _f(period - hit), "repeat", str(hits - 1)),
+        c.synth(c.raw, "synth", fmt(hit), "sine", f"{fmt(2.5 * f0, 1)}:{fmt(f0, 1)}", "brownnoise", "remix", "1v1,2v0.25",
+                "fade", "l", "0.001", fmt(hit), fmt(hit - 0.001), "pad", "0", fmt(period - hit), "repeat", str(hits - 1)),
     ]
 
 
-def _noise(r: np.random.Generator, c: _Ctx, kind: str, *effects: str) -> list[str]:
+def _noise(r: np.random.Generator, c: Ctx, kind: str, *effects: str) -> list[str]:
     # sox -R gives every clip the same noise; starting at a random offset makes them differ.
     skip = r.uniform(0, 3)
-    return c.synth(c.raw, "synth", _f(skip + MAX_CLIP_SECONDS), kind, *effects, "trim", _f(skip))
+    return c.synth(c.raw, "synth", fmt(skip + MAX_CLIP_SECONDS), kind, *effects, "trim", fmt(skip))
 
 
-def _wind(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _wind(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # Low rumbling noise swelling in gusts.
     cutoff, gust_hz, depth = r.uniform(300, 900), r.uniform(0.4, 1.2), r.uniform(50, 85)
     return {"cutoff_hz": round(cutoff, 1), "gust_hz": round(gust_hz, 2)}, [
-        _noise(r, c, "pinknoise", "highpass", "40", "lowpass", _f(cutoff, 1), "lowpass", _f(cutoff, 1),
-               "tremolo", _f(gust_hz, 2), _f(depth, 1)),
+        _noise(r, c, "pinknoise", "highpass", "40", "lowpass", fmt(cutoff, 1), "lowpass", fmt(cutoff, 1),
+               "tremolo", fmt(gust_hz, 2), fmt(depth, 1)),
     ]
 
 
-def _rain(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _rain(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # Steady broadband hiss with a fast patter.
     cutoff, patter = r.uniform(500, 1200), r.uniform(9, 17)
     return {"highpass_hz": round(cutoff, 1), "patter_hz": round(patter, 1)}, [
-        _noise(r, c, "whitenoise", "highpass", _f(cutoff, 1), "lowpass", "6500", "tremolo", _f(patter, 1), "25"),
+        _noise(r, c, "whitenoise", "highpass", fmt(cutoff, 1), "lowpass", "6500", "tremolo", fmt(patter, 1), "25"),
     ]
 
 
-def _engine(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _engine(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # A low sawtooth hum with its octave and some rumble, throbbing at the firing rate.
     f0 = r.uniform(30, 65)
-    dur = _f(MAX_CLIP_SECONDS)
+    dur = fmt(MAX_CLIP_SECONDS)
     return {"freq_hz": round(f0, 1)}, [
-        c.synth(c.raw, "synth", dur, "sawtooth", _f(f0, 2), "sawtooth", _f(2.01 * f0, 2), "brownnoise",
-                "remix", "1v1,2v0.5,3v0.3", "lowpass", "700", "tremolo", _f(f0 / 3, 2), "40"),
+        c.synth(c.raw, "synth", dur, "sawtooth", fmt(f0, 2), "sawtooth", fmt(2.01 * f0, 2), "brownnoise",
+                "remix", "1v1,2v0.5,3v0.3", "lowpass", "700", "tremolo", fmt(f0 / 3, 2), "40"),
     ]
-
-
-def _midi_hz(note: int) -> float:
-    return 440.0 * 2 ** ((note - 69) / 12)
 
 
 _GUITAR_CHORDS = {  # standard open voicings, MIDI notes from the low string up
@@ -277,20 +239,20 @@ _GUITAR_CHORDS = {  # standard open voicings, MIDI notes from the low string up
 }
 
 
-def _guitar(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _guitar(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # A strummed chord: one plucked string per channel, each delayed a little more, mixed down.
     name = list(_GUITAR_CHORDS)[(c.k + int(r.integers(0, len(_GUITAR_CHORDS)))) % len(_GUITAR_CHORDS)]
     notes = _GUITAR_CHORDS[name]
     strum = r.uniform(0.015, 0.05)
     dur = r.uniform(1.4, MAX_CLIP_SECONDS)
-    plucks = [a for n in notes for a in ("pluck", _f(_midi_hz(n), 2))]
-    delays = [_f(i * strum) for i in range(len(notes))]
+    plucks = [a for n in notes for a in ("pluck", fmt(midi_hz(n), 2))]
+    delays = [fmt(i * strum) for i in range(len(notes))]
     return {"chord": name, "strum_s": round(strum, 3)}, [
-        c.synth(c.raw, "synth", _f(dur), *plucks, "delay", *delays, "remix", "-", "fade", "t", "0", _f(dur), "0.1"),
+        c.synth(c.raw, "synth", fmt(dur), *plucks, "delay", *delays, "remix", "-", "fade", "t", "0", fmt(dur), "0.1"),
     ]
 
 
-def _organ(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _organ(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # A sustained triad of drawbar-like sines (fundamental, octave, two octaves), gently swirling.
     root = int(r.integers(48, 58))
     third = 4 if r.random() < 0.5 else 3
@@ -298,16 +260,16 @@ def _organ(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
     tones, weights = [], []
     for n in notes:
         for mult, g in ((1, 1.0), (2, 0.6), (4, 0.3)):
-            tones += ["sine", _f(_midi_hz(n) * mult, 2)]
+            tones += ["sine", fmt(midi_hz(n) * mult, 2)]
             weights.append(f"{len(weights) + 1}v{g}")
     dur = r.uniform(1.3, MAX_CLIP_SECONDS)
     return {"notes_midi": notes}, [
-        c.synth(c.raw, "synth", _f(dur), *tones, "remix", ",".join(weights), "tremolo", _f(r.uniform(5, 7), 2), "15",
-                "fade", "t", "0.06", _f(dur), "0.15"),
+        c.synth(c.raw, "synth", fmt(dur), *tones, "remix", ",".join(weights), "tremolo", fmt(r.uniform(5, 7), 2), "15",
+                "fade", "t", "0.06", fmt(dur), "0.15"),
     ]
 
 
-def _flute(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _flute(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # A breathy, nearly pure tone with weak harmonics and vibrato, in one or two notes.
     freq = r.uniform(520, 1000)
     steps = [0] if r.random() < 0.5 else [0, int(r.choice([2, 3, 5, -2]))]
@@ -315,36 +277,36 @@ def _flute(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
     cmds, files = [], []
     for i, step in enumerate(steps):
         f, out = freq * 2 ** (step / 12), c.path(f"note{i}.wav")
-        cmds.append(c.synth(out, "synth", _f(seconds), "sine", _f(f, 1), "sine", _f(2 * f, 1), "sine", _f(3 * f, 1),
+        cmds.append(c.synth(out, "synth", fmt(seconds), "sine", fmt(f, 1), "sine", fmt(2 * f, 1), "sine", fmt(3 * f, 1),
                             "pinknoise", "remix", "1v1,2v0.2,3v0.08,4v0.05", "gain", "-6",
                             *_vibrato(r.uniform(15, 35), r.uniform(4.5, 5.5), seconds),
-                            "fade", "h", "0.08", _f(seconds), "0.08"))
+                            "fade", "h", "0.08", fmt(seconds), "0.08"))
         files.append(out)
     cmds.append(c.sox(files, c.raw))
     return {"freq_hz": round(freq, 1), "steps": steps}, cmds
 
 
-def _car_horn(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _car_horn(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # Two reedy tones a major third apart, honked once or twice.
     f1 = r.uniform(380, 460)
     honks = int(r.integers(1, 3))
     honk = r.uniform(0.35, 0.6) if honks == 2 else r.uniform(1.0, 1.6)
     return {"freq_hz": [round(f1, 1), round(1.25 * f1, 1)], "honks": honks}, [
-        c.synth(c.raw, "synth", _f(honk), "sawtooth", _f(f1, 1), "sawtooth", _f(1.25 * f1, 1), "remix", "-",
-                "lowpass", "2500", "fade", "t", "0.02", _f(honk), "0.03", "pad", "0", _f(r.uniform(0.12, 0.25)),
+        c.synth(c.raw, "synth", fmt(honk), "sawtooth", fmt(f1, 1), "sawtooth", fmt(1.25 * f1, 1), "remix", "-",
+                "lowpass", "2500", "fade", "t", "0.02", fmt(honk), "0.03", "pad", "0", fmt(r.uniform(0.12, 0.25)),
                 "repeat", str(honks - 1)),
     ]
 
 
-def _ticking_clock(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _ticking_clock(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # Tick-tock: short high clicks, alternately pitched, on the beat.
     f = r.uniform(2000, 4000)
     beat = r.uniform(0.4, 0.5)
     tick, tock = c.path("tick.wav"), c.path("tock.wav")
 
     def click(out: str, freq: float) -> list[str]:
-        return c.synth(out, "synth", "0.02", "square", _f(freq, 1), "fade", "l", "0.001", "0.02", "0.018",
-                       "pad", "0", _f(beat - 0.02))
+        return c.synth(out, "synth", "0.02", "square", fmt(freq, 1), "fade", "l", "0.001", "0.02", "0.018",
+                       "pad", "0", fmt(beat - 0.02))
 
     reps = int(MAX_CLIP_SECONDS // (2 * beat))
     return {"freq_hz": round(f, 1), "beat_s": round(beat, 3)}, [
@@ -354,7 +316,7 @@ def _ticking_clock(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str
     ]
 
 
-def _heartbeat(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _heartbeat(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # Lub-dub: two low thumps, the second softer, at a resting-to-brisk pulse.
     bpm = r.uniform(60, 100)
     period = 60 / bpm
@@ -363,15 +325,15 @@ def _heartbeat(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
     gap = r.uniform(0.08, 0.14)
     beats = max(2, int(np.ceil(MAX_CLIP_SECONDS / period)))
     return {"bpm": round(bpm, 1), "freq_hz": round(f, 1)}, [
-        c.synth(lub, "synth", "0.12", "sine", f"{_f(1.6 * f, 1)}:{_f(f, 1)}", "fade", "h", "0.01", "0.12", "0.09",
-                "pad", "0", _f(gap)),
-        c.synth(dub, "synth", "0.1", "sine", f"{_f(2.0 * f, 1)}:{_f(1.2 * f, 1)}", "fade", "h", "0.01", "0.1", "0.08",
-                "vol", "0.6", "pad", "0", _f(period - 0.22 - gap)),
+        c.synth(lub, "synth", "0.12", "sine", f"{fmt(1.6 * f, 1)}:{fmt(f, 1)}", "fade", "h", "0.01", "0.12", "0.09",
+                "pad", "0", fmt(gap)),
+        c.synth(dub, "synth", "0.1", "sine", f"{fmt(2.0 * f, 1)}:{fmt(1.2 * f, 1)}", "fade", "h", "0.01", "0.1", "0.08",
+                "vol", "0.6", "pad", "0", fmt(period - 0.22 - gap)),
         c.sox([lub, dub] * beats, c.raw),
     ]
 
 
-def _bird(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _bird(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # Quick high chirps sweeping up (or down), in a burst.
     f1 = r.uniform(2500, 3800)
     f2 = f1 * (r.uniform(1.25, 1.6) if r.random() < 0.6 else r.uniform(0.6, 0.8))
@@ -379,8 +341,8 @@ def _bird(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
     gap = r.uniform(0.04, 0.15)
     n = int(np.ceil(r.uniform(1.1, 1.8) / (chirp + gap)))  # a burst of 1.1-1.8 s
     return {"freq_hz": [round(f1, 1), round(f2, 1)], "chirps": n}, [
-        c.synth(c.raw, "synth", _f(chirp), "sine", f"{_f(f1, 1)}:{_f(f2, 1)}", "fade", "h", "0.008", _f(chirp), "0.02",
-                "pad", "0", _f(gap), "repeat", str(n - 1), "pad", _f(r.uniform(0, 0.3)), "0"),
+        c.synth(c.raw, "synth", fmt(chirp), "sine", f"{fmt(f1, 1)}:{fmt(f2, 1)}", "fade", "h", "0.008", fmt(chirp), "0.02",
+                "pad", "0", fmt(gap), "repeat", str(n - 1), "pad", fmt(r.uniform(0, 0.3)), "0"),
     ]
 
 
@@ -415,8 +377,6 @@ _SHOUTS = [
     "Come on! Run! Run faster!",
     "Look out! Move out of the way!",
 ]
-_MALE_VOICES = ["en-us+m1", "en-us+m2", "en-us+m3", "en-gb+m4", "en-us+m5", "en-gb+m6", "en-us+m7"]
-_FEMALE_VOICES = ["en-us+f1", "en-us+f2", "en-gb+f3", "en-us+f4", "en-gb+f5"]
 
 
 def _pick(pool: list[str], k: int, offset: int = 0) -> str:
@@ -424,53 +384,53 @@ def _pick(pool: list[str], k: int, offset: int = 0) -> str:
     return pool[(k + offset) % len(pool)]
 
 
-def _speech(c: _Ctx, speak: list[str], *effects: str) -> list[list[str]]:
+def _speech(c: Ctx, speak: list[str], *effects: str) -> list[list[str]]:
     # Drop espeak's leading silence so the 2 s window is speech.
     return [speak, c.sox([speak[speak.index("-w") + 1]], c.raw, "silence", "1", "0.02", "1%", *effects)]
 
 
-def _man_speaking(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
-    voice = _MALE_VOICES[(c.k + int(r.integers(0, len(_MALE_VOICES)))) % len(_MALE_VOICES)]
+def _man_speaking(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
+    voice = MALE_VOICES[(c.k + int(r.integers(0, len(MALE_VOICES)))) % len(MALE_VOICES)]
     text, pitch, speed = _pick(_SENTENCES, c.k), int(r.integers(25, 50)), int(r.integers(150, 185))
     return {"voice": voice, "pitch": pitch, "speed": speed, "text": text}, _speech(
         c, c.speak(c.path("say.wav"), text, voice, speed, pitch))
 
 
-def _woman_speaking(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
-    voice = _FEMALE_VOICES[(c.k + int(r.integers(0, len(_FEMALE_VOICES)))) % len(_FEMALE_VOICES)]
+def _woman_speaking(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
+    voice = FEMALE_VOICES[(c.k + int(r.integers(0, len(FEMALE_VOICES)))) % len(FEMALE_VOICES)]
     text, pitch, speed = _pick(_SENTENCES, c.k, 4), int(r.integers(55, 80)), int(r.integers(150, 185))
     return {"voice": voice, "pitch": pitch, "speed": speed, "text": text}, _speech(
         c, c.speak(c.path("say.wav"), text, voice, speed, pitch))
 
 
-def _child_speaking(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _child_speaking(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # espeak has no child voice: a high female voice, shifted up (formants too) by sox's pitch.
-    voice = _FEMALE_VOICES[(c.k + int(r.integers(0, len(_FEMALE_VOICES)))) % len(_FEMALE_VOICES)]
+    voice = FEMALE_VOICES[(c.k + int(r.integers(0, len(FEMALE_VOICES)))) % len(FEMALE_VOICES)]
     text, pitch, speed = _pick(_CHILD_SENTENCES, c.k), int(r.integers(80, 99)), int(r.integers(165, 195))
     shift = int(r.integers(300, 500))
     return {"voice": voice, "pitch": pitch, "speed": speed, "shift_cents": shift, "text": text}, _speech(
         c, c.speak(c.path("say.wav"), text, voice, speed, pitch), "pitch", str(shift))
 
 
-def _whispering(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _whispering(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     voice = ["en-us+whisper", "en-us+whisperf"][(c.k + int(r.integers(0, 2))) % 2]
     text, speed = _pick(_SENTENCES, c.k, 8), int(r.integers(140, 170))
     return {"voice": voice, "speed": speed, "text": text}, _speech(
         c, c.speak(c.path("say.wav"), text, voice, speed, 50))
 
 
-def _shouting(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _shouting(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # Loud, high, fast exclamations, driven into a little distortion.
-    voice = (_MALE_VOICES + _FEMALE_VOICES)[(c.k * 3 + int(r.integers(0, 12))) % 12]
+    voice = (MALE_VOICES + FEMALE_VOICES)[(c.k * 3 + int(r.integers(0, 12))) % 12]
     text, pitch, speed = _pick(_SHOUTS, c.k), int(r.integers(70, 95)), int(r.integers(190, 230))
     return {"voice": voice, "pitch": pitch, "speed": speed, "text": text}, _speech(
         c, c.speak(c.path("say.wav"), text, voice, speed, pitch, amplitude=200), "overdrive", "12")
 
 
-def _crowd(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
+def _crowd(r: np.random.Generator, c: Ctx) -> tuple[dict, list[list[str]]]:
     # Several people talking at once in a room: overlapping voices, staggered, with reverb.
     n = int(r.integers(5, 8))
-    voices = _MALE_VOICES + _FEMALE_VOICES
+    voices = MALE_VOICES + FEMALE_VOICES
     cmds, parts = [], []
     for i in range(n):
         out = c.path(f"v{i}.wav")
@@ -478,9 +438,9 @@ def _crowd(r: np.random.Generator, c: _Ctx) -> tuple[dict, list[list[str]]]:
         text = _SENTENCES[int(r.integers(0, len(_SENTENCES)))]
         cmds.append(c.speak(out, text, voice, int(r.integers(150, 190)), int(r.integers(25, 80))))
         shifted = c.path(f"p{i}.wav")
-        cmds.append(c.sox([out], shifted, "pad", _f(r.uniform(0, 0.8)), "0"))
+        cmds.append(c.sox([out], shifted, "pad", fmt(r.uniform(0, 0.8)), "0"))
         parts.append((shifted, r.uniform(0.5, 1.0)))
-    cmds.append(c.mix(parts, c.raw, "trim", "0.3", "reverb", _f(r.uniform(30, 70), 0)))
+    cmds.append(c.mix(parts, c.raw, "trim", "0.3", "reverb", fmt(r.uniform(30, 70), 0)))
     return {"voices": n}, cmds
 
 
@@ -548,17 +508,14 @@ def make_demo_soundset(
 
     if out_dir.exists() and any(out_dir.iterdir()) and not _is_demo_set(out_dir):
         raise FileExistsError(f"{out_dir}: exists, is not empty and is not a demo sound set; refusing to overwrite it")
-    _require_tools()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    require_tools()
+    tmp = new_partial_dir(out_dir)
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
         start = time.perf_counter()
         manifest = _generate(tmp, params)
         logger.info("demo sounds: generated %d clips in %.1f s into %s",
                     sum(len(c["clips"]) for c in manifest["classes"]), time.perf_counter() - start, out_dir)
-        _install(tmp, out_dir, params)
+        install_folder(tmp, out_dir, lambda folder: _read_valid_manifest(folder, params) is not None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already when installed
     manifest = _read_valid_manifest(out_dir, params)
@@ -567,21 +524,12 @@ def make_demo_soundset(
     return _soundset(out_dir, manifest)
 
 
-def _require_tools() -> None:
-    missing = [tool for tool in ("sox", "espeak-ng") if shutil.which(tool) is None]
-    if missing:
-        raise DemoToolError(
-            f"the demo sound set is generated with sox and espeak-ng; not found on PATH: {', '.join(missing)} "
-            f"(install with: apt-get install {' '.join(missing)})"
-        )
-
-
 @dataclass(frozen=True)
 class _Job:
     """One clip to make: its recipe's parameters and commands, and where the clip goes."""
 
     cls: DemoClass
-    ctx: _Ctx
+    ctx: Ctx
     recipe: dict[str, Any]
     commands: list[list[str]]
     out: Path
@@ -596,7 +544,7 @@ def _generate(tmp: Path, params: dict[str, int]) -> dict[str, Any]:
             # One RNG per clip, keyed by class name and clip index: a clip does not change when
             # clips_per_class grows or another class is added.
             rng = np.random.default_rng((params["seed"], zlib.crc32(cls.name.encode()), k))
-            ctx = _Ctx(work=tmp / ".work" / f"{cls.name}_{k:02d}", sample_rate=params["sample_rate"], k=k)
+            ctx = Ctx(work=tmp / ".work" / f"{cls.name}_{k:02d}", sample_rate=params["sample_rate"], k=k)
             recipe, commands = cls.recipe(rng, ctx)
             jobs.append(_Job(cls, ctx, recipe, commands, tmp / cls.name / f"{cls.name}_{k:02d}.wav"))
 
@@ -635,79 +583,19 @@ def _generate(tmp: Path, params: dict[str, int]) -> dict[str, Any]:
 
 
 def _make_clip(job: _Job) -> None:
-    job.ctx.work.mkdir(parents=True)
-    for argv in job.commands:
-        _run(argv, job.out)
-    _run(_finish(job.ctx, job.out), job.out)
-    shutil.rmtree(job.ctx.work, ignore_errors=True)
-
-
-def _finish(ctx: _Ctx, out: Path) -> list[str]:
-    """The last step of every clip: mono 16-bit at the target rate, at most MAX_CLIP_SECONDS, short
-    fades against clicks, peak-normalised to -1 dBFS so loudness is no cue to the class."""
-    return ["sox", "-R", ctx.raw, "-r", str(ctx.sample_rate), "-c", "1", "-b", "16", str(out),
-            "remix", "-", "trim", "0", _f(MAX_CLIP_SECONDS), "fade", "h", "0.005", "-0", "0.02", "norm", "-1"]
-
-
-def _run(argv: list[str], out: Path) -> None:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise DemoToolError(f"{argv[0]} could not run while making {out.name}: {e}") from None
-    if proc.returncode != 0:
-        err = " ".join(proc.stderr.split())[-300:]
-        raise DemoToolError(f"{argv[0]} failed (exit {proc.returncode}) while making {out.name}: {err}")
-
-
-def _install(tmp: Path, out_dir: Path, params: dict[str, int]) -> None:
-    """Move the finished set into place. Another process may have finished first: keep theirs."""
-    if _read_valid_manifest(out_dir, params) is not None:
-        return
-    old = None
-    if out_dir.exists():  # an old demo set (other parameters or version), or an empty folder
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(out_dir, old)
-    try:
-        os.rename(tmp, out_dir)
-    except OSError:
-        if _read_valid_manifest(out_dir, params) is None:  # not a concurrent writer's set: real error
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _remove_stale_partials(out_dir: Path) -> None:
-    now = time.time()
-    for p in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
-        try:
-            if now - p.stat().st_mtime > _STALE_PARTIAL_SECONDS:
-                shutil.rmtree(p, ignore_errors=True)
-        except OSError:
-            pass
+    render_clip(job.ctx, job.commands, job.out)
 
 
 def _is_demo_set(out_dir: Path) -> bool:
     """Whether ``out_dir`` holds a demo set (any version or parameters), i.e. may be replaced."""
-    try:
-        return json.loads((out_dir / "manifest.json").read_text()).get("generator") == _GENERATOR
-    except (OSError, ValueError, AttributeError):
-        return False
+    return made_by(out_dir, _GENERATOR)
 
 
 def _read_valid_manifest(out_dir: Path, params: dict[str, int]) -> dict[str, Any] | None:
     """The manifest if ``out_dir`` holds a complete set made by this generator version with these
     parameters (same classes, every listed file present), else None."""
-    try:
-        manifest = json.loads((out_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if (
-        not isinstance(manifest, dict)
-        or manifest.get("generator") != _GENERATOR
-        or manifest.get("version") != GENERATOR_VERSION
-        or manifest.get("params") != params
-        or [c.get("id") for c in manifest.get("classes", [])] != [c.name for c in DEMO_CLASSES]
-    ):
+    manifest = read_manifest(out_dir, _GENERATOR, GENERATOR_VERSION, params)
+    if manifest is None or [c.get("id") for c in manifest.get("classes", [])] != [c.name for c in DEMO_CLASSES]:
         return None
     for cls in manifest["classes"]:
         if len(cls.get("clips", [])) != params["clips_per_class"]:

@@ -50,16 +50,14 @@ from typing import Any
 
 import numpy as np
 
-from ausweep.data.demo import (
-    _FEMALE_VOICES,
-    _MALE_VOICES,
-    _Ctx,
-    _f,
-    _finish,
-    _midi_hz,
-    _require_tools,
-    _run,
-)
+from ausweep.data.synth import FEMALE_VOICES as _FEMALE_VOICES
+from ausweep.data.synth import MALE_VOICES as _MALE_VOICES
+from ausweep.data.synth import Ctx as _Ctx
+from ausweep.data.synth import finish_command as _finish
+from ausweep.data.synth import fmt as _f
+from ausweep.data.synth import midi_hz as _midi_hz
+from ausweep.data.synth import require_tools as _require_tools
+from ausweep.data.synth import run_tool as _run
 from ausweep.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
