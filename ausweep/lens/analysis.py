@@ -159,10 +159,18 @@ def item_stats(lens: AttributeLens, labels: Sequence[int], resolve: str) -> Item
 # ----------------------------------------------------------------------------- per attribute
 
 
+def chance_corrected(acc: float | np.ndarray, n_options: int | np.ndarray) -> float | np.ndarray:
+    """``(acc - 1/K) / (1 - 1/K)``: 0 at chance, 1 when every answer is right, whatever the number
+    of options K, so that attributes with 2 and with 9 options can be compared."""
+    chance = 1.0 / np.asarray(n_options, dtype=float)
+    return (acc - chance) / (1.0 - chance)
+
+
 def attribute_metrics(attr: str, lens: AttributeLens, stats: ItemStats, n_layers: int) -> dict[str, float]:
-    """``<attr>/acc``, ``/resolution_layer`` (``_rel``), ``/resolved_frac``, ``/first_top1_layer``,
-    ``/p_label_last``, ``/corr_correct_first_top1``, ``/first_token_collisions`` and, with an
-    enhancement, ``/acc_enhanced``."""
+    """``<attr>/acc`` and its chance-corrected ``/acc_cc``, ``/n_options`` (K, which every
+    resolution-layer statistic depends on), ``/resolution_layer`` (``_rel``), ``/resolved_frac``,
+    ``/first_top1_layer``, ``/p_label_last``, ``/corr_correct_first_top1``,
+    ``/first_token_collisions`` and, with an enhancement, ``/acc_enhanced``."""
     n = n_layers
     clash = L.collisions(lens.options, lens.option_ids)
     if clash:
@@ -171,7 +179,9 @@ def attribute_metrics(attr: str, lens: AttributeLens, stats: ItemStats, n_layers
     n_items = len(stats.labels)
     resolved = [r for r in stats.resolution if r is not None]
     m[f"{attr}/n"] = float(n_items)
+    m[f"{attr}/n_options"] = float(len(lens.options))
     m[f"{attr}/acc"] = float(stats.correct.mean())
+    m[f"{attr}/acc_cc"] = float(chance_corrected(m[f"{attr}/acc"], len(lens.options)))
     m[f"{attr}/resolved_frac"] = len(resolved) / n_items
     m[f"{attr}/resolution_layer"] = float(np.mean(resolved)) if resolved else float("nan")
     m[f"{attr}/resolution_layer_rel"] = float(np.mean(resolved)) / n if resolved else float("nan")
@@ -180,8 +190,55 @@ def attribute_metrics(attr: str, lens: AttributeLens, stats: ItemStats, n_layers
     m[f"{attr}/p_label_last"] = float(stats.p_label[:, n, stats.resolve_index].mean())
     never = np.array([n + 1 if f is None else f for f in stats.first_top1], float)
     m[f"{attr}/corr_correct_first_top1"] = corr(stats.correct.astype(float), never)
-    if stats.epred is not None:
-        m[f"{attr}/acc_enhanced"] = float((stats.epred == stats.labels).mean())
+    return m
+
+
+HALVES = ("A", "B")
+
+
+def split_halves(items: Sequence[LensItem], seed: int) -> np.ndarray:
+    """``"A"`` or ``"B"`` per item: two fixed halves, stratified by (attribute, label).
+
+    Within each stratum the items (by id) are shuffled with a generator seeded by ``seed`` and the
+    stratum's name, then dealt alternately; the half that gets the odd item alternates from one
+    stratum to the next. The split depends only on the item set and ``seed``, so every trial of a
+    sweep over the same items gets the same halves: settings are chosen on A and scored on B.
+    """
+    import zlib
+
+    strata: dict[tuple[str, str], list[int]] = {}
+    for i, it in enumerate(items):
+        strata.setdefault((it.attribute, it.label), []).append(i)
+    out = np.empty(len(items), dtype=object)
+    odd = 0
+    for key in sorted(strata):
+        idx = sorted(strata[key], key=lambda i: items[i].id)
+        rng = np.random.default_rng([seed, zlib.crc32("\x00".join(key).encode())])
+        for k, i in enumerate(rng.permutation(idx)):
+            out[i] = HALVES[(k + odd) % 2]
+        odd += len(idx) % 2
+    return out
+
+
+def enhancement_metrics(prefix: str, correct: np.ndarray, enhanced_correct: np.ndarray, halves: np.ndarray,
+                        n_options: np.ndarray) -> dict[str, float]:
+    """Accuracy without and with the enhancement on each half, ``prefix`` + ``acc_A``, ``acc_B``,
+    ``n_A``, ``n_B``, ``enhance/acc_A``, ``enhance/acc_B``, ``enhance/delta_A``, ``enhance/delta_B``
+    and the chance-corrected ``acc_cc_*`` / ``enhance/acc_cc_*`` (``n_options``: K per item).
+    No number over both halves: a setting is chosen on A and its effect is read on B."""
+    m: dict[str, float] = {}
+    for h in HALVES:
+        mask = halves == h
+        m[f"{prefix}n_{h}"] = float(mask.sum())
+        if not mask.any():
+            continue
+        base = float(correct[mask].mean())
+        enh = float(enhanced_correct[mask].mean())
+        m[f"{prefix}acc_{h}"] = base
+        m[f"{prefix}acc_cc_{h}"] = float(np.mean(chance_corrected(correct[mask].astype(float), n_options[mask])))
+        m[f"{prefix}enhance/acc_{h}"] = enh
+        m[f"{prefix}enhance/acc_cc_{h}"] = float(np.mean(chance_corrected(enhanced_correct[mask].astype(float), n_options[mask])))
+        m[f"{prefix}enhance/delta_{h}"] = enh - base
     return m
 
 
@@ -211,6 +268,7 @@ def curve_rows(attr: str, lens: AttributeLens, stats: ItemStats, n_layers: int, 
                 top = stats.top[mask, layer, j] == labels[mask]
                 out.rows.append({
                     "attribute": attr, "position": lens.names[j], "group": gname, "layer": layer, "n": int(mask.sum()),
+                    "n_options": len(lens.options),
                     "p_label_mean": float(stats.p_label[mask, layer, j].mean()),
                     "p_label_among_options_mean": float(stats.p_rel[mask, layer, j].mean()),
                     "rank_label_median": float(np.median(stats.r_label[mask, layer, j])),
@@ -237,8 +295,10 @@ def heatmap_rows(attr: str, lens: AttributeLens, stats: ItemStats, n_layers: int
     return rows, (tokens, mat)
 
 
-def item_records(attr: str, items: Sequence[LensItem], lens: AttributeLens, stats: ItemStats) -> list[dict[str, Any]]:
-    """One JSON-able record per item: prompt, prediction, resolution layers, per-layer curves."""
+def item_records(attr: str, items: Sequence[LensItem], lens: AttributeLens, stats: ItemStats,
+                 halves: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """One JSON-able record per item: prompt, prediction, resolution layers, per-layer curves and,
+    with an enhancement, the enhanced prediction and the item's half (A or B)."""
     options = lens.options
     named = [j for j, nm in enumerate(lens.names) if not nm.startswith("tail")]
     records = []
@@ -258,6 +318,7 @@ def item_records(attr: str, items: Sequence[LensItem], lens: AttributeLens, stat
         }
         if stats.epred is not None:
             rec["predicted_enhanced"] = options[int(stats.epred[i])]
+            rec["half"] = str(halves[i]) if halves is not None else None
         records.append(rec)
     return records
 
@@ -265,19 +326,20 @@ def item_records(attr: str, items: Sequence[LensItem], lens: AttributeLens, stat
 # ----------------------------------------------------------------------------- across attributes
 
 
-def overall_metrics(metrics: Mapping[str, float], records: Sequence[Mapping[str, Any]], attributes: Sequence[str],
-                    enhanced: bool) -> dict[str, float]:
-    """``acc`` and ``n_items`` over every item, ``corr_acc_resolution`` across attributes (3 or
-    more with a resolution layer), and with an enhancement ``acc_enhanced`` / ``acc_enhanced_delta``."""
+def overall_metrics(metrics: Mapping[str, float], records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """``acc`` and ``n_items`` over every item, ``acc_cc`` the mean of the items' chance-corrected
+    scores (each item against its own attribute's K), and with an enhancement the
+    :func:`enhancement_metrics` of all items. The correlation of accuracy and resolution layer
+    across attributes is the sweep summary's (a trial usually probes one attribute)."""
     out: dict[str, float] = {}
-    out["acc"] = float(np.mean([r["correct"] for r in records]))
+    k = np.array([metrics[f"{r['attribute']}/n_options"] for r in records])
+    correct = np.array([r["correct"] for r in records])
+    out["acc"] = float(correct.mean())
+    out["acc_cc"] = float(np.mean(chance_corrected(correct.astype(float), k)))
     out["n_items"] = float(len(records))
-    rel = [(metrics[f"{a}/acc"], metrics[f"{a}/resolution_layer_rel"]) for a in attributes]
-    rel = [(a, r) for a, r in rel if not np.isnan(r)]
-    out["corr_acc_resolution"] = corr(np.array([a for a, _ in rel]), np.array([r for _, r in rel])) if len(rel) >= 3 else float("nan")
-    if enhanced:
-        out["acc_enhanced"] = float(np.mean([r["predicted_enhanced"] == r["label"] for r in records]))
-        out["acc_enhanced_delta"] = out["acc_enhanced"] - out["acc"]
+    if records and "predicted_enhanced" in records[0]:
+        enhanced = np.array([r["predicted_enhanced"] == r["label"] for r in records])
+        out.update(enhancement_metrics("", correct, enhanced, np.array([r["half"] for r in records]), k))
     return out
 
 

@@ -26,6 +26,7 @@ class EnhanceConfig:
     coef: float = option(0.5, help="Coefficient: 'add' gives h_target + coef * h_source, 'mix' gives (1 - coef) * h_target + coef * h_source.")
     mode: Literal["add", "mix"] = option("mix", help="'add' or 'mix' (a weighted average).")
     position: int | str = option("final", help="Where: 'final' (the last token, where the answer is read), 'attribute', or a negative offset from the end.")
+    split_seed: int = option(0, help="Seed of the two fixed halves of the items (per attribute and label) that every enhancement trial reports on: the sweep summary chooses source and coef on half A and scores them on half B.")
 
     def __post_init__(self) -> None:
         _check_position(self.position, "position")

@@ -84,24 +84,28 @@ def curves_png(curves: Mapping[str, Mapping[str, np.ndarray]], n_items: Mapping[
     return _png(fig)
 
 
-def accuracy_vs_resolution(table: Any, path: Path) -> Path | None:
-    """Sweep summary: accuracy against the mean relative resolution layer, one point per
-    (trial, attribute); the Pearson correlation in the title."""
+def accuracy_vs_resolution(table: Any, path: Path, corr: Mapping[str, float] | None = None) -> Path | None:
+    """Sweep summary: chance-corrected accuracy ((acc - 1/K) / (1 - 1/K), comparable across
+    attributes with different option counts K) against the mean relative resolution layer, one
+    point per (trial, attribute); the summary's Pearson correlations (``corr``) in the title."""
     plt = _plt()
-    t = table.dropna(subset=["acc", "resolution_layer_rel"]) if not table.empty else table
+    t = table.dropna(subset=["acc_cc", "resolution_layer_rel"]) if not table.empty else table
     if t.empty:
         return None
     fig, ax = plt.subplots(figsize=(6, 5))
     for attr, g in t.groupby("attribute"):
-        ax.scatter(g["resolution_layer_rel"], g["acc"], label=attr)
+        k = g["n_options"].iloc[0]
+        ax.scatter(g["resolution_layer_rel"], g["acc_cc"], label=f"{attr} (K={k:g})")
         for _, r in g.iterrows():
-            ax.annotate(str(r.get("label", "")), (r["resolution_layer_rel"], r["acc"]), fontsize=6, alpha=0.7)
-    r = t["acc"].corr(t["resolution_layer_rel"]) if len(t) >= 3 else float("nan")
-    ax.set_xlabel("mean resolution layer / number of layers")
-    ax.set_ylabel("accuracy")
+            ax.annotate(str(r.get("label", "")), (r["resolution_layer_rel"], r["acc_cc"]), fontsize=6, alpha=0.7)
+    corr = corr or {}
+    ax.axhline(0.0, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("mean resolution layer / last layer")
+    ax.set_ylabel("chance-corrected accuracy (acc - 1/K) / (1 - 1/K)")
     ax.set_xlim(0, 1.05)
-    ax.set_ylim(0, 1.05)
-    ax.set_title(f"accuracy vs layer of resolution (Pearson r = {r:.2f}, n = {len(t)})", fontsize=9)
+    ax.set_ylim(min(-0.05, float(t["acc_cc"].min()) - 0.05), 1.05)
+    ax.set_title(f"Pearson r with resolution layer: chance-corrected {corr.get('corr_acc_cc_resolution', float('nan')):.2f}, "
+                 f"raw {corr.get('corr_acc_resolution', float('nan')):.2f} (n = {len(t)})", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

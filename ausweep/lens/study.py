@@ -6,16 +6,23 @@ attributes x one prompt style. For every item the model reads the context (or th
 question and the probing prompt ("... The sound file's animal is"), and :mod:`ausweep.lens.lens`
 projects every layer at the chosen positions onto the vocabulary. Per attribute the trial reports:
 
-* ``<A>/acc``: the final answer (the top option by the model's logits at the last position) is right;
+* ``<A>/acc``: the final answer (the top option by the model's logits at the last position) is
+  right; ``<A>/acc_cc`` the same chance-corrected, ``(acc - 1/K) / (1 - 1/K)``, and
+  ``<A>/n_options`` K, which every accuracy and resolution-layer statistic depends on;
 * ``<A>/resolution_layer``: mean over resolved items of the first layer from which the right option
-  stays top-1 among the options through the last layer (at ``resolve_at``); ``_rel`` divides by the
-  number of layers; ``<A>/resolved_frac`` the share of items that resolve at all;
+  stays top-1 among the options (by log-probability) through the last layer (at ``resolve_at``);
+  ``_rel`` divides by the last layer's number; ``<A>/resolved_frac`` the share that resolve at all;
 * ``<A>/first_top1_layer``, ``<A>/p_label_last`` (mean probability at the last layer) and
   ``<A>/corr_correct_first_top1`` (point-biserial, per item; never top-1 counts as L+1);
-* ``corr_acc_resolution``: Pearson r of accuracy and relative resolution layer across attributes
-  (3 or more); the sweep summary computes it across every (trial, attribute);
-* with ``enhance.source`` set: ``<A>/acc_enhanced`` and ``acc_enhanced_delta`` (the enhancement
-  feeds layer ``source``'s state into layer ``target`` at the probed position).
+* with ``enhance.source`` set (the enhancement feeds layer ``source``'s state into layer ``target``
+  at the probed position): ``<A>/acc_A``, ``<A>/acc_B``, ``<A>/enhance/acc_A``,
+  ``<A>/enhance/acc_B`` and ``.../delta_*``, on two fixed, seeded halves of the items
+  (``enhance.split_seed``) and never on both: the sweep summary chooses source and coefficient on
+  A and reports them on B (``enhancement.csv``).
+
+The correlation of accuracy with the resolution layer is taken across every (trial, attribute)
+by the sweep summary and logged as the parent run's metrics ``corr_acc_resolution`` and
+``corr_acc_cc_resolution`` (chance-corrected).
 
 Artifacts: ``curves.csv`` (per layer, position and group), ``heatmap.csv``, ``items.json``,
 ``config.yaml``, and the figures ``plots/heatmap.png`` and ``plots/curves.png`` (PNG bytes, which
@@ -28,6 +35,7 @@ the MLflow callback logs into the trial's child run byte for byte).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -151,12 +159,18 @@ def analyze(cfg: LensConfig) -> Outcome:
                                 cfg.patch_at, cfg.batch_size, enh)
         stats = A.item_stats(lens, [lens.options.index(it.label) for it in group], resolve)
         metrics.update(A.attribute_metrics(attr, lens, stats, n))
+        halves = A.split_halves(group, cfg.enhance.split_seed) if enh is not None else None
+        if enh is not None:
+            k = np.full(len(group), len(lens.options))
+            metrics.update(A.enhancement_metrics(f"{attr}/", stats.correct, stats.epred == stats.labels, halves, k))
         curves[attr] = A.curve_rows(attr, lens, stats, n, resolve)
         curves_rows += curves[attr].rows
         rows, heat_fig[attr] = A.heatmap_rows(attr, lens, stats, n)
         heat_rows += rows
-        records += A.item_records(attr, group, lens, stats)
-    metrics.update(A.overall_metrics(metrics, records, list(by_attr), enh is not None))
+        records += A.item_records(attr, group, lens, stats, halves)
+    metrics.update(A.overall_metrics(metrics, records))
+    if enh is not None:
+        metrics.update({"enhance/source_layer": float(enh.source), "enhance/target_layer": float(enh.target)})
     title = f"{cfg.lalm or cfg.model} | {cfg.prompt_style} prompt | {cfg.method}"
     files = A.figures(heat_fig, curves, resolve, title, {a: len(prompts.options[a]) for a in by_attr})
     series = {k: v for c in curves.values() for k, v in c.series.items()}
@@ -221,45 +235,35 @@ def prepare(configs: list[LensConfig], space: dict[str, dict[str, Any]]) -> dict
 
 
 def summarize(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """``results.csv`` (one line per trial and attribute) and ``accuracy_vs_resolution.png``; each
-    trial's own figures are in its child run."""
+    """``results.csv`` (one line per trial and attribute, K and the chance-corrected accuracy beside
+    the raw one), ``accuracy_vs_resolution.png``, ``metrics.json`` (the correlation of accuracy
+    with the resolution layer across every trial and attribute; the runner logs it as the parent
+    run's metrics) and, for enhancement trials, ``enhancement.csv`` (chosen on half A, scored on
+    half B). Each trial's own figures are in its child run."""
+    from ausweep.files import write_text_atomic
+    from ausweep.lens import summary as S
     from ausweep.lens.plots import accuracy_vs_resolution
 
-    table = results_table(rows)
-    out = []
-    csv_path = out_dir / "results.csv"
-    table.to_csv(csv_path, index=False)
-    out.append(csv_path)
-    plot = accuracy_vs_resolution(table, out_dir / "accuracy_vs_resolution.png")
+    table = S.results_table(rows)
+    out = [out_dir / "results.csv"]
+    table.to_csv(out[0], index=False)
+    corr = S.correlations(table)
+    out.append(write_text_atomic(out_dir / "metrics.json", json.dumps(S.finite(corr), indent=1) + "\n"))
+    plot = accuracy_vs_resolution(table, out_dir / "accuracy_vs_resolution.png", corr)
     if plot is not None:
         out.append(plot)
+    chosen = S.choose_enhancement(rows)
+    if not chosen.empty:
+        out.append(out_dir / "enhancement.csv")
+        chosen.to_csv(out[-1], index=False)
     return out
 
 
 def results_table(rows: list[dict[str, Any]]):
-    """One line per (trial, attribute): the settings that matter, then the attribute's metrics."""
-    import pandas as pd
+    """One line per (trial, attribute); see :func:`ausweep.lens.summary.results_table`."""
+    from ausweep.lens.summary import results_table as table
 
-    from ausweep.config import with_defaults
-
-    records = []
-    for i, r in enumerate(rows):
-        cfg = with_defaults(LensConfig, r.get("config"))
-        m = r.get("metrics") or {}
-        attrs = sorted({k.split("/")[0] for k in m if k.count("/") == 1 and k.endswith("/acc")})
-        for a in attrs:
-            rec = {"trial": i, "model": cfg.get("lalm") or cfg.get("model"), "prompt_style": cfg.get("prompt_style"),
-                   "method": cfg.get("method"), "data": cfg.get("data"), "attribute": a}
-            rec["label"] = f"{rec['model']}|{rec['prompt_style']}"
-            for key in ("acc", "n", "resolution_layer", "resolution_layer_rel", "resolved_frac", "first_top1_layer",
-                        "p_label_last", "acc_enhanced"):
-                v = m.get(f"{a}/{key}")
-                rec[key] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
-            rec["n_layers"] = m.get("n_layers")
-            records.append(rec)
-    return pd.DataFrame.from_records(records, columns=[
-        "trial", "model", "prompt_style", "method", "data", "attribute", "label", "acc", "n", "resolution_layer",
-        "resolution_layer_rel", "resolved_frac", "first_top1_layer", "p_label_last", "acc_enhanced", "n_layers"])
+    return table(rows)
 
 
 STUDY = Study(

@@ -347,18 +347,97 @@ def test_run_on_a_tiny_model_reports_consistent_metrics():
     out = analyze(cfg)
     m = out.metrics
     assert m["n_layers"] == 2 and m["n_items"] == 8
-    for a in ("Animal", "Gender"):
+    for a, k in (("Animal", 9), ("Gender", 2)):
         rows = [r for r in out.items if r["attribute"] == a]
         assert m[f"{a}/acc"] == pytest.approx(np.mean([r["correct"] for r in rows]))
-        assert m[f"{a}/acc_enhanced"] == m[f"{a}/acc"]  # coefficient 0
+        assert m[f"{a}/n_options"] == k and m[f"{a}/acc_cc"] == pytest.approx((m[f"{a}/acc"] - 1 / k) / (1 - 1 / k))
+        assert m[f"{a}/n_A"] + m[f"{a}/n_B"] == 4
+        for h in "AB":
+            in_h = [r for r in rows if r["half"] == h]
+            assert m[f"{a}/acc_{h}"] == pytest.approx(np.mean([r["correct"] for r in in_h]))
+            assert m[f"{a}/enhance/acc_{h}"] == m[f"{a}/acc_{h}"]  # coefficient 0
         for r in rows:
             assert len(r["positions"]["final"]["p_label"]) == 3
             if r["resolution_layer"] is not None:
                 assert r["positions"]["final"]["top_option"][-1] == r["label"]
-    assert m["acc_enhanced_delta"] == 0.0
+    assert m["enhance/delta_A"] == 0.0 and m["enhance/delta_B"] == 0.0
+    assert "acc_enhanced" not in m and "corr_acc_resolution" not in m  # no number over both halves; no 1-attribute r
     assert png_size(out.files["plots/heatmap.png"]) == expected_size(2)
     assert {r["layer"] for r in out.heatmap} == {0, 1, 2} and len(out.heatmap) == 2 * 3 * 3
     assert out.series["p_label/Animal/all"] and len(out.series["p_label/Animal/all"]) == 3
+
+
+def test_chance_corrected_accuracy_known_answers():
+    from ausweep.lens.analysis import chance_corrected
+
+    assert chance_corrected(0.5, 2) == 0.0 and chance_corrected(1 / 9, 9) == pytest.approx(0.0)
+    assert chance_corrected(1.0, 9) == 1.0 and chance_corrected(0.75, 2) == 0.5
+    assert chance_corrected(0.0, 2) == -1.0  # below chance is negative
+
+
+def test_halves_are_fixed_stratified_and_seeded():
+    from ausweep.lens.analysis import split_halves
+
+    items = demo_text_items(["Animal", "Gender"])
+    h = split_halves(items, 0)
+    assert set(h) == {"A", "B"}
+    assert abs((h == "A").sum() - (h == "B").sum()) <= 1
+    for a in ("Animal", "Gender"):  # every label is in both halves when it has 2+ items
+        for label in {it.label for it in items if it.attribute == a}:
+            got = {h[i] for i, it in enumerate(items) if it.label == label}
+            if sum(it.label == label for it in items) >= 2:
+                assert got == {"A", "B"}
+    # fixed: the same items in another order get the same halves; another seed gives others
+    rev = split_halves(items[::-1], 0)[::-1]
+    assert rev.tolist() == h.tolist()
+    assert split_halves(items, 1).tolist() != h.tolist()
+
+
+def _enh_row(source, coef, acc_a, acc_b, base_a=0.5, base_b=0.5, attribute="Animal", model="m"):
+    return {"config": {"model": model, "attributes": [attribute], "enhance": {"source": source, "coef": coef}},
+            "metrics": {f"{attribute}/acc": 0.5, f"{attribute}/n_options": 9.0, f"{attribute}/n_A": 10.0, f"{attribute}/n_B": 10.0,
+                        f"{attribute}/acc_A": base_a, f"{attribute}/acc_B": base_b,
+                        f"{attribute}/enhance/acc_A": acc_a, f"{attribute}/enhance/acc_B": acc_b,
+                        f"{attribute}/enhance/delta_B": acc_b - base_b, "enhance/source_layer": float(source)}}
+
+
+def test_enhancement_is_chosen_on_half_a_and_scored_on_half_b():
+    from ausweep.lens.summary import choose_enhancement
+
+    rows = [_enh_row(3, 0.1, acc_a=0.6, acc_b=0.9),    # best on B, not on A
+            _enh_row(5, 0.3, acc_a=0.8, acc_b=0.55),   # best on A: chosen
+            _enh_row(7, 0.5, acc_a=0.8, acc_b=0.4),    # ties on A with a larger coefficient
+            _enh_row(3, 0.1, acc_a=0.2, acc_b=1.0, model="other"),  # another setting: chosen alone
+            {"config": {"model": "m", "attributes": ["Animal"]}, "metrics": {"Animal/acc": 0.5}}]  # no enhancement
+    t = choose_enhancement(rows)
+    assert len(t) == 2
+    r = t[t["model"] == "m"].iloc[0]
+    assert r["candidates"] == 3 and r["chosen_on_A.source"] == 5 and r["chosen_on_A.coef"] == 0.3
+    assert r["chosen_on_A.enhanced_acc"] == 0.8 and r["scored_on_B.enhanced_acc"] == 0.55
+    assert r["scored_on_B.delta"] == pytest.approx(0.05)
+    assert t[t["model"] == "other"].iloc[0]["candidates"] == 1
+
+
+def test_summary_logs_the_correlation_across_attributes_as_a_metric(tmp_path):
+    from ausweep.lens.study import summarize
+
+    def row(attr, k, acc, rel):
+        return {"config": {"model": "m", "attributes": [attr]},
+                "metrics": {f"{attr}/acc": acc, f"{attr}/n_options": k, f"{attr}/acc_cc": (acc - 1 / k) / (1 - 1 / k),
+                            f"{attr}/resolution_layer_rel": rel, "n_layers": 30}}
+
+    rows = [row("Gender", 2, 0.9, 0.4), row("Animal", 9, 0.5, 0.6), row("Language", 8, 0.7, 0.5), row("Emotion", 5, 0.3, 0.9)]
+    files = {p.name: p for p in summarize(rows, tmp_path)}
+    assert {"results.csv", "metrics.json", "accuracy_vs_resolution.png"} <= set(files)
+    m = json.loads(files["metrics.json"].read_text())
+    acc, rel = np.array([0.9, 0.5, 0.7, 0.3]), np.array([0.4, 0.6, 0.5, 0.9])
+    assert m["corr_acc_resolution"] == pytest.approx(np.corrcoef(acc, rel)[0, 1]) and m["corr_n"] == 4
+    cc = (acc - 1 / np.array([2, 9, 8, 5])) / (1 - 1 / np.array([2, 9, 8, 5]))
+    assert m["corr_acc_cc_resolution"] == pytest.approx(np.corrcoef(cc, rel)[0, 1])
+    import pandas as pd
+
+    t = pd.read_csv(files["results.csv"])
+    assert t.set_index("attribute")["n_options"].to_dict() == {"Gender": 2, "Animal": 9, "Language": 8, "Emotion": 5}
 
 
 def test_config_validation():
