@@ -45,7 +45,7 @@ class Enhancement:
 class AttributeLens:
     """The lens over every item of one attribute (K options, P read positions, L blocks).
 
-    ``logprobs`` / ``ranks`` (N, L+1, P, K) per hidden state; ``final`` (N, K) the model's own
+    ``logprobs`` / ``ranks`` (N, layers, P, K) per layer read; ``final`` (N, K) the model's own
     logits of the options at the last position; ``enhanced`` (N, K) the same with the enhancement
     active (None without one); ``names`` the P position names; ``tails`` / ``texts`` per item.
     Every order among the options is taken on ``logprobs`` (see :class:`ausweep.lens.lens.BatchLens`).
@@ -77,11 +77,13 @@ def group_by_attribute(items: Sequence[LensItem]) -> dict[str, list[LensItem]]:
 
 def lens_attribute(model: L.LensModel, items: Sequence[LensItem], prompts: Prompts, ps: L.PromptSettings,
                    positions: Sequence[int | str], tail: int, method: L.Method = "logit", patch_at: str = "output",
-                   batch_size: int = 8, enhancement: Enhancement | None = None) -> AttributeLens:
-    """Run the lens over ``items`` (all of one attribute) in batches of ``batch_size``."""
+                   batch_size: int = 8, enhancement: Enhancement | None = None, first_layer: int = 0) -> AttributeLens:
+    """Run the lens over ``items`` (all of one attribute) in batches of ``batch_size``. The layers
+    kept are hidden states ``first_layer..L`` (1: AudioLens's numbering, which starts at the first
+    block's output; 0: from the embeddings), renumbered from 0."""
     attr = items[0].attribute
     options = prompts.options[attr]
-    opt_ids = L.option_token_ids(model.tokenizer, options)
+    opt_ids = L.option_token_ids(model.tokenizer, options, ps.option_spelling)
     logps, ranks, finals, enhanced, names, tails, texts = [], [], [], [], [], [], []
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
@@ -104,7 +106,8 @@ def lens_attribute(model: L.LensModel, items: Sequence[LensItem], prompts: Promp
             _, eoff = L.resolve_offsets([e.position], enc, 0)
             enhanced.append(L.enhanced_final(model.lm, enc.kwargs, opt_ids, e.source, e.target, e.coef, e.mode, eoff))
     return AttributeLens(
-        options=list(options), option_ids=opt_ids, logprobs=np.concatenate(logps), ranks=np.concatenate(ranks),
+        options=list(options), option_ids=opt_ids, logprobs=np.concatenate(logps)[:, first_layer:],
+        ranks=np.concatenate(ranks)[:, first_layer:],
         final=np.concatenate(finals), names=names, tails=tails, texts=texts,
         enhanced=np.concatenate(enhanced) if enhanced else None,
     )
@@ -115,10 +118,10 @@ def lens_attribute(model: L.LensModel, items: Sequence[LensItem], prompts: Promp
 
 @dataclass
 class ItemStats:
-    """Per item (N items, L blocks, P positions): ``labels`` / ``pred`` option indices, ``correct``;
+    """Per item (N items, P positions; layers as numbered by the trial): ``labels`` / ``pred`` option indices, ``correct``;
     ``resolution`` / ``first_top1`` layers (None: never) at the resolution position; ``p_label``
-    (N, L+1, P) the right option's vocabulary probability, ``p_rel`` its share among the options,
-    ``r_label`` its vocabulary rank, ``top`` (N, L+1, P) the top option's index (by
+    (N, layers, P) the right option's vocabulary probability, ``p_rel`` its share among the options,
+    ``r_label`` its vocabulary rank, ``top`` (N, layers, P) the top option's index (by
     log-probability); ``epred`` the enhanced prediction (None without one)."""
 
     labels: np.ndarray
@@ -150,7 +153,7 @@ def item_stats(lens: AttributeLens, labels: Sequence[int], resolve: str) -> Item
         labels=labels, pred=pred, correct=pred == labels,
         resolution=[L.resolution_layer(LP[i, :, ri], labels[i]) for i in range(n_items)],
         first_top1=[L.first_top1_layer(LP[i, :, ri], labels[i]) for i in range(n_items)],
-        p_label=np.exp(LP[idx, :, :, labels].astype(np.float64)),  # (N, L+1, positions)
+        p_label=np.exp(LP[idx, :, :, labels].astype(np.float64)),  # (N, layers, positions)
         p_rel=p_rel, r_label=R[idx, :, :, labels], top=L.top_option(LP), resolve_index=ri,
         epred=L.predict(lens.enhanced) if lens.enhanced is not None else None,
     )
@@ -166,12 +169,12 @@ def chance_corrected(acc: float | np.ndarray, n_options: int | np.ndarray) -> fl
     return (acc - chance) / (1.0 - chance)
 
 
-def attribute_metrics(attr: str, lens: AttributeLens, stats: ItemStats, n_layers: int) -> dict[str, float]:
+def attribute_metrics(attr: str, lens: AttributeLens, stats: ItemStats, last_layer: int) -> dict[str, float]:
     """``<attr>/acc`` and its chance-corrected ``/acc_cc``, ``/n_options`` (K, which every
     resolution-layer statistic depends on), ``/resolution_layer`` (``_rel``), ``/resolved_frac``,
     ``/first_top1_layer``, ``/p_label_last``, ``/corr_correct_first_top1``,
-    ``/first_token_collisions`` and, with an enhancement, ``/acc_enhanced``."""
-    n = n_layers
+    ``/first_token_collisions``. ``last_layer``: the last layer's number (``_rel`` divides by it)."""
+    n = last_layer
     clash = L.collisions(lens.options, lens.option_ids)
     if clash:
         log.warning("%s: options share a first sub-token with this tokenizer: %s", attr, clash)
@@ -253,7 +256,7 @@ class Curves:
     series: dict[str, list[float]] = field(default_factory=dict)
 
 
-def curve_rows(attr: str, lens: AttributeLens, stats: ItemStats, n_layers: int, resolve: str) -> Curves:
+def curve_rows(attr: str, lens: AttributeLens, stats: ItemStats, last_layer: int, resolve: str) -> Curves:
     """Every named position x {all, correct, incorrect} x layer: mean probability of the right option
     (of the vocabulary and among the options), its median rank, and the share of items where it is
     the top option."""
@@ -264,7 +267,7 @@ def curve_rows(attr: str, lens: AttributeLens, stats: ItemStats, n_layers: int, 
         for gname, mask in (("all", np.ones_like(correct)), ("correct", correct), ("incorrect", ~correct)):
             if not mask.any():
                 continue
-            for layer in range(n_layers + 1):
+            for layer in range(last_layer + 1):
                 top = stats.top[mask, layer, j] == labels[mask]
                 out.rows.append({
                     "attribute": attr, "position": lens.names[j], "group": gname, "layer": layer, "n": int(mask.sum()),
@@ -281,15 +284,15 @@ def curve_rows(attr: str, lens: AttributeLens, stats: ItemStats, n_layers: int, 
     return out
 
 
-def heatmap_rows(attr: str, lens: AttributeLens, stats: ItemStats, n_layers: int) -> tuple[list[dict[str, Any]], tuple[list[str], np.ndarray]]:
-    """``(rows, (tokens, matrix (L+1, tail)))``: mean probability of the right option per layer and
-    tail position, labelled with the first item's tokens."""
+def heatmap_rows(attr: str, lens: AttributeLens, stats: ItemStats, last_layer: int) -> tuple[list[dict[str, Any]], tuple[list[str], np.ndarray]]:
+    """``(rows, (tokens, matrix (layers, tail)))``: mean probability of the right option per layer
+    and tail position, labelled with the first item's tokens."""
     tail_idx = [j for j, nm in enumerate(lens.names) if nm.startswith("tail")]
     mat = stats.p_label[:, :, tail_idx].mean(0)  # (n+1, tail)
     tokens = lens.tails[0]
     rows = []
     for k, j in enumerate(tail_idx):
-        for layer in range(n_layers + 1):
+        for layer in range(last_layer + 1):
             rows.append({"attribute": attr, "offset": int(lens.names[j][4:]), "token": tokens[k] if k < len(tokens) else "",
                          "layer": layer, "p_label_mean": float(mat[layer, k])})
     return rows, (tokens, mat)
@@ -373,14 +376,14 @@ class Outcome:
 
 
 def figures(heat: Mapping[str, tuple[Sequence[str], np.ndarray]], curves: Mapping[str, Curves], resolve: str,
-            title: str, n_options: Mapping[str, int]) -> dict[str, bytes]:
+            title: str, n_options: Mapping[str, int], layer_label: str = "layer") -> dict[str, bytes]:
     """``plots/heatmap.png`` and ``plots/curves.png`` as PNG bytes."""
     from ausweep.lens.plots import curves_png, heatmap_png
 
     return {
-        "plots/heatmap.png": heatmap_png(heat, title),
+        "plots/heatmap.png": heatmap_png(heat, title, layer_label),
         "plots/curves.png": curves_png({a: c.figure for a, c in curves.items()}, {a: c.counts for a, c in curves.items()},
-                                       resolve, title, chance={a: 1 / n_options[a] for a in curves}),
+                                       resolve, title, chance={a: 1 / n_options[a] for a in curves}, layer_label=layer_label),
     }
 
 

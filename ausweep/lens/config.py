@@ -21,8 +21,8 @@ def _check_position(p: int | str, name: str) -> None:
 
 @dataclass(frozen=True)
 class EnhanceConfig:
-    source: int | None = option(None, help="Hidden-state index whose state is fed forward (0 = embeddings, l = output of block l; negative counts from the end: -1 = last). None: no enhancement.")
-    target: int = option(-1, help="Hidden-state index that receives it (must be after source); -1 = the last block's output.")
+    source: int | None = option(None, help="Layer whose state is fed forward, numbered as 'layers' says (audiolens: 0 = first block's output; hidden_states: 0 = embeddings); negative counts from the end in both (-1 = the last block's output). None: no enhancement.")
+    target: int = option(-1, help="Layer that receives it (after source, same numbering); -1 = the last block's output.")
     coef: float = option(0.5, help="Coefficient: 'add' gives h_target + coef * h_source, 'mix' gives (1 - coef) * h_target + coef * h_source.")
     mode: Literal["add", "mix"] = option("mix", help="'add' or 'mix' (a weighted average).")
     position: int | str = option("final", help="Where: 'final' (the last token, where the answer is read), 'attribute', or a negative offset from the end.")
@@ -45,7 +45,9 @@ class LensConfig:
     is_suffix: bool = option(True, help="Append ' is' to the probing prompt, so the next token is the answer.")
     template: str = option("{context}\nQuestion: {question}\nAnswer: {probe}", help="Text LMs: the prompt, from {context}, {question} and {probe} (the probing prompt, which the answer continues).")
     audio_template: str = option("{question} {probe}", help="LALMs: the text after the audio queries, from {question} and {probe}.")
-    chat: bool = option(False, help="Wrap context + question in the tokenizer's chat template as the user turn; the probing prompt starts the assistant turn.")
+    chat: bool = option(False, help="Use the tokenizer's chat template with the probing prompt where AudioLens puts it: the context (text LMs) and question in the user turn, the probing prompt opening the assistant turn (template / audio_template are then unused). false: 'template' for text LMs; for a LALM 'audio_template', which is the format ausweep's LALMs train on (instruction, then response; no chat template).")
+    option_tokens: Literal["audiolens", "space"] = option("audiolens", help="Which token stands for an option: 'audiolens' = the first of tokenizer.tokenize(option), no leading space (AudioLens's code); 'space' = the first sub-token of ' ' + option, the token a model emits after ' is' with byte-level BPE tokenizers (Llama-3, GPT-2, SmolLM2).")
+    layers: Literal["audiolens", "hidden_states"] = option("audiolens", help="Layer numbering of every reported layer and of enhance.source/target: 'audiolens' = 0..L-1, layer l the output of block l+1 (AudioLens's code; the embeddings are not read); 'hidden_states' = 0..L, 0 the embedding output (transformers' hidden_states index).")
     positions: list[int | str] = option(["final", "attribute"], help="Positions to read besides the heatmap's tail: 'final' (last token), 'attribute' (last sub-token of the attribute word in the probing prompt), or negative offsets from the end.")
     resolve_at: int | str = option("auto", help="Position of the resolution layer and the curves: one of 'positions'; 'auto' = 'final' for the default style, 'attribute' for reverse (AudioLens's probe positions).")
     heatmap_tokens: int = option(8, help="The heatmap's columns: the last N positions of the prompt.")

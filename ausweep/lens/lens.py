@@ -103,11 +103,26 @@ def project(model: Any, states: Tensor) -> Tensor:
     return unembedding(model)(final_norm(model)(states)).float()
 
 
-def option_token_ids(tokenizer: Any, options: Sequence[str]) -> list[int]:
-    """The first sub-token of ``" " + option`` for each option (no special tokens)."""
+OptionSpelling = Literal["audiolens", "space"]
+
+
+def option_token_ids(tokenizer: Any, options: Sequence[str], spelling: OptionSpelling = "audiolens") -> list[int]:
+    """The token whose probability stands for each option: its first sub-token.
+
+    ``"audiolens"`` (AudioLens's released code, ``inspect_desta_loop_across_layers`` in
+    ``patchscopes/code/patchscopes_utils.py``): ``tokenizer.tokenize(option)``, no leading space,
+    first token. With byte-level BPE tokenizers (Llama-3, GPT-2, SmolLM2) that is the spelling
+    *inside* a word ("dog"), not the one that follows " is" (" dog"). ``"space"``: the first
+    sub-token of ``" " + option`` (no special tokens), the token the model would emit next.
+    """
+    if spelling not in ("audiolens", "space"):
+        raise ValueError(f"option spelling must be 'audiolens' or 'space', got {spelling!r}")
     ids = []
     for o in options:
-        toks = tokenizer(" " + o, add_special_tokens=False)["input_ids"]
+        if spelling == "audiolens":
+            toks = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(o))
+        else:
+            toks = tokenizer(" " + o, add_special_tokens=False)["input_ids"]
         if not toks:
             raise ValueError(f"option {o!r} tokenizes to nothing")
         ids.append(int(toks[0]))
@@ -232,6 +247,7 @@ class PromptSettings:
     template: str = "{context}\nQuestion: {question}\nAnswer: {probe}"
     audio_template: str = "{question} {probe}"
     chat: bool = False
+    option_spelling: str = "audiolens"
 
 
 @dataclass
@@ -247,26 +263,53 @@ class Encoded:
 
 def prompt_text(item: LensItem, prompts: Prompts, ps: PromptSettings, tokenizer: Any, audio: bool) -> tuple[str, int]:
     """``(text, probe_start)``: the text the model reads after the audio (if any) and the character
-    index where the probing prompt starts in it."""
+    index where the probing prompt starts in it.
+
+    ``ps.chat``: the tokenizer's own chat template, with the probing prompt where AudioLens puts it
+    (``inspect_desta_loop_across_layers``: messages ``[audio, user: question, assistant: probing
+    prompt]``, rendered without a generation prompt, the final end-of-turn token dropped). The
+    user turn holds the question (and a text LM's context, which stands in for the audio); the
+    probing prompt opens the assistant turn. Otherwise ``ps.template`` (text LMs) or
+    ``ps.audio_template`` (LALMs: ausweep's LALMs train on "instruction, then response" with no
+    chat template, so the question is the instruction and the probing prompt opens the response).
+    """
     question = prompts.question(item.attribute, ps.question)
     probe = prompts.probe_text(item.attribute, ps.style, ps.is_suffix)
-    marker = "\x00PROBE\x00"
-    if audio:
-        body = ps.audio_template.format(question=question, probe=marker, context=item.context or "").lstrip()
-    else:
-        if item.context is None:
-            raise ValueError(f"item {item.id!r} has no text context; a text-only LM needs one "
-                             "(a JSONL text set, or context_template for a SAKURA folder)")
-        body = ps.template.format(context=item.context, question=question, probe=marker)
+    if not audio and item.context is None:
+        raise ValueError(f"item {item.id!r} has no text context; a text-only LM needs one "
+                         "(a JSONL text set, or context_template for a SAKURA folder)")
     if ps.chat:
-        user, sep, rest = body.partition(marker)
-        if getattr(tokenizer, "chat_template", None) is None:
-            raise ValueError("chat=true but the tokenizer has no chat template")
-        user = tokenizer.apply_chat_template([{"role": "user", "content": user.strip()}], tokenize=False,
-                                             add_generation_prompt=True)
-        body = user + sep + rest
-    start = body.index(marker)
-    return body.replace(marker, probe), start
+        user = question if audio else "\n".join(x for x in (item.context, question) if x)
+        body = chat_prefix(tokenizer, user)
+    else:
+        marker = "\x00PROBE\x00"
+        if audio:
+            body = ps.audio_template.format(question=question, probe=marker, context=item.context or "").lstrip()
+        else:
+            body = ps.template.format(context=item.context, question=question, probe=marker)
+        start = body.index(marker)
+        return body.replace(marker, probe), start
+    return body + probe, len(body)
+
+
+def chat_prefix(tokenizer: Any, user: str) -> str:
+    """The chat-template text that leads into the assistant's answer to ``user``: the conversation
+    ``[user, assistant]`` rendered by the tokenizer's own template and cut where the assistant's
+    words begin (what AudioLens gets by dropping the last token, without depending on the template
+    ending in exactly one end-of-turn token). A leading BOS the tokenizer adds itself is removed,
+    so the model reads one BOS, not two."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("chat=true but the tokenizer has no chat template")
+    marker = "\x00ASSISTANT\x00"
+    msgs = [{"role": "user", "content": user.strip()}, {"role": "assistant", "content": marker}]
+    text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)
+    if text.count(marker) != 1:
+        raise ValueError("the chat template does not render the assistant turn's text verbatim")
+    text = text[: text.index(marker)]
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and text.startswith(bos) and tokenizer("", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]:
+        text = text[len(bos):]
+    return text
 
 
 def _token_offsets(tokenizer: Any, text: str, add_special_tokens: bool = True) -> tuple[list[int], list[tuple[int, int]]]:

@@ -39,9 +39,10 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def heatmap_png(heat: Mapping[str, tuple[Sequence[str], np.ndarray]], title: str = "") -> bytes:
+def heatmap_png(heat: Mapping[str, tuple[Sequence[str], np.ndarray]], title: str = "",
+                layer_label: str = "layer (0 = embeddings)") -> bytes:
     """One panel per attribute: mean probability of the right option (first sub-token), layers
-    (rows, 0 = embeddings at the bottom) x the last prompt positions (columns, labelled with the
+    (rows, layer 0 at the bottom) x the last prompt positions (columns, labelled with the
     first item's tokens). ``heat[attribute] = (tokens, matrix (layers, positions))``."""
     plt = _plt()
     n = max(1, len(heat))
@@ -49,7 +50,7 @@ def heatmap_png(heat: Mapping[str, tuple[Sequence[str], np.ndarray]], title: str
     for ax, (attr, (tokens, mat)) in zip(axes[0], heat.items()):
         im = ax.imshow(mat, origin="lower", aspect="auto", cmap="viridis", vmin=0.0, vmax=max(1e-6, float(np.nanmax(mat))))
         ax.set_xticks(range(len(tokens)), [repr(t)[1:-1] for t in tokens], rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("layer (0 = embeddings)")
+        ax.set_ylabel(layer_label)
         ax.set_title(f"{attr}: p(right option)", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
@@ -59,7 +60,8 @@ def heatmap_png(heat: Mapping[str, tuple[Sequence[str], np.ndarray]], title: str
 
 
 def curves_png(curves: Mapping[str, Mapping[str, np.ndarray]], n_items: Mapping[str, Mapping[str, int]],
-               position: str, title: str = "", chance: Mapping[str, float] | None = None) -> bytes:
+               position: str, title: str = "", chance: Mapping[str, float] | None = None,
+               layer_label: str = "layer") -> bytes:
     """One panel per attribute: mean probability of the right option among the options per layer
     at ``position``, for correctly and incorrectly answered items (dotted: chance).
     ``curves[attribute][group] = (layers,)``."""
@@ -73,7 +75,7 @@ def curves_png(curves: Mapping[str, Mapping[str, np.ndarray]], n_items: Mapping[
             ax.plot(np.arange(len(values)), values, color=color, ls=ls, label=f"{group} (n={n_items[attr].get(group, 0)})")
         if chance and attr in chance:
             ax.axhline(chance[attr], color="gray", lw=0.8, ls=":")
-        ax.set_xlabel("layer")
+        ax.set_xlabel(layer_label)
         ax.set_ylabel(f"p(right option | options) at {position}")
         ax.set_ylim(0, 1)
         ax.set_title(attr, fontsize=9)

@@ -114,21 +114,30 @@ def load_model(cfg: LensConfig, device: str) -> Any:
 # ----------------------------------------------------------------------------- one trial
 
 
-def _layer_index(i: int, n: int, name: str) -> int:
-    j = i if i >= 0 else n + 1 + i
-    if not 0 <= j <= n:
-        raise ConfigError("", f"enhance.{name}", f"layer {i} is outside 0..{n} (the model has {n} blocks)")
+def first_layer(cfg: LensConfig) -> int:
+    """The hidden-state index of layer 0 in the trial's numbering (``layers``)."""
+    return 1 if cfg.layers == "audiolens" else 0
+
+
+def hidden_index(layer: int, n_blocks: int, cfg: LensConfig, name: str) -> int:
+    """A layer number of ``cfg``'s numbering -> its hidden-state index (0 = embeddings, L = last
+    block). Negative numbers count from the end in both numberings (-1 = the last block)."""
+    first = first_layer(cfg)
+    j = layer + first if layer >= 0 else n_blocks + 1 + layer
+    if not first <= j <= n_blocks:
+        raise ConfigError("", f"enhance.{name}", f"layer {layer} is outside {0}..{n_blocks - first} "
+                          f"(layers={cfg.layers}; the model has {n_blocks} blocks)")
     return j
 
 
-def enhancement_of(cfg: LensConfig, n_layers: int) -> Enhancement | None:
+def enhancement_of(cfg: LensConfig, n_blocks: int) -> Enhancement | None:
     """The trial's enhancement in hidden-state indices, checked against the model's depth."""
     e = cfg.enhance
     if e.source is None:
         return None
-    src, tgt = _layer_index(e.source, n_layers, "source"), _layer_index(e.target, n_layers, "target")
+    src, tgt = hidden_index(e.source, n_blocks, cfg, "source"), hidden_index(e.target, n_blocks, cfg, "target")
     if src >= tgt:
-        raise ConfigError("", "enhance.source", f"source layer {src} must come before target layer {tgt}")
+        raise ConfigError("", "enhance.source", f"source layer {e.source} must come before target layer {e.target}")
     return Enhancement(src, tgt, e.coef, e.mode, e.position)
 
 
@@ -144,7 +153,10 @@ def analyze(cfg: LensConfig) -> Outcome:
     if model.lalm is None and any(it.context is None for it in items):
         raise ConfigError("", "context_template", "a text LM needs a text context per item: set context_template for a SAKURA folder, or use a JSONL text set")
     n = model.n_layers
-    ps = PromptSettings(cfg.prompt_style, cfg.question, cfg.is_suffix, cfg.template, cfg.audio_template, cfg.chat)
+    first = first_layer(cfg)
+    last = n - first  # the last layer's number
+    ps = PromptSettings(cfg.prompt_style, cfg.question, cfg.is_suffix, cfg.template, cfg.audio_template, cfg.chat,
+                        cfg.option_tokens)
     enh = enhancement_of(cfg, n)
     resolve = cfg.resolve_position
     metrics: dict[str, float] = {"n_layers": float(n)}
@@ -156,23 +168,24 @@ def analyze(cfg: LensConfig) -> Outcome:
     by_attr = A.group_by_attribute(items)
     for attr, group in by_attr.items():
         lens = A.lens_attribute(model, group, prompts, ps, cfg.positions, cfg.heatmap_tokens, cfg.method,
-                                cfg.patch_at, cfg.batch_size, enh)
+                                cfg.patch_at, cfg.batch_size, enh, first)
         stats = A.item_stats(lens, [lens.options.index(it.label) for it in group], resolve)
-        metrics.update(A.attribute_metrics(attr, lens, stats, n))
+        metrics.update(A.attribute_metrics(attr, lens, stats, last))
         halves = A.split_halves(group, cfg.enhance.split_seed) if enh is not None else None
         if enh is not None:
             k = np.full(len(group), len(lens.options))
             metrics.update(A.enhancement_metrics(f"{attr}/", stats.correct, stats.epred == stats.labels, halves, k))
-        curves[attr] = A.curve_rows(attr, lens, stats, n, resolve)
+        curves[attr] = A.curve_rows(attr, lens, stats, last, resolve)
         curves_rows += curves[attr].rows
-        rows, heat_fig[attr] = A.heatmap_rows(attr, lens, stats, n)
+        rows, heat_fig[attr] = A.heatmap_rows(attr, lens, stats, last)
         heat_rows += rows
         records += A.item_records(attr, group, lens, stats, halves)
     metrics.update(A.overall_metrics(metrics, records))
     if enh is not None:
-        metrics.update({"enhance/source_layer": float(enh.source), "enhance/target_layer": float(enh.target)})
+        metrics.update({"enhance/source_layer": float(enh.source - first), "enhance/target_layer": float(enh.target - first)})
     title = f"{cfg.lalm or cfg.model} | {cfg.prompt_style} prompt | {cfg.method}"
-    files = A.figures(heat_fig, curves, resolve, title, {a: len(prompts.options[a]) for a in by_attr})
+    files = A.figures(heat_fig, curves, resolve, title, {a: len(prompts.options[a]) for a in by_attr},
+                      "layer (0 = first block's output)" if first else "layer (0 = embeddings)")
     series = {k: v for c in curves.values() for k, v in c.series.items()}
     return Outcome(metrics, records, curves_rows, heat_rows, files, series, n)
 

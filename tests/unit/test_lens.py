@@ -269,9 +269,41 @@ def test_unsupported_architecture_is_named():
 
 def test_option_first_subtokens_and_collisions(models):
     tok = models["tiny-llama"].tokenizer
-    ids = L.option_token_ids(tok, ["dog", "cat"])
+    # AudioLens's spelling: tokenizer.tokenize(option), no leading space (byte-level BPE: "d" of "d", "og")
+    assert L.option_token_ids(tok, ["dog", "cat"]) == [tok.convert_tokens_to_ids(tok.tokenize(o))[0] for o in ("dog", "cat")]
+    assert tok.convert_ids_to_tokens(L.option_token_ids(tok, ["dog"])) == ["d"]
+    # the spelling a model emits after " is"
+    ids = L.option_token_ids(tok, ["dog", "cat"], "space")
     assert ids == [tok(" dog", add_special_tokens=False)["input_ids"][0], tok(" cat", add_special_tokens=False)["input_ids"][0]]
+    assert tok.convert_ids_to_tokens(ids[:1]) == ["Ġdog"]
     assert L.collisions(["a", "b", "c"], [1, 2, 1]) == [["a", "c"]]
+
+
+CHATML = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_chat_prompt_puts_the_question_in_the_user_turn_and_opens_the_assistant_turn_with_the_probe(models):
+    import copy
+
+    m = models["tiny-llama"]
+    tok = copy.deepcopy(m.tokenizer)
+    tok.chat_template = CHATML
+    prompts = load_prompts(["Animal"])
+    item = demo_text_items(["Animal"])[0]
+    ps = L.PromptSettings(chat=True)
+    text, start = L.prompt_text(item, prompts, ps, tok, audio=False)
+    probe = prompts.probe_text("Animal", "default", True)
+    q = prompts.question("Animal", "plain")
+    # AudioLens's rendering: [user, assistant: probe] without a generation prompt, the end of turn dropped
+    assert text == f"<|im_start|>user\n{item.context}\n{q}<|im_end|>\n<|im_start|>assistant\n{probe}"
+    assert text[start:] == probe
+    assert tok(text)["input_ids"].count(tok.bos_token_id) == 1  # the template's BOS is not doubled
+    # a LALM's user turn holds the question only (its audio comes before the text)
+    text, _ = L.prompt_text(item, prompts, ps, tok, audio=True)
+    assert text == f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n{probe}"
+    with pytest.raises(ValueError, match="no chat template"):
+        L.prompt_text(item, prompts, ps, m.tokenizer, audio=False)
 
 
 # ----------------------------------------------------------------------------- prompts and items
@@ -343,10 +375,11 @@ def test_run_on_a_tiny_model_reports_consistent_metrics():
 
     cfg = from_dict(LensConfig, {"model": "tiny-llama", "attributes": ["Animal", "Gender"], "max_items": 4, "device": "cpu",
                                  "question": "none", "template": "{context} {probe}", "heatmap_tokens": 3,
-                                 "enhance": {"source": 1, "coef": 0.0}})
+                                 "enhance": {"source": 0, "coef": 0.0}})
     out = analyze(cfg)
     m = out.metrics
     assert m["n_layers"] == 2 and m["n_items"] == 8
+    assert m["enhance/source_layer"] == 0 and m["enhance/target_layer"] == 1  # AudioLens numbering: 0..L-1
     for a, k in (("Animal", 9), ("Gender", 2)):
         rows = [r for r in out.items if r["attribute"] == a]
         assert m[f"{a}/acc"] == pytest.approx(np.mean([r["correct"] for r in rows]))
@@ -357,14 +390,31 @@ def test_run_on_a_tiny_model_reports_consistent_metrics():
             assert m[f"{a}/acc_{h}"] == pytest.approx(np.mean([r["correct"] for r in in_h]))
             assert m[f"{a}/enhance/acc_{h}"] == m[f"{a}/acc_{h}"]  # coefficient 0
         for r in rows:
-            assert len(r["positions"]["final"]["p_label"]) == 3
+            assert len(r["positions"]["final"]["p_label"]) == 2  # layers 0, 1: the outputs of blocks 1, 2
             if r["resolution_layer"] is not None:
                 assert r["positions"]["final"]["top_option"][-1] == r["label"]
     assert m["enhance/delta_A"] == 0.0 and m["enhance/delta_B"] == 0.0
     assert "acc_enhanced" not in m and "corr_acc_resolution" not in m  # no number over both halves; no 1-attribute r
     assert png_size(out.files["plots/heatmap.png"]) == expected_size(2)
-    assert {r["layer"] for r in out.heatmap} == {0, 1, 2} and len(out.heatmap) == 2 * 3 * 3
-    assert out.series["p_label/Animal/all"] and len(out.series["p_label/Animal/all"]) == 3
+    assert {r["layer"] for r in out.heatmap} == {0, 1} and len(out.heatmap) == 2 * 3 * 2
+    assert out.series["p_label/Animal/all"] and len(out.series["p_label/Animal/all"]) == 2
+
+
+def test_audiolens_layer_numbering_is_the_hidden_states_without_the_embeddings():
+    from ausweep.config import ConfigError, from_dict
+    from ausweep.lens.study import LensConfig, analyze
+
+    base = {"model": "tiny-llama", "attributes": ["Gender"], "max_items": 3, "device": "cpu", "question": "none",
+            "template": "{context} {probe}", "heatmap_tokens": 2}
+    ours = analyze(from_dict(LensConfig, base))
+    hs = analyze(from_dict(LensConfig, {**base, "layers": "hidden_states", "enhance": {"source": 1, "coef": 0.0}}))
+    for a, b in zip(ours.items, hs.items):
+        assert a["positions"]["final"]["p_label"] == b["positions"]["final"]["p_label"][1:]
+        assert a["resolution_layer"] == (None if b["resolution_layer"] is None else max(b["resolution_layer"], 1) - 1)
+    assert hs.metrics["enhance/source_layer"] == 1
+    # enhance.source=1 is block 1's output under hidden_states, the last block under audiolens: not before the target
+    with pytest.raises(ConfigError, match="must come before"):
+        analyze(from_dict(LensConfig, {**base, "enhance": {"source": 1}}))
 
 
 def test_chance_corrected_accuracy_known_answers():
