@@ -21,7 +21,7 @@ class BaselineConfig:
     max_items: int | None = option(None, help="Score only the first N items of each split (demos, tests), counted after cross_split_duplicates.")
     batch_size: int = option(16, help="Sequences per forward pass.")
     device: str = option("auto", help="'auto' (GPU if this process has one), 'cpu', 'cuda', 'cuda:1'...")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", help="Weights' dtype; bfloat16 for 7-8B models on one GPU. Scores are computed in float32 either way.")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", help="Weights' dtype; bfloat16 for 7-8B models on one GPU. Causal LMs: the output layer (logits) and the scores are float32 either way. Masked LMs: the logits come out in this dtype; only their log-softmax is float32.")
     length_norm: bool = option(False, help="Rank candidates by the mean per-token log-probability instead of the sum (favours neither short nor long option names).")
     lowercase: bool = option(True, help="Masked LMs: lower-case sentence and answer first, as upstream does (no effect on uncased models).")
     progress: bool = option(True, help="Show a progress bar (off inside sweep trials).")

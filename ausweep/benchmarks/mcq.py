@@ -208,16 +208,27 @@ def format_prompt(item: MCItem, context: str | None = None) -> str:
 
 
 def accuracy_metrics(items: list[MCItem], predicted: list[int | None]) -> dict[str, float]:
-    """Accuracy overall, per category and per subcategory, with item counts. Keys: ``acc``, ``n``,
-    ``acc/<category>``, ``n/<category>``, ``acc/<category>/<subcategory>``; a prediction of None
-    (an unparsable generation) counts as wrong. Accuracies are fractions in [0, 1]."""
+    """Accuracy overall, per category and per subcategory, with item counts; fractions in [0, 1].
+
+    * ``acc``: the **macro** average over categories, each category weighing the same whatever its
+      size, so one large set (AuditoryBench's 2,387 pitch items, say) does not decide the headline.
+      Items with no category form one more group.
+    * ``acc_micro``: every item weighing the same (correct / all items), beside it.
+    * ``acc/<category>``, ``n/<category>``: the category's items pooled.
+    * ``acc/<category>/<subcategory>``, ``n/<category>/<subcategory>``.
+    * ``n``: all items.
+
+    A prediction of None (an unparsable generation) counts as wrong.
+    """
     if len(items) != len(predicted):
         raise ValueError(f"{len(items)} items but {len(predicted)} predictions")
     if not items:
         raise ValueError("no items to score")
     groups: dict[str, list[bool]] = {}
+    categories: dict[str, list[bool]] = {}
     for it, p in zip(items, predicted):
         ok = p == it.answer
+        categories.setdefault(it.category, []).append(ok)
         keys = [""]
         if it.category:
             keys.append(it.category)
@@ -229,6 +240,7 @@ def accuracy_metrics(items: list[MCItem], predicted: list[int | None]) -> dict[s
     for k, oks in groups.items():
         suffix = f"/{k}" if k else ""
         out[f"acc{suffix}"] = sum(oks) / len(oks)
-        if k.count("/") == 0:
-            out[f"n{suffix}"] = float(len(oks))
+        out[f"n{suffix}"] = float(len(oks))
+    out["acc_micro"] = out.pop("acc")
+    out["acc"] = sum(sum(oks) / len(oks) for oks in categories.values()) / len(categories)
     return out

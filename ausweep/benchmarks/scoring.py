@@ -13,11 +13,15 @@ transcript, for the cascade).
   tokenizer's chat template when it has one), read back by :func:`parse_answer` (a letter or an
   option's text). Unparsable answers count as wrong and are reported as ``unparsed`` (a fraction).
 
-Inputs are right-padded for scoring and left-padded for generation, with attention masks, so a
-batch gives the same scores as one item at a time. A prompt longer than the model's positions
-keeps its *last* tokens (the question's end, the options and ``Answer:``); such items are counted
-in ``n_cropped``. Log-likelihood scoring gives base and instruct models the same raw prompt (no
-chat template), as lm-evaluation-harness does by default.
+Tokens follow lm-evaluation-harness's defaults (:func:`~ausweep.benchmarks.loglik.encode_pair`):
+the tokenizer's own special tokens only (Llama's BOS; none for GPT-2, Qwen, SmolLM2), and prompt and
+option split as lm-eval splits a loglikelihood request. The audio-grounded scorer
+(:mod:`ausweep.lalm.evaluate`) uses the same rule. Inputs are right-padded for scoring and
+left-padded for generation, with attention masks, so a batch gives the same scores as one item at a
+time. A prompt longer than the model's positions keeps its *last* tokens (the question's end, the
+options and ``Answer:``); such items are counted in ``n_cropped``. Log-likelihood scoring gives base
+and instruct models the same raw prompt (no chat template), as lm-evaluation-harness does by
+default. Logits are float32 whatever the weights' dtype (:func:`~ausweep.benchmarks.loglik.float32_head`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ausweep.benchmarks import metrics as M
-from ausweep.benchmarks.loglik import crop_candidate, length_batches, score_continuations
+from ausweep.benchmarks.loglik import crop_candidate, encode_pair, float32_head, length_batches, score_continuations, tok_encode
 from ausweep.benchmarks.mcq import LETTERS, MCItem, accuracy_metrics, format_prompt
 from ausweep.models.heads import LMWithHead
 
@@ -96,24 +100,13 @@ def evaluate_items(
 
 
 def continuation_input(tokenizer: Any, prompt: str, continuation: str) -> M.CandidateInput:
-    """Token ids of ``prompt + continuation`` led by a BOS-like token; ``start`` is the first token
-    of the continuation (by character offsets, so a merge across the boundary cannot misplace it)."""
-    text = prompt + continuation
-    ids, offsets, keep = M.encode_with_offsets(tokenizer, text)
-    while len(ids) > 1 and not keep[-1]:  # an EOS some tokenizers append is not part of the text
-        ids.pop()
-        offsets.pop()
-        keep.pop()
-    context_end = len(prompt.rstrip())
-    start = next((j for j, ((_, e), k) in enumerate(zip(offsets, keep)) if k and e > context_end), None)
-    if start is None:
+    """Token ids of ``prompt + continuation``, split where lm-evaluation-harness splits them
+    (:func:`~ausweep.benchmarks.loglik.encode_pair`): only the tokenizer's own special tokens, and
+    ``start`` = the number of tokens of the prompt alone."""
+    ctx, cont = encode_pair(tokenizer, prompt, continuation)
+    if not cont:
         raise ValueError(f"no token covers the continuation {continuation!r}")
-    if keep[0]:  # no special token leads: prepend one, so even a first token has a prediction
-        lead = M.prefix_token_id(tokenizer)
-        if lead is None:
-            raise ValueError(f"{type(tokenizer).__name__} has no BOS or EOS token to start the prompt with")
-        ids, start = [lead] + ids, start + 1
-    return M.CandidateInput(tuple(ids), start)
+    return M.CandidateInput(tuple(ctx + cont), len(ctx))
 
 
 def score_options(lm: LMWithHead, prompts: Sequence[str], options: Sequence[Sequence[str]], batch_size: int = 16,
@@ -163,9 +156,9 @@ def generate(lm: LMWithHead, prompts: Sequence[str], max_new_tokens: int = 8, ba
     inputs: list[list[int]] = []
     cropped = [False] * len(prompts)
     for i, prompt in enumerate(prompts):
-        ids = _chat_ids(tok, prompt) if chat_template else _prompt_ids(tok, prompt)
+        ids = _chat_ids(tok, prompt) if chat_template else tok_encode(tok, prompt)
         if limit is not None and len(ids) > limit:
-            ids = ids[:1] + ids[len(ids) - limit + 1 :]  # keep the leading BOS-like token and the prompt's end
+            ids = ids[len(ids) - limit :]  # the prompt's end, as lm-eval's generate_until left-truncates
             cropped[i] = True
         inputs.append(ids)
     pad = tok.pad_token_id if tok.pad_token_id is not None else (M.prefix_token_id(tok) or 0)
@@ -175,19 +168,19 @@ def generate(lm: LMWithHead, prompts: Sequence[str], max_new_tokens: int = 8, ba
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                               pad_token_id=pad, eos_token_id=eos)
     texts = [""] * len(prompts)
-    for batch in length_batches(range(len(inputs)), key=lambda i: len(inputs[i]), size=batch_size,
-                          progress=progress, desc=f"{lm.name} generate"):
-        width = max(len(inputs[i]) for i in batch)
-        ids = torch.full((len(batch), width), int(pad), dtype=torch.long)
-        attn = torch.zeros((len(batch), width), dtype=torch.long)
-        for b, i in enumerate(batch):  # left padding: every prompt ends where generation starts
-            ids[b, width - len(inputs[i]):] = torch.tensor(inputs[i], dtype=torch.long)
-            attn[b, width - len(inputs[i]):] = 1
-        with torch.no_grad():
+    with torch.no_grad(), float32_head(lm.model):  # greedy argmax over float32 logits
+        for batch in length_batches(range(len(inputs)), key=lambda i: len(inputs[i]), size=batch_size,
+                                    progress=progress, desc=f"{lm.name} generate"):
+            width = max(len(inputs[i]) for i in batch)
+            ids = torch.full((len(batch), width), int(pad), dtype=torch.long)
+            attn = torch.zeros((len(batch), width), dtype=torch.long)
+            for b, i in enumerate(batch):  # left padding: every prompt ends where generation starts
+                ids[b, width - len(inputs[i]):] = torch.tensor(inputs[i], dtype=torch.long)
+                attn[b, width - len(inputs[i]):] = 1
             out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=attn.to(lm.device),
                                     generation_config=config)
-        for b, i in enumerate(batch):
-            texts[i] = tok.decode(out[b, width:], skip_special_tokens=True)
+            for b, i in enumerate(batch):
+                texts[i] = tok.decode(out[b, width:], skip_special_tokens=True)
     return texts, cropped
 
 
@@ -195,19 +188,6 @@ def _chat_ids(tokenizer: Any, prompt: str) -> list[int]:
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                          add_generation_prompt=True, enable_thinking=False)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])  # the template writes its own BOS
-
-
-def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    enc = tokenizer(prompt, return_special_tokens_mask=True)
-    ids, special = list(enc["input_ids"]), list(enc["special_tokens_mask"])
-    while len(ids) > 1 and special[-1]:
-        ids.pop()
-        special.pop()
-    if not special[0]:
-        lead = M.prefix_token_id(tokenizer)
-        if lead is not None:
-            ids = [lead] + ids
-    return ids
 
 
 # ----------------------------------------------------------------------------- answer parsing

@@ -21,7 +21,7 @@ class CascadeConfig:
     describe_batch_size: int = option(8, help="Clips per describer call.")
     length_norm: bool = option(False, help="Rank options by the mean per-token log-probability instead of the sum.")
     device: str = option("auto", help="'auto' (GPU if this process has one), 'cpu', 'cuda', 'cuda:1'... for both the LM and the describer.")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", help="LM weights' dtype; bfloat16 for 7-14B models on one GPU.")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", help="LM weights' dtype; bfloat16 for 7-14B models on one GPU. The output layer (logits) and the option scores are float32 either way.")
     progress: bool = option(True, help="Show a progress bar (off inside sweep trials).")
 
     def __post_init__(self) -> None:

@@ -11,8 +11,9 @@ the options. With ``describer=none`` it is exactly the text-only baseline on the
     python -m ausweep.sweep cascade                   # hub backbones x describers (GPU)
 
 :func:`run` works with no Ray; the sweep's Tune trainable wraps :func:`trial`. Metric keys are the
-scorer's (``acc``, ``acc/<category>``, ``acc/<category>/<subcategory>``, ``n``...) plus
-``described`` (the fraction of items whose description was not empty).
+scorer's (``acc``: the macro average over categories; ``acc_micro``: over items; ``acc/<category>``,
+``acc/<category>/<subcategory>``, ``n``...) plus ``described`` (the fraction of items whose
+description was not empty).
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def results_table(rows: list[dict[str, Any]]):
         cfg = with_defaults(CascadeConfig, r.get("config"))
         rec = {k: cfg.get(k) for k in ("model", "describer", "method", "manifest", "max_items", "dtype")}
         rec.update({k: v for k, v in (r.get("metrics") or {}).items()
-                    if (k in ("acc", "n", "described") or k.startswith(("acc/", "n/")))
+                    if (k in ("acc", "acc_micro", "n", "described") or k.startswith(("acc/", "n/")))
                     and isinstance(v, (int, float)) and not isinstance(v, bool)})
         records.append(rec)
     return pd.DataFrame.from_records(records)
@@ -197,7 +198,7 @@ def plot_accuracy(table, path: Path) -> Path | None:
             ax.bar(x + j * width, vals, width, label=d)
         ax.set_xticks(x + 0.4 - width / 2, models, rotation=25, ha="right", fontsize=8)
         ax.set_ylim(0, 1)
-        ax.set_title("all items" if cat == "acc" else cat.split("/", 1)[1])
+        ax.set_title("all (macro over categories)" if cat == "acc" else cat.split("/", 1)[1])
     axes[0][0].set_ylabel("accuracy")
     axes[0][-1].legend(title="describer", fontsize=7)
     fig.tight_layout()

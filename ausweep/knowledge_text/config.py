@@ -18,7 +18,7 @@ class KnowledgeConfig:
     max_items: int | None = option(None, help="At most N items per set, taken evenly over its subcategories (demos, tests); generated sets default to 100 per subcategory.")
     batch_size: int = option(16, help="Sequences per forward pass (loglik: one sequence per option).")
     device: str = option("auto", help="'auto' (GPU if this process has one), 'cpu', 'cuda', 'cuda:1'...")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", help="Weights' dtype; bfloat16 for 7-14B models on one GPU. Option scores are computed in float32 either way.")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = option("float32", help="Weights' dtype; bfloat16 for 7-14B models on one GPU. The transformer layers run in it; the output layer (logits) and the option scores are computed in float32 either way.")
     length_norm: bool = option(False, help="loglik: rank options by mean per-token log-probability instead of the sum (favours neither short nor long options).")
     max_new_tokens: int = option(8, help="generate: tokens to decode per answer.")
     chat_template: bool | None = option(None, help="generate: ask each question as a user turn of the tokenizer's chat template (null: when the tokenizer has one; chat-tuned models need it).")

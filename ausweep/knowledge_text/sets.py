@@ -132,7 +132,9 @@ def auditorybench_items(split: str = "test", root: str | None = None) -> list[MC
 
     out: list[MCItem] = []
     for task in ("animal", "pitch"):
-        for it in load_auditorybench(task, split, root=root, fmt="mc"):  # type: ignore[arg-type]
+        # Every row, as published: a text-only LLM never trains on AuditoryBench's train split, so
+        # test rows that repeat a train row are no leak here (the fine-tuning studies drop them).
+        for it in load_auditorybench(task, split, root=root, fmt="mc", cross_split_duplicates="keep"):  # type: ignore[arg-type]
             blank = it.sentence.replace(MASK, "___", 1)
             if task == "animal":
                 question = f"Which animal fills the blank? {blank}"

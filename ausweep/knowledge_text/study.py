@@ -5,11 +5,12 @@ phonology and music, AuditoryBench, or a user's AKB-2000-style file) from text a
 :mod:`.scoring` (option log-likelihood, or generation with answer parsing). :func:`run` works with
 no Ray; the sweep's Tune trainable wraps :func:`trial`.
 
-Metric keys (fractions in [0, 1]; every set of the trial pooled): ``acc``, ``acc/<category>``,
-``acc/<category>/<subcategory>``, ``n``, ``n/<category>``, ``chance``, ``chance/<category>`` (the
-expected accuracy of uniform guessing), ``n_cropped``, and ``unparsed`` with ``method=generate``.
-``acc`` and ``acc/<category>`` are what ``python -m ausweep.report correlation`` pairs with the
-audio-grounded sweep.
+Metric keys (fractions in [0, 1]; every set of the trial pooled): ``acc`` (the macro average over
+categories), ``acc_micro`` (over items), ``acc/<category>``, ``acc/<category>/<subcategory>``, ``n``,
+``n/<category>``, ``n/<category>/<subcategory>``, ``chance``, ``chance_micro``, ``chance/<category>``
+(the expected accuracy of uniform guessing), ``n_cropped``, and ``unparsed`` with
+``method=generate``. ``python -m ausweep.report correlation`` pairs the subcategories with the
+audio-grounded sweep's through the shared task map (:mod:`ausweep.benchmarks.tasks`).
 
     python -m ausweep.sweep knowledge_text                  # 7-14B backbones from the hub, one GPU each
     python -m ausweep.sweep knowledge_text --preset demo    # smollm2-135m + two tiny random LMs, offline, CPU
@@ -93,13 +94,16 @@ def run(cfg: KnowledgeConfig) -> dict[str, float]:
 
 
 def chance_metrics(items: list[MCItem]) -> dict[str, float]:
-    """Expected accuracy of a uniform guess: ``chance`` and ``chance/<category>``."""
-    groups: dict[str, list[float]] = {"": []}
+    """Expected accuracy of a uniform guess, averaged as the accuracies are
+    (:func:`~ausweep.benchmarks.mcq.accuracy_metrics`): ``chance`` (macro over categories),
+    ``chance_micro`` (over items) and ``chance/<category>``."""
+    groups: dict[str, list[float]] = {}
     for it in items:
-        groups[""].append(1 / len(it.options))
-        if it.category:
-            groups.setdefault(it.category, []).append(1 / len(it.options))
-    return {("chance" + (f"/{k}" if k else "")): sum(v) / len(v) for k, v in groups.items() if v}
+        groups.setdefault(it.category, []).append(1 / len(it.options))
+    out = {f"chance/{k}": sum(v) / len(v) for k, v in groups.items() if k}
+    out["chance"] = sum(sum(v) / len(v) for v in groups.values()) / len(groups)
+    out["chance_micro"] = sum(sum(v) for v in groups.values()) / len(items)
+    return out
 
 
 # ----------------------------------------------------------------------------- sweep hooks
@@ -154,7 +158,7 @@ def summarize(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- tables and plots
 
 _SETTINGS = ("model", "method", "length_norm", "max_items", "dtype", "seed")
-_METRIC_HEADS = ("acc", "n", "chance", "n_cropped", "unparsed")
+_METRIC_HEADS = ("acc", "acc_micro", "n", "chance", "chance_micro", "n_cropped", "unparsed")
 
 
 def results_table(rows: list[dict[str, Any]]):
@@ -199,7 +203,7 @@ def plot_accuracy(table, path: Path) -> Path | None:
             y = float(table[chance_col].astype(float).mean())
             ax.hlines(y, k - 0.45, k + 0.45, colors="black", linestyles=":", lw=1.2,
                       label="chance" if k == 0 else None)
-    ax.set_xticks(x, ["all" if c == "acc" else c[len("acc/"):] for c in cats])
+    ax.set_xticks(x, ["all (macro)" if c == "acc" else c[len("acc/"):] for c in cats])
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.set_title("Text-only auditory knowledge per LLM backbone")

@@ -8,6 +8,10 @@ exactly as it was trained:
 
     [audio queries] [instruction tokens (with the tokenizer's own BOS, if any)] [" " + response tokens] [eos]
 
+The text is split into instruction and response tokens by
+:func:`ausweep.benchmarks.loglik.encode_pair`, lm-evaluation-harness's rule, which the text-only
+scorer uses too: a backbone sees the same tokens for a question with or without the clip.
+
 A JSONL line looks like ``{"audio": "clips/dog.wav", "instruction": "What animal is this?",
 "response": "a dog"}``; ``audio`` is relative to the file. Every error names the file, the line and
 the field.
@@ -98,14 +102,17 @@ def continuation_text(prompt: str, continuation: str) -> str:
 
 
 def encode_pair(tokenizer: Any, prompt: str, continuation: str, max_tokens: int, eos: bool) -> tuple[list[int], int]:
-    """``(ids, n_prompt)``: the prompt (with the tokenizer's special tokens) followed by the
-    continuation (none), plus eos when ``eos``; tokenized separately so the boundary is exact.
+    """``(ids, n_prompt)``: the prompt followed by the continuation (``continuation_text``), plus eos
+    when ``eos``, split as lm-evaluation-harness splits a loglikelihood request
+    (:func:`ausweep.benchmarks.loglik.encode_pair`: the tokenizer's own special tokens only, the
+    continuation = the tokens of the whole text past those of the prompt alone).
 
     Longer than ``max_tokens``: the continuation keeps up to ``max_tokens - min(n_prompt,
     max_tokens // 2)`` tokens and the prompt loses its *start* (its end leads into the answer).
     """
-    p = tokenizer(prompt)["input_ids"]
-    c = tokenizer(continuation_text(prompt, continuation), add_special_tokens=False)["input_ids"]
+    from ausweep.benchmarks.loglik import encode_pair as split_pair
+
+    p, c = split_pair(tokenizer, prompt, continuation_text(prompt, continuation))
     if eos:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos token to end responses with")
@@ -114,6 +121,14 @@ def encode_pair(tokenizer: Any, prompt: str, continuation: str, max_tokens: int,
         c = c[: max_tokens - min(len(p), max_tokens // 2)]
         p = p[len(p) - (max_tokens - len(c)):]
     return p + c, len(p)
+
+
+def was_cropped(tokenizer: Any, prompt: str, continuation: str, max_tokens: int) -> bool:
+    """Whether :func:`encode_pair` (no eos) must crop ``prompt`` + ``continuation`` to ``max_tokens``."""
+    from ausweep.benchmarks.loglik import encode_pair as split_pair
+
+    p, c = split_pair(tokenizer, prompt, continuation_text(prompt, continuation))
+    return len(p) + len(c) > max_tokens
 
 
 def pad_right(rows: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, Tensor]:

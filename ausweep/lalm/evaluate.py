@@ -5,11 +5,14 @@ training. It follows the text-only scorer (:mod:`ausweep.benchmarks.scoring`, ``
 so the two can be compared per backbone: the prompt is
 :func:`~ausweep.benchmarks.mcq.format_prompt`, each option is the continuation ``" " + option``,
 ranked by its summed token log-probability (per-token mean with ``length_norm``), and the metrics
-are :func:`~ausweep.benchmarks.mcq.accuracy_metrics`. The difference: the LLM reads the clip's
-audio queries before the prompt, and prompt and option are tokenized separately, exactly as the
-training :class:`~ausweep.lalm.data.Collator` tokenizes instruction and response.
+are :func:`~ausweep.benchmarks.mcq.accuracy_metrics`. Prompt and option are split into tokens by the
+text scorer's rule too (lm-evaluation-harness's, :func:`ausweep.benchmarks.loglik.encode_pair`), as
+the training :class:`~ausweep.lalm.data.Collator` splits instruction and response. The one
+difference: the LLM reads the clip's audio queries before the prompt.
 
-Each clip is encoded once per item and its audio embeddings are shared by the item's options.
+Each clip is encoded once per item and its audio embeddings are shared by the item's options. The
+LLM's output layer runs in float32 (:func:`ausweep.benchmarks.loglik.float32_head`), so a bfloat16
+backbone's option scores are not rounded to bfloat16 logits.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ def evaluate_mc(
     import torch
     from tqdm.auto import tqdm
 
+    from ausweep.benchmarks.loglik import float32_head
     from ausweep.benchmarks.metrics import argmax_choice
+
     items = list(items)
     if not items:
         raise ValueError("no items to score")
@@ -59,7 +64,7 @@ def evaluate_mc(
     cropped: list[bool] = []
     chunks = [items[k: k + batch_size] for k in range(0, len(items), batch_size)]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), float32_head(lalm.causal_lm):
             for chunk in tqdm(chunks, desc="lalm options", unit="batch", disable=not progress, leave=False):
                 s, c = _score_chunk(lalm, chunk, length_norm)
                 scores.extend(s)
@@ -87,7 +92,7 @@ def _score_chunk(lalm: LALM, chunk: list[MCItem], length_norm: bool) -> tuple[li
     import torch
 
     from ausweep.benchmarks.mcq import format_prompt
-    from ausweep.lalm.data import continuation_text, mc_batch
+    from ausweep.lalm.data import mc_batch, was_cropped
 
     tok = lalm.tokenizer
     batch = mc_batch(chunk, tok, lalm.feature_extractor, lalm.config.max_text_tokens)
@@ -98,9 +103,9 @@ def _score_chunk(lalm: LALM, chunk: list[MCItem], length_norm: bool) -> tuple[li
     ids = batch["input_ids"].to(audio.device)
     labels = batch["labels"].to(audio.device)
     # Text token t sits at position q + t and is predicted by the logits at q + t - 1.
-    logits = out.logits[:, q - 1: q - 1 + ids.shape[1]]  # (N, T, V)
+    logits = out.logits[:, q - 1: q - 1 + ids.shape[1]]  # (N, T, V), float32 (float32_head)
     keep = labels != -100  # the option's tokens
-    # Log-softmax over the option positions only: the full (N, T, V) in float32 is large for 150k vocabularies.
+    # Log-softmax over the option positions only: a second (N, T, V) copy is large for 150k vocabularies.
     picked = torch.log_softmax(logits[keep].float(), dim=-1)  # (K, V)
     token_lp = picked.gather(-1, ids[keep].unsqueeze(-1)).squeeze(-1)  # (K,)
     row_of = keep.nonzero()[:, 0]
@@ -113,11 +118,6 @@ def _score_chunk(lalm: LALM, chunk: list[MCItem], length_norm: bool) -> tuple[li
     scores: list[list[float]] = [[] for _ in chunk]
     for r, i in enumerate(batch["item_index"].tolist()):
         scores[i].append(row_scores[r])
-    cropped = []
     limit = lalm.config.max_text_tokens
-    for it in chunk:
-        prompt = format_prompt(it)
-        n_prompt = len(tok(prompt)["input_ids"])
-        longest = max(len(tok(continuation_text(prompt, o), add_special_tokens=False)["input_ids"]) for o in it.options)
-        cropped.append(n_prompt + longest > limit)
+    cropped = [any(was_cropped(tok, format_prompt(it), o, limit) for o in it.options) for it in chunk]
     return scores, cropped

