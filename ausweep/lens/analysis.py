@@ -66,6 +66,15 @@ class AttributeLens:
         """Vocabulary probabilities (float64), for reading only."""
         return np.exp(self.logprobs.astype(np.float64))
 
+    def subset(self, index: Sequence[int]) -> AttributeLens:
+        """The lens of the items at ``index`` only."""
+        idx = list(index)
+        return AttributeLens(
+            options=self.options, option_ids=self.option_ids, logprobs=self.logprobs[idx], ranks=self.ranks[idx],
+            final=self.final[idx], names=self.names, tails=[self.tails[i] for i in idx], texts=[self.texts[i] for i in idx],
+            enhanced=self.enhanced[idx] if self.enhanced is not None else None,
+        )
+
 
 def group_by_attribute(items: Sequence[LensItem]) -> dict[str, list[LensItem]]:
     """Items per attribute, in first-seen order."""
@@ -84,6 +93,9 @@ def lens_attribute(model: L.LensModel, items: Sequence[LensItem], prompts: Promp
     attr = items[0].attribute
     options = prompts.options[attr]
     opt_ids = L.option_token_ids(model.tokenizer, options, ps.option_spelling)
+    clash = L.collisions(options, opt_ids)
+    if clash:  # a tie at every layer: neither option can be top-1
+        log.warning("%s: options share a first sub-token with this tokenizer: %s", attr, clash)
     logps, ranks, finals, enhanced, names, tails, texts = [], [], [], [], [], [], []
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
@@ -176,8 +188,6 @@ def attribute_metrics(attr: str, lens: AttributeLens, stats: ItemStats, last_lay
     ``/first_token_collisions``. ``last_layer``: the last layer's number (``_rel`` divides by it)."""
     n = last_layer
     clash = L.collisions(lens.options, lens.option_ids)
-    if clash:
-        log.warning("%s: options share a first sub-token with this tokenizer: %s", attr, clash)
     m: dict[str, float] = {f"{attr}/first_token_collisions": float(sum(len(c) for c in clash))}
     n_items = len(stats.labels)
     resolved = [r for r in stats.resolution if r is not None]
@@ -307,7 +317,7 @@ def item_records(attr: str, items: Sequence[LensItem], lens: AttributeLens, stat
     records = []
     for i, it in enumerate(items):
         rec = {
-            "id": it.id, "attribute": attr, "label": it.label, "context": it.context, "audio": it.audio,
+            "id": it.id, "attribute": attr, "label": it.label, "control": it.control, "context": it.context, "audio": it.audio,
             "prompt": lens.texts[i], "predicted": options[int(stats.pred[i])], "correct": bool(stats.correct[i]),
             "option_probs_final": dict(zip(options, softmax(lens.final[i]).round(5).tolist())),
             "resolution_layer": stats.resolution[i], "first_top1_layer": stats.first_top1[i],
@@ -321,28 +331,78 @@ def item_records(attr: str, items: Sequence[LensItem], lens: AttributeLens, stat
         }
         if stats.epred is not None:
             rec["predicted_enhanced"] = options[int(stats.epred[i])]
-            rec["half"] = str(halves[i]) if halves is not None else None
+        if halves is not None:
+            rec["half"] = str(halves[i])
         records.append(rec)
     return records
+
+
+CONTROL_METRICS = ("n", "acc", "acc_cc", "resolved_frac", "resolution_layer", "resolution_layer_rel")
+
+
+@dataclass
+class AttributeResult:
+    """What one attribute contributes to a trial: metrics, curves (None: no measured item),
+    heatmap rows and figure, item records."""
+
+    metrics: dict[str, float]
+    curves: Curves | None
+    heat_rows: list[dict[str, Any]]
+    heat: tuple[list[str], np.ndarray] | None
+    records: list[dict[str, Any]]
+
+
+def attribute_result(attr: str, items: Sequence[LensItem], lens: AttributeLens, resolve: str, last_layer: int,
+                     split_seed: int | None = None) -> AttributeResult:
+    """Every number of one attribute. Measured items give the metrics, curves and heatmap; control
+    items (``LensItem.control``: the context names the answer) only ``<attr>/control/*``
+    (:data:`CONTROL_METRICS`), so copying never counts as hearing. ``split_seed`` (enhancement
+    trials): the measured items' halves and their :func:`enhancement_metrics`."""
+    out = AttributeResult({}, None, [], None, [])
+    for control in (False, True):
+        idx = [i for i, it in enumerate(items) if it.control == control]
+        if not idx:
+            continue
+        part, sub = [items[i] for i in idx], lens.subset(idx)
+        stats = item_stats(sub, [sub.options.index(it.label) for it in part], resolve)
+        m = attribute_metrics(attr, sub, stats, last_layer)
+        if control:
+            out.metrics.update({f"{attr}/control/{k}": m[f"{attr}/{k}"] for k in CONTROL_METRICS})
+            out.records += item_records(attr, part, sub, stats)
+            continue
+        out.metrics.update(m)
+        halves = None
+        if split_seed is not None and stats.epred is not None:
+            halves = split_halves(part, split_seed)
+            k = np.full(len(part), len(sub.options))
+            out.metrics.update(enhancement_metrics(f"{attr}/", stats.correct, stats.epred == stats.labels, halves, k))
+        out.curves = curve_rows(attr, sub, stats, last_layer, resolve)
+        out.heat_rows, out.heat = heatmap_rows(attr, sub, stats, last_layer)
+        out.records += item_records(attr, part, sub, stats, halves)
+    return out
 
 
 # ----------------------------------------------------------------------------- across attributes
 
 
-def overall_metrics(metrics: Mapping[str, float], records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """``acc`` and ``n_items`` over every item, ``acc_cc`` the mean of the items' chance-corrected
-    scores (each item against its own attribute's K), and with an enhancement the
-    :func:`enhancement_metrics` of all items. The correlation of accuracy and resolution layer
-    across attributes is the sweep summary's (a trial usually probes one attribute)."""
+def overall_metrics(records: Sequence[Mapping[str, Any]], n_options: Mapping[str, int]) -> dict[str, float]:
+    """Over every measured item: ``acc``, ``n_items``, ``acc_cc`` (the mean of the items'
+    chance-corrected scores, each against its own attribute's K) and with an enhancement the
+    :func:`enhancement_metrics`; over the control items ``control/acc``, ``control/acc_cc`` and
+    ``control/n``. The correlation of accuracy and resolution layer across attributes is the sweep
+    summary's (a trial usually probes one attribute)."""
     out: dict[str, float] = {}
-    k = np.array([metrics[f"{r['attribute']}/n_options"] for r in records])
-    correct = np.array([r["correct"] for r in records])
-    out["acc"] = float(correct.mean())
-    out["acc_cc"] = float(np.mean(chance_corrected(correct.astype(float), k)))
-    out["n_items"] = float(len(records))
-    if records and "predicted_enhanced" in records[0]:
-        enhanced = np.array([r["predicted_enhanced"] == r["label"] for r in records])
-        out.update(enhancement_metrics("", correct, enhanced, np.array([r["half"] for r in records]), k))
+    for prefix, recs in (("", [r for r in records if not r["control"]]), ("control/", [r for r in records if r["control"]])):
+        if not recs:
+            continue
+        k = np.array([n_options[r["attribute"]] for r in recs])
+        correct = np.array([r["correct"] for r in recs])
+        out[f"{prefix}acc"] = float(correct.mean())
+        out[f"{prefix}acc_cc"] = float(np.mean(chance_corrected(correct.astype(float), k)))
+        out[f"{prefix}n_items" if not prefix else f"{prefix}n"] = float(len(recs))
+        if not prefix and "half" in recs[0]:
+            enhanced = np.array([r["predicted_enhanced"] == r["label"] for r in recs])
+            out.update(enhancement_metrics("", correct, enhanced, np.array([r["half"] for r in recs]), k))
     return out
 
 

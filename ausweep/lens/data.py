@@ -9,13 +9,15 @@ Item sources:
 
 * a SAKURA-style folder (:func:`load_sakura`): ``{root}/{Attribute}/metadata.csv`` with the columns
   ``file_name,attribute_label`` and the audio files beside it (the layout AudioLens reads);
-* a JSONL file of text items (:func:`load_text_items`), one object per line::
+* a JSONL file of text items (:func:`load_text_items`), one object per line (``control``, optional:
+  the context names the answer, a labelled control)::
 
       {"id": "animal-dog-0", "context": "Sound: woof woof.", "attribute": "Animal", "label": "dog"}
 
-* the generated demo sets: :func:`demo_text_items` (hand-written cues per option, e.g.
-  "Sound: woof woof." -> Animal=dog) and :func:`make_demo_sakura` (sine tones and noise with
-  Animal labels, for plumbing runs of an audio-language model).
+* the generated demo sets: :func:`demo_text_items` (hand-written descriptions of the sound that
+  do not name the answer, e.g. "Sound: woof woof." -> Animal=dog, plus labelled controls that do)
+  and :func:`make_demo_sakura` (sine tones and noise with Animal labels, for plumbing runs of an
+  audio-language model).
 
 Prompts and option sets default to AudioLens's (``resources/prompts.json``, see its SOURCE.md) and
 every string can be overridden. Errors name the file, the line and the field.
@@ -49,13 +51,16 @@ class LensDataError(FileFormatError):
 @dataclass(frozen=True)
 class LensItem:
     """One probe item. ``context`` is the text that stands in for the clip (text LMs); ``audio`` is
-    an absolute path (audio-language models). At least one of them is set."""
+    an absolute path (audio-language models). At least one of them is set. ``control``: the
+    context names the answer, so the item measures copying rather than hearing; it is reported
+    apart (``<A>/control/*``) and never mixed into the measured numbers."""
 
     id: str
     attribute: str
     label: str
     context: str | None = None
     audio: str | None = None
+    control: bool = False
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -273,13 +278,15 @@ def make_demo_sakura(root: str | os.PathLike, per_label: int = 2, labels: Sequen
 
 
 def load_text_items(path: str | os.PathLike, attributes: Sequence[str] | None = None,
-                    options: Mapping[str, Sequence[str]] | None = None, max_items: int | None = None) -> list[LensItem]:
-    """Text items from JSONL (``context``, ``attribute``, ``label``, optional ``id``). With
-    ``attributes``, other attributes are skipped; with ``options``, labels must be among them.
-    ``max_items``: the first N items of each attribute."""
+                    options: Mapping[str, Sequence[str]] | None = None, max_items: int | None = None,
+                    controls: bool = True) -> list[LensItem]:
+    """Text items from JSONL (``context``, ``attribute``, ``label``, optional ``id`` and
+    ``control``: true when the context names the answer). With ``attributes``, other attributes
+    are skipped; with ``options``, labels must be among them; without ``controls``, control items
+    are skipped. ``max_items``: the first N measured items and N controls of each attribute."""
     path = Path(path)
     items: list[LensItem] = []
-    counts: dict[str, int] = {}
+    counts: dict[tuple[str, bool], int] = {}
     for lineno, obj in jsonl_records(path, LensDataError):
         where = f"line {lineno}"
         for key in ("context", "attribute", "label"):
@@ -295,10 +302,15 @@ def load_text_items(path: str | os.PathLike, attributes: Sequence[str] | None = 
             label = canonical_label(label, options[a])
             if label is None:
                 raise LensDataError(path, where, "label", f"unknown label {obj['label']!r} (options for {a}: {', '.join(options[a])})")
-        if max_items is not None and counts.get(a, 0) >= max_items:
+        control = obj.get("control", False)
+        if not isinstance(control, bool):
+            raise LensDataError(path, where, "control", f"must be true or false, got {control!r}")
+        if control and not controls:
             continue
-        counts[a] = counts.get(a, 0) + 1
-        items.append(LensItem(str(obj.get("id") or f"{a}-{lineno}"), a, label, context=obj["context"]))
+        if max_items is not None and counts.get((a, control), 0) >= max_items:
+            continue
+        counts[(a, control)] = counts.get((a, control), 0) + 1
+        items.append(LensItem(str(obj.get("id") or f"{a}-{lineno}"), a, label, context=obj["context"], control=control))
     if not items:
         raise LensDataError(path, "", "", "no items" + (f" for attributes {list(attributes)}" if attributes else ""))
     return items
@@ -310,36 +322,38 @@ def save_text_items(items: Iterable[LensItem], path: str | os.PathLike) -> Path:
     for it in items:
         if it.context is None:
             raise ValueError(f"item {it.id!r} has no text context")
-        records.append({"id": it.id, "context": it.context, "attribute": it.attribute, "label": it.label})
+        rec = {"id": it.id, "context": it.context, "attribute": it.attribute, "label": it.label}
+        records.append({**rec, "control": True} if it.control else rec)
     return write_jsonl_atomic(path, records)
 
 
-# Hand-written cues. Per option: texts that point at it without naming the attribute (onomatopoeia,
-# a sentence in the language, an emotional delivery), and for Animal one that names the animal too,
-# so the demo has both a copy task and a small inference task.
+# Hand-written demo contexts. A text LM has no ears: the context stands in for what a clip would
+# let a listener perceive. The measured items describe the sound without naming the answer
+# (onomatopoeia, how the voice sounds, a transcript in the language); an item whose context names
+# the answer ("a dog barking", "A man says") tests copying, not hearing, and is kept only as a
+# labelled control (LensItem.control), reported apart as <A>/control/*.
 _ANIMAL_CUES = {
     "dog": ("woof woof", "barking"), "cat": ("meow meow", "meowing"), "pig": ("oink oink", "oinking"),
     "cow": ("moo moo", "mooing"), "frog": ("ribbit ribbit", "croaking"), "hen": ("cluck cluck", "clucking"),
-    "rooster": ("cock-a-doodle-doo", "crowing at dawn"), "sheep": ("baa baa", "bleating"), "crow": ("caw caw", "cawing"),
+    "rooster": ("cock-a-doodle-doo", "calling at dawn"), "sheep": ("baa baa", "bleating"), "crow": ("caw caw", "cawing"),
 }
 _DEMO_CONTEXTS: dict[str, dict[str, list[str]]] = {
-    # Rotated per animal, so that the first 9 items (one per animal) mix the three kinds of cue.
+    # Rotated per animal, so that the first 9 items (one per animal) mix the two kinds of cue.
     "Animal": {
-        a: [f"Sound: {s}, a {a} {v}.", f"Sound: {s}.", f"Sound: an animal {v}, going {s}."][i % 3:]
-        + [f"Sound: {s}, a {a} {v}.", f"Sound: {s}.", f"Sound: an animal {v}, going {s}."][: i % 3]
+        a: [f"Sound: {s}.", f"Sound: an animal {v}, going {s}."][i % 2:] + [f"Sound: {s}.", f"Sound: an animal {v}, going {s}."][: i % 2]
         for i, (a, (s, v)) in enumerate(_ANIMAL_CUES.items())
     },
     "Emotion": {
-        "angry": ['A man shouts furiously: "Get out of my house right now!"',
-                  'Speech in a furious, shouting voice: "How dare you lie to me!"'],
-        "disgust": ['A woman says with revulsion: "Ugh, this food is rotten and smells awful."',
-                    'Speech, gagging: "Eww, gross, there is mold all over it."'],
-        "fear": ['A trembling, terrified voice whispers: "Please help me, someone is in the house."',
-                 'Speech, panicked and shaking: "Oh no, it is coming closer!"'],
-        "happy": ['A cheerful voice laughs: "We won! This is the best day ever!"',
-                  'Speech, joyful and bright: "I am so glad to see you!"'],
-        "sad": ['A voice says quietly, crying: "I miss her so much."',
-                'Speech, slow and tearful: "Everything I loved is gone."'],
+        "angry": ['A loud, harsh voice shouts: "Get out of my house right now!"',
+                  'Speech, shouted through clenched teeth: "How dare you lie to me!"'],
+        "disgust": ['A voice groans, then gags: "Ugh, this food is rotten and smells awful."',
+                    'Speech with a retching sound: "Eww, there is mold all over it."'],
+        "fear": ['A trembling whisper, breathing fast: "Please help me, someone is in the house."',
+                 'Speech, shaking and high-pitched: "Oh no, it is coming closer!"'],
+        "happy": ['A bright voice, laughing: "We won! This is the best day ever!"',
+                  'Speech with laughter: "We got the tickets, see you there!"'],
+        "sad": ['A quiet voice, sobbing: "I miss her so much."',
+                'Speech, slow, with sniffles: "Everything I loved is gone."'],
     },
     "Language": {
         "English": ['Speech: "Good morning, how are you today?"', 'Speech: "Thank you very much for your help."'],
@@ -351,6 +365,28 @@ _DEMO_CONTEXTS: dict[str, dict[str, list[str]]] = {
         "Japanese": ['Speech: "おはようございます、お元気ですか？"', 'Speech: "手伝ってくれてありがとう。"'],
         "Korean": ['Speech: "안녕하세요, 만나서 반갑습니다."', 'Speech: "도와주셔서 감사합니다."'],
     },
+    # What a listener hears of a voice: its pitch (typical adult speaking pitch is about 85-155 Hz
+    # for male and 165-255 Hz for female voices) and timbre; the words say nothing about the speaker.
+    "Gender": {
+        "male": ['A deep voice, pitch around 100 Hz, says: "Hello, I am your new neighbor."',
+                 'Speech in a low baritone: "Can I play outside?"',
+                 'A low, resonant voice at about 120 Hz says: "In my day we walked to school."'],
+        "female": ['A light voice, pitch around 220 Hz, says: "Hello, I am your new neighbor."',
+                   'Speech in a high soprano: "Can I play outside?"',
+                   'A high, clear voice at about 210 Hz says: "In my day we walked to school."'],
+    },
+}
+# Controls: the context names the answer, so a right answer shows copying, not hearing.
+_DEMO_CONTROLS: dict[str, dict[str, list[str]]] = {
+    "Animal": {a: [f"Sound: {s}, a {a} {v}."] for a, (s, v) in _ANIMAL_CUES.items()},
+    "Emotion": {
+        "angry": ['Speech, in an angry voice: "Get out of my house right now!"'],
+        "disgust": ['Speech, in a voice full of disgust: "Ugh, this food is rotten."'],
+        "fear": ['Speech, in a voice full of fear: "Please help me, someone is in the house."'],
+        "happy": ['Speech, in a happy voice: "We won! This is the best day ever!"'],
+        "sad": ['Speech, in a sad voice: "I miss her so much."'],
+    },
+    "Language": {lang: [f'Speech in {lang}: {texts[0].split(": ", 1)[1]}'] for lang, texts in _DEMO_CONTEXTS["Language"].items()},
     "Gender": {
         "male": ['A man with a deep voice says: "Hello, I am your new neighbor."',
                  'A boy says: "Dad, can I play outside?"', 'An old man says: "In my day we walked to school."'],
@@ -360,22 +396,30 @@ _DEMO_CONTEXTS: dict[str, dict[str, list[str]]] = {
 }
 
 
+def _interleaved(cues: Mapping[str, Sequence[str]], wanted: Sequence[str]) -> list[tuple[str, int, str]]:
+    """``(option, j, text)`` by depth, then option: the first N rows cover every option."""
+    per_option = [(o, cues[o]) for o in wanted if o in cues]
+    depth = max((len(c) for _, c in per_option), default=0)
+    return [(o, j, texts[j]) for j in range(depth) for o, texts in per_option if j < len(texts)]
+
+
 def demo_text_items(attributes: Sequence[str], options: Mapping[str, Sequence[str]] | None = None,
-                    max_items: int | None = None) -> list[LensItem]:
-    """The generated text set: hand-written cues for each option of each attribute
-    (Animal 27 items, Emotion 10, Language 16, Gender 6), interleaved by option so that
-    ``max_items`` keeps every option. Options without cues are skipped."""
+                    max_items: int | None = None, controls: bool = True) -> list[LensItem]:
+    """The generated text set: per attribute, the measured items (contexts that describe the sound
+    without naming the answer: Animal 18, Emotion 10, Language 16, Gender 6), then with
+    ``controls`` the labelled control items whose context names the answer (Animal 9, Emotion 5,
+    Language 8, Gender 6). Each kind is interleaved by option, and ``max_items`` keeps the first N
+    of each kind, so every option stays. Options without demo contexts are skipped."""
     items: list[LensItem] = []
     for a in attributes:
         if a not in _DEMO_CONTEXTS:
             raise LensDataError("demo", "", "attributes", f"the demo set has no {a!r} items (it has {', '.join(_DEMO_CONTEXTS)})")
-        cues = _DEMO_CONTEXTS[a]
-        wanted = list(options[a]) if options and a in options else list(cues)
-        per_option = [(o, cues[o]) for o in wanted if o in cues]
-        depth = max(len(c) for _, c in per_option)
-        rows = [(o, j, texts[j]) for j in range(depth) for o, texts in per_option if j < len(texts)]
-        for o, j, text in rows[:max_items]:
+        wanted = list(options[a]) if options and a in options else list(_DEMO_CONTEXTS[a])
+        for o, j, text in _interleaved(_DEMO_CONTEXTS[a], wanted)[:max_items]:
             items.append(LensItem(f"{a}-{o}-{j}", a, o, context=text))
+        if controls:
+            for o, j, text in _interleaved(_DEMO_CONTROLS[a], wanted)[:max_items]:
+                items.append(LensItem(f"{a}-{o}-control-{j}", a, o, context=text, control=True))
     return items
 
 

@@ -81,13 +81,13 @@ def load_items(cfg: LensConfig, prompts: Any) -> list[Any]:
     from ausweep.lens.data import demo_text_items, load_sakura, load_text_items
 
     if cfg.data == "demo":
-        return demo_text_items(cfg.attributes, prompts.options, cfg.max_items)
+        return demo_text_items(cfg.attributes, prompts.options, cfg.max_items, cfg.controls)
     if cfg.data == "demo-audio":
         return load_sakura(demo_audio_root(cfg), cfg.attributes, prompts.options, cfg.context_template, cfg.max_items)
     path = Path(cfg.data).expanduser()
     if path.is_dir():
         return load_sakura(path, cfg.attributes, prompts.options, cfg.context_template, cfg.max_items)
-    return load_text_items(path, cfg.attributes, prompts.options, cfg.max_items)
+    return load_text_items(path, cfg.attributes, prompts.options, cfg.max_items, cfg.controls)
 
 
 def get_prompts(cfg: LensConfig) -> Any:
@@ -166,25 +166,22 @@ def analyze(cfg: LensConfig) -> Outcome:
     heat_fig: dict[str, tuple[list[str], np.ndarray]] = {}
     curves: dict[str, A.Curves] = {}
     by_attr = A.group_by_attribute(items)
+    n_options = {a: len(prompts.options[a]) for a in by_attr}
     for attr, group in by_attr.items():
         lens = A.lens_attribute(model, group, prompts, ps, cfg.positions, cfg.heatmap_tokens, cfg.method,
                                 cfg.patch_at, cfg.batch_size, enh, first)
-        stats = A.item_stats(lens, [lens.options.index(it.label) for it in group], resolve)
-        metrics.update(A.attribute_metrics(attr, lens, stats, last))
-        halves = A.split_halves(group, cfg.enhance.split_seed) if enh is not None else None
-        if enh is not None:
-            k = np.full(len(group), len(lens.options))
-            metrics.update(A.enhancement_metrics(f"{attr}/", stats.correct, stats.epred == stats.labels, halves, k))
-        curves[attr] = A.curve_rows(attr, lens, stats, last, resolve)
-        curves_rows += curves[attr].rows
-        rows, heat_fig[attr] = A.heatmap_rows(attr, lens, stats, last)
-        heat_rows += rows
-        records += A.item_records(attr, group, lens, stats, halves)
-    metrics.update(A.overall_metrics(metrics, records))
+        res = A.attribute_result(attr, group, lens, resolve, last, cfg.enhance.split_seed if enh else None)
+        metrics.update(res.metrics)
+        records += res.records
+        if res.curves is not None:
+            curves[attr], heat_fig[attr] = res.curves, res.heat
+            curves_rows += res.curves.rows
+            heat_rows += res.heat_rows
+    metrics.update(A.overall_metrics(records, n_options))
     if enh is not None:
         metrics.update({"enhance/source_layer": float(enh.source - first), "enhance/target_layer": float(enh.target - first)})
     title = f"{cfg.lalm or cfg.model} | {cfg.prompt_style} prompt | {cfg.method}"
-    files = A.figures(heat_fig, curves, resolve, title, {a: len(prompts.options[a]) for a in by_attr},
+    files = A.figures(heat_fig, curves, resolve, title, n_options,
                       "layer (0 = first block's output)" if first else "layer (0 = embeddings)")
     series = {k: v for c in curves.values() for k, v in c.series.items()}
     return Outcome(metrics, records, curves_rows, heat_rows, files, series, n)

@@ -20,7 +20,7 @@ from ausweep.lens.config import LensConfig
 # option count K stands beside every accuracy and resolution-layer statistic: both depend on it.
 SETTINGS = ["trial", "model", "prompt_style", "method", "data", "attribute", "label"]
 ATTRIBUTE_METRICS = ["n_options", "acc", "acc_cc", "n", "resolution_layer", "resolution_layer_rel", "resolved_frac",
-                     "first_top1_layer", "p_label_last"]
+                     "first_top1_layer", "p_label_last", "control/acc", "control/acc_cc", "control/n"]
 
 # Config keys that do not change what a trial measures, and the enhancement's own (chosen) keys.
 _NOT_SETTINGS = {"device", "batch_size", "demo_root"}
@@ -36,7 +36,8 @@ def _attributes(metrics: Mapping[str, Any]) -> list[str]:
 
 
 def results_table(rows: Sequence[Mapping[str, Any]]):
-    """One line per (trial, attribute): :data:`SETTINGS`, :data:`ATTRIBUTE_METRICS` and ``n_layers``."""
+    """One line per (trial, attribute): :data:`SETTINGS`, :data:`ATTRIBUTE_METRICS` (``control/*``:
+    the labelled control items, whose context names the answer) and ``n_layers``."""
     import pandas as pd
 
     from ausweep.config import with_defaults

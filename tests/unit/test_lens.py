@@ -325,11 +325,14 @@ def test_prompts_defaults_and_overrides():
 
 def test_text_items_round_trip_and_errors(tmp_path):
     items = demo_text_items(["Animal", "Gender"], max_items=4)
-    assert len(items) == 8 and {it.label for it in items if it.attribute == "Animal"} == {"dog", "cat", "pig", "cow"}
+    measured = [it for it in items if not it.control]
+    assert len(measured) == 8 and {it.label for it in measured if it.attribute == "Animal"} == {"dog", "cat", "pig", "cow"}
+    assert sum(it.control for it in items) == 8  # and up to 4 controls per attribute
     path = save_text_items(items, tmp_path / "items.jsonl")
     opts = load_prompts(["Animal", "Gender"]).options
     assert load_text_items(path, ["Animal", "Gender"], opts) == items
-    assert len(load_text_items(path, ["Gender"], opts, max_items=1)) == 1
+    assert load_text_items(path, ["Animal", "Gender"], opts, controls=False) == measured
+    assert [it.control for it in load_text_items(path, ["Gender"], opts, max_items=1)] == [False, True]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"context": "moo", "attribute": "Animal", "label": "unicorn"}) + "\n")
     with pytest.raises(LensDataError, match=r"bad.jsonl \(line 1\): field 'label': unknown label 'unicorn'"):
@@ -337,6 +340,31 @@ def test_text_items_round_trip_and_errors(tmp_path):
     bad.write_text(json.dumps({"attribute": "Animal", "label": "dog"}) + "\n")
     with pytest.raises(LensDataError, match="field 'context'"):
         load_text_items(bad, ["Animal"], opts)
+    bad.write_text(json.dumps({"context": "moo", "attribute": "Animal", "label": "cow", "control": "yes"}) + "\n")
+    with pytest.raises(LensDataError, match=r"line 1\): field 'control': must be true or false"):
+        load_text_items(bad, ["Animal"], opts)
+
+
+# words that give a demo item's answer away: the options themselves and, for Gender, words that name it
+_NAMING = {"Gender": {"man", "woman", "boy", "girl", "men", "women", "he", "she", "his", "her", "father", "mother", "dad", "mom"}}
+
+
+def test_demo_measures_hearing_and_keeps_copying_as_a_labelled_control():
+    import re
+
+    prompts = load_prompts(["Animal", "Emotion", "Language", "Gender"])
+    items = demo_text_items(list(prompts.options), prompts.options)
+    for it in items:
+        words = set(re.findall(r"[\w-]+", it.context.lower()))
+        naming = {o.lower() for o in prompts.options[it.attribute]} | _NAMING.get(it.attribute, set())
+        if it.control:
+            assert words & ({it.label.lower()} | _NAMING.get(it.attribute, set())), it
+        else:  # a measured item names no option of its attribute, right or wrong
+            assert not words & naming, (it, words & naming)
+    counts = {a: (sum(not it.control for it in items if it.attribute == a), sum(it.control for it in items if it.attribute == a))
+              for a in prompts.options}
+    assert counts == {"Animal": (18, 9), "Emotion": (10, 5), "Language": (16, 8), "Gender": (6, 6)}
+    assert not any(it.control for it in demo_text_items(["Animal"], controls=False))
 
 
 def test_sakura_loader_good_folder(tmp_path):
@@ -381,7 +409,7 @@ def test_run_on_a_tiny_model_reports_consistent_metrics():
     assert m["n_layers"] == 2 and m["n_items"] == 8
     assert m["enhance/source_layer"] == 0 and m["enhance/target_layer"] == 1  # AudioLens numbering: 0..L-1
     for a, k in (("Animal", 9), ("Gender", 2)):
-        rows = [r for r in out.items if r["attribute"] == a]
+        rows = [r for r in out.items if r["attribute"] == a and not r["control"]]
         assert m[f"{a}/acc"] == pytest.approx(np.mean([r["correct"] for r in rows]))
         assert m[f"{a}/n_options"] == k and m[f"{a}/acc_cc"] == pytest.approx((m[f"{a}/acc"] - 1 / k) / (1 - 1 / k))
         assert m[f"{a}/n_A"] + m[f"{a}/n_B"] == 4
@@ -415,6 +443,25 @@ def test_audiolens_layer_numbering_is_the_hidden_states_without_the_embeddings()
     # enhance.source=1 is block 1's output under hidden_states, the last block under audiolens: not before the target
     with pytest.raises(ConfigError, match="must come before"):
         analyze(from_dict(LensConfig, {**base, "enhance": {"source": 1}}))
+
+
+def test_control_items_are_reported_apart_from_the_measured_ones():
+    from ausweep.config import from_dict
+    from ausweep.lens.study import LensConfig, analyze
+
+    cfg = from_dict(LensConfig, {"model": "tiny-llama", "attributes": ["Gender"], "max_items": 3, "device": "cpu",
+                                 "question": "none", "template": "{context} {probe}", "heatmap_tokens": 2,
+                                 "enhance": {"source": 0, "coef": 0.5}})
+    out = analyze(cfg)
+    m = out.metrics
+    measured = [r for r in out.items if not r["control"]]
+    controls = [r for r in out.items if r["control"]]
+    assert len(measured) == 3 and len(controls) == 3
+    assert m["Gender/n"] == 3 and m["n_items"] == 3 and m["Gender/control/n"] == 3 and m["control/n"] == 3
+    assert m["Gender/acc"] == pytest.approx(np.mean([r["correct"] for r in measured]))
+    assert m["Gender/control/acc"] == pytest.approx(np.mean([r["correct"] for r in controls]))
+    assert all("half" in r for r in measured) and not any("half" in r for r in controls)
+    assert {r["n"] for r in out.curves if r["group"] == "all"} == {3}  # curves of the measured items only
 
 
 def test_chance_corrected_accuracy_known_answers():
