@@ -13,6 +13,11 @@ One trial = one (task, LoRA settings, seed) point:
 3. Scores per split with the upstream metrics (animal: exact match of every word-piece; pitch:
    higher vs lower at the mask), next to the same BERT with no audio (the text-only model).
 
+Dev chooses, test and wiki are held out: the best epoch is chosen on dev accuracy only (test and
+wiki are scored once, after training, with the chosen weights), and the sweep ranks trials on
+``dev/acc``. By default the dev, test and wiki rows that repeat a train row are left out
+(``cross_split_duplicates``; counts in ``<split>/n_in_train``), so neither choice rewards memory.
+
 Every detected span carries its own retrieved audio, up to ``span.max_spans`` per sentence (the
 first ones in sentence order; default 2): the pitch task compares two sounds ("The sound of a flute
 has a [MASK] pitch than the sound of a tuba"), and each of its two spans gets its own clip.
@@ -37,14 +42,14 @@ from ausweep.track.artifacts import rows_to_csv
 from ausweep.audiobert.config import AudioBertExperiment
 
 log = logging.getLogger(__name__)
-CONTEXT_VERSION = 2  # 2: all spans per sentence (span (N, K, 2), audio (N, K, d), clip (N, K))
+CONTEXT_VERSION = 3  # 2: all spans per sentence (span (N, K, 2), audio (N, K, d), clip (N, K)); 3: cross_split_duplicates
 NO_SPAN = -1
 
 
 def _items(cfg: AudioBertExperiment, split: str) -> list[Any]:
     from ausweep.benchmarks.auditorybench import load_auditorybench
 
-    items = load_auditorybench(cfg.task, split)
+    items = load_auditorybench(cfg.task, split, cross_split_duplicates=cfg.cross_split_duplicates)
     # Three animal train sentences hold two [MASK]s (flagged "multi_mask"). Both stand for the
     # animal, so writing the answer into one would leak it into the other: AudioBERT skips them.
     kept = [it for it in items if it.sentence.count("[MASK]") == 1]
@@ -81,6 +86,7 @@ def context_spec(cfg: AudioBertExperiment) -> dict[str, Any]:
         "version": CONTEXT_VERSION,
         "task": cfg.task,
         "max_items": cfg.max_items,
+        "cross_split_duplicates": cfg.cross_split_duplicates,
         "splits": _splits(cfg),
         "span": to_dict(cfg.span),
         "clap": audio_model_identity(cfg.retrieval.clap, None),
@@ -237,7 +243,7 @@ def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
     max_length = min(256, lm.max_length or 256)  # AuditoryBench sentences are short; 256 is ample
     data = {s: _encode(cfg, tok, s, ctx, max_length) for s in _splits(cfg)}
 
-    def dev_eval(m: Any) -> dict[str, float]:
+    def dev_eval(m: Any) -> dict[str, float]:  # selects the best epoch: dev only, never test or wiki
         return {"acc": score(m, data["dev"], cfg.task, tok, cfg.train.eval_batch_size)["acc"]}
 
     rows: queue.Queue = queue.Queue()
@@ -263,11 +269,13 @@ def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
 
     metrics: dict[str, Any] = dict(ctx["metrics"])
     per_item = []
-    for s in cfg.eval_splits:
+    for s in cfg.eval_splits:  # held-out splits are scored here, after training, for the first time
         audio = score(model, data[s], cfg.task, tok, cfg.train.eval_batch_size)
         text = score(model, data[s], cfg.task, tok, cfg.train.eval_batch_size, text_only=True)
         metrics[f"{s}/acc"] = audio["acc"]
         metrics[f"{s}/acc_text_only"] = text["acc"]
+        metrics.update({f"{s}/{k}": v for k, v in overlap_counts(cfg, s).items()})
+        metrics[f"{s}/n"] = float(len(audio["correct"]))
         n_spans = (ctx[s]["span"][:, :, 0] != NO_SPAN).sum(1)  # (N,)
         per_item += [{"split": s, "index": i, "has_span": bool(n_spans[i] > 0), "n_spans": int(n_spans[i]),
                       "correct": a, "correct_text_only": t}
@@ -283,8 +291,18 @@ def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
     yield {
         **metrics,
         "artifacts": {"predictions.csv": rows_to_csv(per_item), "history.json": json.dumps(result.history, indent=1)},
-        "tags": {"ausweep.context": config_hash(context_spec(cfg))},
+        "tags": {"ausweep.context": config_hash(context_spec(cfg)), "ausweep.cross_split_duplicates": cfg.cross_split_duplicates,
+                 **{f"ausweep.n_dropped.{s}": int(metrics[f"{s}/n_dropped"]) for s in cfg.eval_splits}},
     }
+
+
+def overlap_counts(cfg: AudioBertExperiment, split: str) -> dict[str, float]:
+    """``n_in_train``: rows of the whole split that also appear in train; ``n_dropped``: how many of
+    them ``cfg`` leaves out (all under "drop", none under "keep")."""
+    from ausweep.benchmarks.auditorybench import n_in_train
+
+    found = n_in_train(cfg.task, split)  # type: ignore[arg-type]
+    return {"n_in_train": float(found), "n_dropped": float(found if cfg.cross_split_duplicates == "drop" else 0)}
 
 
 # ----------------------------------------------------------------------------- sweep hooks
@@ -308,7 +326,8 @@ def prepare(configs: list[AudioBertExperiment], space: dict[str, dict[str, Any]]
 
 
 def summarize(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """results.csv and accuracy against LoRA rank, with the spread over seeds."""
+    """results.csv and accuracy against LoRA rank, with the spread over seeds: held-out test accuracy
+    (each trial's epoch chosen on dev), or dev accuracy, labelled as such, when test was not scored."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,7 +339,8 @@ def summarize(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     records = []
     for r in rows:
         cfg = from_dict(AudioBertExperiment, r["config"], where="trial config")  # fills in the defaults
-        rec = {"task": cfg.task, "rank": cfg.adapter.lora_r, "seed": cfg.train.seed, "model": cfg.model}
+        rec = {"task": cfg.task, "rank": cfg.adapter.lora_r, "seed": cfg.train.seed, "model": cfg.model,
+               "cross_split_duplicates": cfg.cross_split_duplicates}
         rec.update({k: v for k, v in r["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         records.append(rec)
     table = pd.DataFrame.from_records(records)
@@ -340,7 +360,7 @@ def summarize(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
                 ax.axhline(table[table["task"] == task][text_col].mean(), color="k", ls="--", label="same BERT, text only")
             ax.set_xscale("log", base=2)
             ax.set_xlabel("LoRA rank r")
-            ax.set_ylabel(split)
+            ax.set_ylabel(f"{split} (held out; epoch chosen on dev)" if split.startswith("test/") else f"{split} (selection: best epoch)")
             ax.set_title(task)
             ax.legend(fontsize=7)
         fig.tight_layout()

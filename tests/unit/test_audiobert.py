@@ -581,3 +581,77 @@ def test_audiobert_skips_items_without_exactly_one_mask():
     items = _items(cfg, "train")
     assert all(it.sentence.count("[MASK]") == 1 for it in items)
     assert len(load_auditorybench("animal", "train")) - len(items) == 3
+
+
+# ============================================================================= data and selection
+
+
+def test_audiobert_leaves_out_rows_also_in_train_by_default():
+    """dev/test/wiki rows that repeat a train row (flag in_train) are not used unless asked for."""
+    from ausweep.audiobert.study import AudioBertExperiment, _items, context_spec
+
+    drop = from_dict(AudioBertExperiment, {"task": "animal"})
+    keep = from_dict(AudioBertExperiment, {"task": "animal", "cross_split_duplicates": "keep"})
+    assert drop.cross_split_duplicates == "drop"
+    # file rows 592 / 1,211 / 197, of which 31 / 60 / 32 repeat a train row
+    assert [len(_items(drop, s)) for s in ("dev", "test", "wiki")] == [561, 1151, 165]
+    assert [len(_items(keep, s)) for s in ("dev", "test", "wiki")] == [592, 1211, 197]
+    assert not any("in_train" in it.flags for s in ("dev", "test", "wiki") for it in _items(drop, s))
+    assert _items(drop, "train") == _items(keep, "train")  # train is never filtered
+    pitch = from_dict(AudioBertExperiment, {"task": "pitch", "max_items": 1000})
+    assert len(_items(pitch, "test")) == 1000 and not any("in_train" in it.flags for it in _items(pitch, "test"))
+    # the cached auditory context of the two settings is not shared
+    assert context_spec(drop)["cross_split_duplicates"] == "drop" and context_spec(keep)["cross_split_duplicates"] == "keep"
+
+
+@pytest.mark.parametrize("preset", [None, "demo", "asha", "published"])
+def test_lora_rank_sweep_selects_on_dev(preset, tmp_path):
+    from ausweep.audiobert.study import AudioBertExperiment
+    from ausweep.config import parse_overrides
+    from ausweep.sweep.spec import load_sweep
+
+    # the full sweep's corpus is FSD50K, whose folder the config requires to be named
+    sweep = load_sweep("lora_rank", preset, None if preset == "demo" else parse_overrides([f"retrieval.corpus.root={tmp_path}"]))
+    assert sweep.spec.tune.metric == "dev/acc" and sweep.spec.tune.mode == "max"
+    configs = [from_dict(AudioBertExperiment, d, where=str(sweep.path)) for d in sweep.config_dicts()]
+    assert all(c.cross_split_duplicates == ("keep" if preset == "published" else "drop") for c in configs)
+    if sweep.spec.tune.scheduler.name == "asha":
+        # a trial reports one row per epoch, then the held-out scores: ASHA must let that last row through
+        assert all(sweep.spec.tune.scheduler.max_t > c.train.epochs for c in configs)
+
+
+def test_trial_picks_its_epoch_on_dev_and_scores_test_only_after_training(tmp_path, monkeypatch):
+    """Every score taken while training (to pick the best epoch) is on the dev data; test is scored
+    after training only. eval_splits lists test first, so a test-based pick would show."""
+    from pathlib import Path
+
+    import yaml
+
+    from ausweep.audiobert import study
+
+    monkeypatch.setenv("AUSWEEP_CACHE", str(tmp_path / "cache"))
+    d = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "audiobert" / "demo.yaml").read_text())
+    d.update(max_items=4, eval_splits=["test", "dev"])
+    d["retrieval"]["extract"]["cache_dir"] = str(tmp_path / "embeddings")
+    cfg = from_dict(study.AudioBertExperiment, d, where="demo.yaml")
+    scored: list[int] = []  # id() of each data dict that study.score is called on, in order
+    real = study.score
+
+    def recording_score(model, data, *args, **kw):
+        scored.append(id(data))
+        return real(model, data, *args, **kw)
+
+    monkeypatch.setattr(study, "score", recording_score)
+    rows = list(study.trial(cfg))
+    epochs, final = rows[:-1], rows[-1]
+    n = cfg.train.epochs
+    assert len(epochs) == n and all(set(r) == {"train_loss", "dev/acc", "epoch"} for r in epochs)
+    # n dev scores while training; then test (with audio, text only), then dev (the same two)
+    assert len(scored) == n + 4
+    training, test, dev = scored[:n], scored[n:n + 2], scored[n + 2:]
+    assert len(set(test)) == 1 and len(set(dev)) == 1 and test[0] != dev[0]
+    assert set(training) == {dev[0]}
+    assert final["dev/acc"] == max(r["dev/acc"] for r in epochs)
+    assert final["best_epoch"] == [r["dev/acc"] for r in epochs].index(final["dev/acc"])
+    assert (final["test/n_in_train"], final["test/n_dropped"], final["test/n"]) == (60, 60, 4)
+    assert final["tags"]["ausweep.n_dropped.test"] == 60 and final["tags"]["ausweep.cross_split_duplicates"] == "drop"
