@@ -6,7 +6,8 @@ children of one or more sweeps' parent runs and relates them, e.g. text-only aud
 
     python -m ausweep.report correlation          # latest knowledge_text vs latest lalm_backbone sweep
 
-* :mod:`.correlation`: Pearson and Spearman r between two sweeps' per-category scores.
+* :mod:`.correlation`: Pearson and Spearman r between two sweeps' scores on the tasks both ask
+  (the declared task map), one run and one recipe per backbone, chosen on dev data only.
 
 Importing this package loads no data and touches no tracking store.
 """

@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Sequence
 
-REPORTS = {"correlation": "text-only vs audio-grounded accuracy per LLM backbone (Pearson, Spearman, scatter plot)"}
+REPORTS = {"correlation": "text-only vs audio-grounded accuracy per LLM backbone and paired task (Pearson, Spearman, scatter plot)"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("report", choices=sorted(REPORTS), help="which report")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="options, e.g. aggregate=mean audio_run=<run id>")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="options, e.g. audio_run=<run id> audio_filter='{train.lr: 1.0e-4}'")
     p.add_argument("--preset", help="compare the latest sweeps run with this preset (shorthand for preset=P)")
     return p
 
@@ -36,16 +36,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("alembic", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from ausweep.config import ConfigError, from_dict, parse_overrides
-    from ausweep.report.correlation import CorrelationConfig, ReportError, format_table, run
+    from ausweep.report.correlation import CorrelationConfig, ReportError, format_table, report
 
     try:
         values = parse_overrides(args.overrides)
         if args.preset is not None:
             values["preset"] = args.preset
         cfg = from_dict(CorrelationConfig, values, where="command line")
-        metrics = run(cfg)
+        rep = report(cfg)
     except (ConfigError, ReportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(format_table(metrics))
+    print(format_table(rep))
     return 0
