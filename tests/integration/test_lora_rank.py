@@ -33,6 +33,10 @@ def test_demo_lora_rank_sweep_leaves_one_child_per_grid_point(tmp_path, monkeypa
         assert m["lora_params"] == m["lora_params_formula"] > 0
         for key in ("dev/acc", "test/acc", "test/acc_text_only", "span/test/span_f1", "examples_per_s"):
             assert key in m and m[key] == m[key], key
+        # dev/test rows that repeat a train row are left out by default, and counted
+        task = c.data.params["task"]
+        assert (m["dev/n_dropped"], m["test/n_dropped"]) == {"animal": (31, 60), "pitch": (25, 47)}[task]
+        assert c.data.tags["ausweep.cross_split_duplicates"] == "drop" and c.data.tags["ausweep.n_dropped.test"] == str(int(m["test/n_dropped"]))
         assert len(client.get_metric_history(c.info.run_id, "train_loss")) == 2  # one point per epoch
         assert {"predictions.csv", "history.json"} <= {a.path for a in client.list_artifacts(c.info.run_id)}
     ranks = {int(c.data.params["adapter.lora_r"]): c.data.metrics["lora_params"] for c in children}
