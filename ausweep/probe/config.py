@@ -54,6 +54,14 @@ class ProbeConfig:
     standardize: bool = option(
         True, help="Standardise each side's features with the training classes' mean and std before projecting."
     )
+    restrict_to_span: bool = option(
+        True,
+        help="Learn each linear map only on the span of its training classes' (standardised) features: W = V U, "
+        "V an orthonormal basis of that span, U started from V^T W_init. With ~70 training classes and 512-1600 "
+        "features the maps are underdetermined; false keeps random initial weights on every direction no training "
+        "class spans, and they add noise to held-out projections (the probe then misses a planted linear relation "
+        "when the spectrum is flat).",
+    )
 
     def __post_init__(self) -> None:
         def need(ok: bool, message: str) -> None:

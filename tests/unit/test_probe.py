@@ -29,7 +29,18 @@ from ausweep.probe import (
     train_probes,
 )
 from ausweep.probe.metrics import per_class_rows
-from ausweep.probe.train import n_train_classes
+from ausweep.probe.planted import planted_pair
+from ausweep.probe.train import n_train_classes, row_span_basis
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """These probes are small matmuls: one thread is as fast alone and several times faster on a
+    loaded machine, where torch's worker threads wait for one another."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _labels(n: int) -> list[str]:
@@ -254,6 +265,66 @@ def test_shuffled_pairs_sit_at_chance(shuffled_result):
     assert m["acc@1"] <= _chance_bound(n_trials, m["chance@1"])
     assert m["acc@5"] <= _chance_bound(n_trials, m["chance@5"])
     assert m["above_chance@1"] > 0.001
+
+
+# ----------------------------------------------------------------------------- the paper's regime
+
+
+@pytest.fixture(scope="module", params=["flat", "decaying"])
+def paper_sized(request):
+    """100 classes, 768-d text, 527-d audio = text @ W + 10 % noise, 70 training classes per split:
+    each map has far more input dimensions than training classes, as in Ngo & Kim (2024)."""
+    text, audio = planted_pair(100, 768, 527, spectrum=request.param, noise=0.1, seed=0)
+    shuffled = audio[np.random.default_rng(7).permutation(100)]
+    return request.param, run(text, audio, _labels(100), ProbeConfig()), run(text, shuffled, _labels(100), ProbeConfig(procrustes=False))
+
+
+def test_paper_sized_planted_relation_is_found_with_default_settings(paper_sized):
+    spectrum, result, _ = paper_sized
+    m = result.metrics
+    assert m["n_train_classes"] == 70
+    assert m["acc@1"] >= 0.9, f"{spectrum} spectrum: held-out acc@1 {m['acc@1']:.3f}"
+    n_trials = int(m["n_test_classes"]) * 5
+    assert m["perm_acc@1"] <= _chance_bound(n_trials, m["chance@1"])
+
+
+def test_paper_sized_shuffled_pairs_sit_at_chance(paper_sized):
+    spectrum, _, shuffled = paper_sized
+    m = shuffled.metrics
+    n_trials = int(m["n_test_classes"]) * 5
+    assert m["acc@1"] <= _chance_bound(n_trials, m["chance@1"]), spectrum
+    assert m["acc@5"] <= _chance_bound(n_trials, m["chance@5"]), spectrum
+
+
+def test_unrestricted_maps_miss_a_flat_relation():
+    """Why ``restrict_to_span`` is on: random weights on the directions no training class spans
+    swamp a flat-spectrum relation that the restricted probe (above) and Procrustes find."""
+    text, audio = planted_pair(100, 768, 527, spectrum="flat", noise=0.1, seed=0)
+    cfg = ProbeConfig(restrict_to_span=False, permutation_control=False, n_splits=2)
+    m = run(text, audio, _labels(100), cfg).metrics
+    assert m["acc@1"] < 0.3 and m["procrustes_acc@1"] > 0.9
+
+
+def test_row_span_basis_projects_like_numpy_and_trained_maps_stay_in_the_span():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 6, 20))
+    x[1] -= x[1].mean(0)  # centred rows span 5 dimensions, not 6
+    basis = row_span_basis(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+    for s in range(2):
+        want = np.linalg.pinv(x[s]) @ x[s]  # the orthogonal projection onto the row span
+        np.testing.assert_allclose(basis[s] @ basis[s].T, want, atol=1e-5)
+    assert np.linalg.matrix_rank(basis[1]) == 5
+
+    text, audio = planted_pair(30, 40, 24, seed=1)
+    cfg = ProbeConfig(epochs=20, shared_dim=8, n_splits=2)
+    splits = make_splits(30, 2, cfg.train_frac, cfg.seed)
+    trained = train_probes(text, audio, split_masks(splits, 30), cfg, init_params(40, 24, 8, cfg.seed, range(2)))
+    p = trained.probes
+    for s, (train_idx, _) in enumerate(splits):
+        for x, w, mean, std in ((text, p.params.w_text, p.text_mean, p.text_std), (audio, p.params.w_audio, p.audio_mean, p.audio_std)):
+            z = ((x[train_idx] - mean[s].numpy()) / std[s].numpy()).astype(np.float64)
+            outside = np.eye(z.shape[1]) - np.linalg.pinv(z) @ z
+            assert np.abs(outside @ w[s].double().numpy()).max() < 1e-5
 
 
 def test_metric_names_and_per_class_rows(aligned_result):
