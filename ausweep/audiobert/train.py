@@ -287,112 +287,178 @@ def fit(
     if "labels" not in train_data:
         raise ValueError("train_data needs a 'labels' tensor")
     n_train = num_examples(train_data)
-    device = torch.device(cfg.device)
     seed_everything(cfg.seed)
     shuffle = torch.Generator().manual_seed(cfg.seed)
-
-    world = distributed_world_size()
-    accelerator = None
-    if world > 1:
-        from accelerate import Accelerator, DistributedDataParallelKwargs
-
-        if cfg.batch_size < world:
-            raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {world} data-parallel processes")
-        # find_unused_parameters: AudioBERT's LoRA is off for rows without a span, so a rank's
-        # batch may leave adapter weights without gradients.
-        accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if cfg.bf16 else "no",
-                                  kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-        device = accelerator.device
-    main_process = accelerator is None or accelerator.is_main_process
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters (nothing requires grad)")
-    from transformers import get_cosine_schedule_with_warmup
-
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = math.ceil(n_train / cfg.batch_size) * cfg.epochs
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
-    core = model  # the module itself; under DDP `model` becomes its wrapper
-    if accelerator is not None:
-        model, optimizer = accelerator.prepare(model, optimizer)
-
+    run = _start(model, cfg, n_train)
     if eval_fn is None and dev_data is not None:
         def eval_fn(m: nn.Module) -> Mapping[str, float]:
-            return evaluate(m, dev_data, cfg.eval_batch_size, device, cfg.bf16)
+            return evaluate(m, dev_data, cfg.eval_batch_size, run.device, cfg.bf16)
 
+    best = _Best(metric, mode, trainable_state_dict(run.core), cfg.save_dir if run.main_process else None)
     history: list[dict[str, float]] = []
-    best_state, best_epoch, best = trainable_state_dict(core), -1, math.nan
-    checkpoint: Path | None = None
     train_seconds = 0.0
     for epoch in range(cfg.epochs):
-        model.train()
-        t0 = time.perf_counter()
-        losses = []
-        for batch in iter_batches(train_data, cfg.batch_size, shuffle):
-            if accelerator is not None:
-                if num_examples(batch) < world:  # a last batch too small to give every rank a row
-                    continue
-                batch = shard_rows(batch, accelerator.process_index, world)
-            batch = _to(batch, device)
-            with _autocast(device, cfg.bf16):
-                logits = _forward(model, batch)
-            loss = masked_token_loss(logits, batch["labels"])
-            optimizer.zero_grad(set_to_none=True)
-            if accelerator is not None:
-                # every rank must join the gradient all-reduce, even one whose rows all took the
-                # frozen path: a zero-valued term keeps the graph connected to the trainable weights
-                accelerator.backward(loss + sum(p.sum() for p in params) * 0.0)
-                if cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-            # A batch can have no trainable path (AudioBERT: no row has an auditory span, so every
-            # row ran through the frozen model); it then has nothing to update.
-            elif loss.requires_grad:
-                loss.backward()
-                if cfg.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-            with warnings.catch_warnings():  # after a skipped step torch warns of the order; the schedule
-                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")  # counts batches on purpose
-                scheduler.step()
-            losses.append(float(loss.detach()))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds += time.perf_counter() - t0
-
-        row = {"epoch": float(epoch), "train_loss": float(np.mean(losses)), "lr": float(scheduler.get_last_lr()[0])}
+        losses, seconds = _train_epoch(run, train_data, cfg, shuffle)
+        train_seconds += seconds
+        row = {"epoch": float(epoch), "train_loss": float(np.mean(losses)), "lr": float(run.scheduler.get_last_lr()[0])}
         if eval_fn is not None:
-            model.eval()
-            with torch.no_grad():  # every rank scores the whole dev set with identical weights
-                scores = dict(eval_fn(core))
-            if metric not in scores:
-                raise KeyError(f"the dev evaluation returned {sorted(scores)}, not the selection metric {metric!r}")
+            scores = _dev_scores(run, eval_fn, metric)
             row.update({f"dev_{k}": float(v) for k, v in scores.items()})
-            value = float(scores[metric])
-            improved = best_epoch < 0 or (value > best if mode == "max" else value < best)
+            best.offer(run.core, epoch, float(scores[metric]))
         else:
-            value, improved = math.nan, True  # no dev set: keep the last epoch
-        if improved:
-            best_state, best_epoch, best = trainable_state_dict(core), epoch, value
-            if cfg.save_dir is not None and main_process:
-                checkpoint = save_trainable(best_state, cfg.save_dir, {"epoch": epoch, metric: value})
+            best.offer(run.core, epoch, math.nan, always=True)  # no dev set: keep the last epoch
         history.append(row)
         if log is not None:
             log(row)
 
     if cfg.restore_best:
-        load_trainable_state_dict(core, best_state)
-    core.eval()
-    if accelerator is not None:
-        accelerator.wait_for_everyone()
+        load_trainable_state_dict(run.core, best.state)
+    run.core.eval()
+    if run.accelerator is not None:
+        run.accelerator.wait_for_everyone()
     return TrainResult(
         history=history,
-        best_epoch=best_epoch,
-        best_metric=best,
+        best_epoch=best.epoch,
+        best_metric=best.value,
         metric=metric,
         examples_per_s=n_train * cfg.epochs / max(train_seconds, 1e-9),  # all ranks together
         train_seconds=train_seconds,
-        best_state=best_state,
-        checkpoint=checkpoint,
+        best_state=best.state,
+        checkpoint=best.checkpoint,
     )
+
+
+@dataclass
+class _Run:
+    """What :func:`fit` trains with: the model on its device, its optimiser and schedule, and the
+    data-parallel setup (``accelerator`` None in a single process)."""
+
+    model: nn.Module  # what the loop calls: the module itself, or its DDP wrapper
+    core: nn.Module  # the module itself: evaluated, checkpointed, returned
+    params: list[nn.Parameter]  # the trainable ones
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    device: torch.device
+    accelerator: Any = None  # accelerate.Accelerator when data-parallel
+    world: int = 1
+
+    @property
+    def main_process(self) -> bool:
+        return self.accelerator is None or self.accelerator.is_main_process
+
+
+def _start(model: nn.Module, cfg: TrainConfig, n_train: int) -> _Run:
+    """Move ``model`` to its device, build the optimiser and schedule, and wrap both for data
+    parallelism when this process is one of several."""
+    accelerator, device, world = _data_parallel(cfg)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (nothing requires grad)")
+    optimizer, scheduler = _optimizer_and_schedule(params, cfg, n_train)
+    core = model
+    if accelerator is not None:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    return _Run(model, core, params, optimizer, scheduler, device, accelerator, world)
+
+
+def _data_parallel(cfg: TrainConfig) -> tuple[Any, torch.device, int]:
+    """``(accelerator, device, world size)``: an accelerate ``Accelerator`` when the process was
+    started as one of several (``WORLD_SIZE`` > 1), else None and ``cfg.device``."""
+    device = torch.device(cfg.device)
+    world = distributed_world_size()
+    if world == 1:
+        return None, device, world
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    if cfg.batch_size < world:
+        raise ValueError(f"batch_size {cfg.batch_size} is smaller than the {world} data-parallel processes")
+    # find_unused_parameters: AudioBERT's LoRA is off for rows without a span, so a rank's
+    # batch may leave adapter weights without gradients.
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if cfg.bf16 else "no",
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    return accelerator, accelerator.device, world
+
+
+def _optimizer_and_schedule(params: list[nn.Parameter], cfg: TrainConfig, n_train: int):
+    """AdamW over ``params`` and a cosine schedule with linear warm-up over every batch of the run."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = math.ceil(n_train / cfg.batch_size) * cfg.epochs
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
+    return optimizer, scheduler
+
+
+def _train_epoch(run: _Run, train_data: Batch, cfg: TrainConfig, shuffle: torch.Generator) -> tuple[list[float], float]:
+    """One pass over ``train_data`` in shuffled batches; returns each batch's loss (this rank's
+    rows) and the seconds it took."""
+    model, device, accelerator = run.model, run.device, run.accelerator
+    model.train()
+    t0 = time.perf_counter()
+    losses = []
+    for batch in iter_batches(train_data, cfg.batch_size, shuffle):
+        if accelerator is not None:
+            if num_examples(batch) < run.world:  # a last batch too small to give every rank a row
+                continue
+            batch = shard_rows(batch, accelerator.process_index, run.world)
+        batch = _to(batch, device)
+        with _autocast(device, cfg.bf16):
+            logits = _forward(model, batch)
+        loss = masked_token_loss(logits, batch["labels"])
+        run.optimizer.zero_grad(set_to_none=True)
+        if accelerator is not None:
+            # every rank must join the gradient all-reduce, even one whose rows all took the
+            # frozen path: a zero-valued term keeps the graph connected to the trainable weights
+            accelerator.backward(loss + sum(p.sum() for p in run.params) * 0.0)
+            if cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(run.params, cfg.max_grad_norm)
+            run.optimizer.step()
+        # A batch can have no trainable path (AudioBERT: no row has an auditory span, so every
+        # row ran through the frozen model); it then has nothing to update.
+        elif loss.requires_grad:
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(run.params, cfg.max_grad_norm)
+            run.optimizer.step()
+        with warnings.catch_warnings():  # after a skipped step torch warns of the order; the schedule
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")  # counts batches on purpose
+            run.scheduler.step()
+        losses.append(float(loss.detach()))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return losses, time.perf_counter() - t0
+
+
+def _dev_scores(run: _Run, eval_fn: Callable[[nn.Module], Mapping[str, float]], metric: str) -> dict[str, float]:
+    """``eval_fn`` on the model in eval mode, without gradients; the scores must include ``metric``."""
+    run.model.eval()
+    with torch.no_grad():  # every rank scores the whole dev set with identical weights
+        scores = dict(eval_fn(run.core))
+    if metric not in scores:
+        raise KeyError(f"the dev evaluation returned {sorted(scores)}, not the selection metric {metric!r}")
+    return scores
+
+
+@dataclass
+class _Best:
+    """The best epoch so far by the dev ``metric``: its trainable parameters (CPU copies) and, with a
+    ``save_dir``, their checkpoint file."""
+
+    metric: str
+    mode: str  # "max" or "min"
+    state: dict[str, torch.Tensor]  # before any epoch: the initial parameters
+    save_dir: str | Path | None  # None on every rank but the main one
+    epoch: int = -1
+    value: float = math.nan
+    checkpoint: Path | None = None
+
+    def offer(self, core: nn.Module, epoch: int, value: float, always: bool = False) -> None:
+        """Keep ``core``'s parameters if ``value`` beats the best so far (the first epoch always
+        does; ``always`` keeps them regardless)."""
+        improved = always or self.epoch < 0 or (value > self.value if self.mode == "max" else value < self.value)
+        if not improved:
+            return
+        self.state, self.epoch, self.value = trainable_state_dict(core), epoch, value
+        if self.save_dir is not None:
+            self.checkpoint = save_trainable(self.state, self.save_dir, {"epoch": epoch, self.metric: value})
