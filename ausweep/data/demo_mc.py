@@ -18,16 +18,17 @@ It is NOT a benchmark of real-world audio: the sounds are synthetic and the ques
 
 :func:`make_demo_sets` writes, into one folder::
 
-    eval.jsonl     MCItem records with ``audio`` (ausweep.benchmarks.mcq.load_mc reads it)
+    eval.jsonl     MCItem records with ``audio`` (ausweep.benchmarks.mcq.load_mc reads it): the items reported
+    dev.jsonl      more MCItem records, on other clips: the items hyperparameters are chosen on (with n_dev > 0)
     train.jsonl    instruction examples {audio, instruction, response} (ausweep.lalm.data.load_instructions)
-    clips/eval/*.wav, clips/train/*.wav    16 kHz mono, 1-2 s; no clip is shared between the two
+    clips/{eval,dev,train}/*.wav    16 kHz mono, 1-2 s; no clip is shared between splits
     manifest.json  parameters, every clip's recipe and sha256; written last
 
 Generation runs in a temporary folder beside the target and is renamed into place when complete,
 so an interrupted run never leaves a folder that looks complete; the same parameters reuse the
 existing set; the same seed gives the same files. Needs ``sox`` and ``espeak-ng`` on the PATH.
 
-    python -m ausweep.data.demo_mc OUT_DIR [--n-train 280] [--n-eval 70] [--seed 0]
+    python -m ausweep.data.demo_mc OUT_DIR [--n-train 280] [--n-eval 70] [--n-dev 0] [--seed 0]
 """
 
 from __future__ import annotations
@@ -64,10 +65,12 @@ logger = logging.getLogger(__name__)
 
 GENERATOR = "ausweep.lalm.demo_data"  # the module's old path, kept so sets generated before the move stay valid
 # Bump whenever a recipe, a word table or a question changes: an older set is then regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: a dev split
+SPLITS = ("eval", "train", "dev")  # planned in this order: adding dev changed no eval or train clip
 CATEGORIES = ("sound", "music", "phonology")
 DEFAULT_N_TRAIN = 280
 DEFAULT_N_EVAL = 70
+DEFAULT_N_DEV = 70  # the default sets' dev split: as large as eval, so a choice made on it is as noisy as the report
 DEFAULT_SEED = 0
 SAMPLE_RATE = 16000
 MARKER = ".ausweep-lalm-demo"  # written first: a folder holding it is ours to replace
@@ -80,7 +83,8 @@ Made by ausweep.data.demo_mc (generator version {version}) with sox (tones, chor
 espeak-ng (single spoken words). Every answer is true by construction: the tone's frequency, the
 chord's intervals and the spoken word are the recipe's own parameters (see manifest.json).
 
-eval.jsonl   multiple-choice items (ausweep.benchmarks.mcq format, with audio)
+eval.jsonl   multiple-choice items (ausweep.benchmarks.mcq format, with audio): report these
+dev.jsonl    multiple-choice items on other clips: choose hyperparameters on these (when made)
 train.jsonl  instruction examples (audio, instruction, response) on other clips
 Delete this folder to force regeneration.
 """
@@ -288,30 +292,33 @@ def default_demo_root() -> Path:
 
 
 def ensure_default_demo_sets(progress: bool = False) -> dict[str, Path]:
-    """The shared default set in :func:`default_demo_root` (generated on first use)."""
-    return make_demo_sets(default_demo_root(), DEFAULT_N_TRAIN, DEFAULT_N_EVAL, DEFAULT_SEED, progress=progress)
+    """The shared default set in :func:`default_demo_root` (generated on first use), with its dev split."""
+    return make_demo_sets(default_demo_root(), DEFAULT_N_TRAIN, DEFAULT_N_EVAL, DEFAULT_SEED, progress=progress,
+                          n_dev=DEFAULT_N_DEV)
 
 
 def make_demo_sets(root: str | os.PathLike, n_train: int = DEFAULT_N_TRAIN, n_eval: int = DEFAULT_N_EVAL,
-                   seed: int = DEFAULT_SEED, progress: bool = True) -> dict[str, Path]:
+                   seed: int = DEFAULT_SEED, progress: bool = True, n_dev: int = 0) -> dict[str, Path]:
     """Generate (or reuse) the demo audio question sets in ``root``.
 
     ``n_eval`` clips become multiple-choice items (``eval.jsonl``); ``n_train`` other clips become
     instruction examples (``train.jsonl``): each clip gives its multiple-choice prompt
     (:func:`ausweep.benchmarks.mcq.format_prompt`) answered with the option text, and an open
     instruction ("Describe the sound." -> "a high tone"; "What word is spoken?" -> "cat").
-    Clips cycle through :data:`TASKS`, so the categories are balanced.
+    ``n_dev`` more clips become multiple-choice items of ``dev.jsonl``, for choosing hyperparameters
+    without touching the evaluation items. Clips cycle through :data:`TASKS`, so the categories
+    are balanced; no clip (and no spoken word in the same voice, speed and pitch) is in two splits.
 
-    Returns ``{"root", "eval", "train", "manifest"}`` paths. A complete set made with the same
+    Returns ``{"root", "eval", "dev", "train", "manifest"}`` paths (``dev`` exists when ``n_dev > 0``). A complete set made with the same
     parameters and generator version is reused; an older or incomplete set of ours is replaced;
     a non-empty folder that is not ours raises FileExistsError.
     """
-    if n_eval < 1 or n_train < 0:
-        raise ValueError(f"need n_eval >= 1 and n_train >= 0, got n_eval={n_eval}, n_train={n_train}")
+    if n_eval < 1 or n_train < 0 or n_dev < 0:
+        raise ValueError(f"need n_eval >= 1, n_train >= 0 and n_dev >= 0, got n_eval={n_eval}, n_train={n_train}, n_dev={n_dev}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     root = Path(root).expanduser().absolute()
-    params = {"n_train": int(n_train), "n_eval": int(n_eval), "seed": int(seed), "sample_rate": SAMPLE_RATE}
+    params = {"n_train": int(n_train), "n_eval": int(n_eval), "n_dev": int(n_dev), "seed": int(seed), "sample_rate": SAMPLE_RATE}
     if _read_valid_manifest(root, params) is not None:
         logger.debug("lalm demo sets: reusing %s", root)
         return _paths(root)
@@ -326,8 +333,8 @@ def make_demo_sets(root: str | os.PathLike, n_train: int = DEFAULT_N_TRAIN, n_ev
         (tmp / MARKER).write_text(f"{GENERATOR}\n")
         start = time.perf_counter()
         _generate(tmp, params, progress)
-        logger.info("lalm demo sets: %d eval + %d train clips in %.1f s -> %s",
-                    n_eval, n_train, time.perf_counter() - start, root)
+        logger.info("lalm demo sets: %d eval + %d dev + %d train clips in %.1f s -> %s",
+                    n_eval, n_dev, n_train, time.perf_counter() - start, root)
         _install(tmp, root, params)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -337,15 +344,16 @@ def make_demo_sets(root: str | os.PathLike, n_train: int = DEFAULT_N_TRAIN, n_ev
 
 
 def _paths(root: Path) -> dict[str, Path]:
-    return {"root": root, "eval": root / "eval.jsonl", "train": root / "train.jsonl", "manifest": root / "manifest.json"}
+    return {"root": root, "eval": root / "eval.jsonl", "dev": root / "dev.jsonl", "train": root / "train.jsonl",
+            "manifest": root / "manifest.json"}
 
 
 def _plan(tmp: Path, params: dict[str, int]) -> list[_Job]:
-    """Every clip's parameters and commands, eval first. A clip's RNG is keyed by (seed, split,
-    task, index), so a clip does not change when the other split grows."""
+    """Every clip's parameters and commands, eval first, then train, then dev. A clip's RNG is keyed
+    by (seed, split, task, index), so a clip does not change when another split grows."""
     jobs: list[_Job] = []
     used: set[str] = set()
-    for split, n in (("eval", params["n_eval"]), ("train", params["n_train"])):
+    for split, n in ((s, params.get(f"n_{s}", 0)) for s in SPLITS):
         per_task = [0] * len(TASKS)
         for i in range(n):
             t = i % len(TASKS)
@@ -369,13 +377,13 @@ def _plan(tmp: Path, params: dict[str, int]) -> list[_Job]:
 
 
 def _generate(tmp: Path, params: dict[str, int], progress: bool) -> None:
-    """Clips, eval.jsonl, train.jsonl, README and (last) manifest.json, all inside ``tmp``."""
+    """Clips, eval.jsonl, dev.jsonl (n_dev > 0), train.jsonl, README and (last) manifest.json, all inside ``tmp``."""
     from tqdm.auto import tqdm
 
     from ausweep.benchmarks.mcq import MCItem, format_prompt, save_jsonl
 
     jobs = _plan(tmp, params)
-    for split in ("eval", "train"):
+    for split in SPLITS:
         (tmp / "clips" / split).mkdir(parents=True, exist_ok=True)
     # Each clip is a few short sox/espeak runs, mostly process start-up: threads keep cores busy.
     with ThreadPoolExecutor(max_workers=max(2, min(8, 2 * (os.cpu_count() or 1)))) as pool:
@@ -387,7 +395,7 @@ def _generate(tmp: Path, params: dict[str, int], progress: bool) -> None:
             bar.close()
     shutil.rmtree(tmp / ".work", ignore_errors=True)
 
-    eval_items: list[MCItem] = []
+    mc_items: dict[str, list[MCItem]] = {"eval": [], "dev": []}
     train: list[dict[str, str]] = []
     records = []
     for job in jobs:
@@ -395,8 +403,8 @@ def _generate(tmp: Path, params: dict[str, int], progress: bool) -> None:
         item = MCItem(id=f"{job.split}-{job.subcategory}-{job.index:05d}", question=job.spec.question,
                       options=job.spec.options, answer=job.spec.options.index(job.spec.answer),
                       category=job.category, subcategory=job.subcategory, audio=audio)
-        if job.split == "eval":
-            eval_items.append(item)
+        if job.split in mc_items:
+            mc_items[job.split].append(item)
         else:
             train.append({"audio": audio, "instruction": format_prompt(item), "response": job.spec.answer})
             train.append({"audio": audio, "instruction": job.spec.open_instruction, "response": job.spec.open_response})
@@ -405,7 +413,9 @@ def _generate(tmp: Path, params: dict[str, int], progress: bool) -> None:
                         "description": job.spec.description,
                         "sha256": hashlib.sha256((tmp / job.rel).read_bytes()).hexdigest(),
                         "recipe": job.spec.recipe})
-    save_jsonl(eval_items, tmp / "eval.jsonl")
+    save_jsonl(mc_items["eval"], tmp / "eval.jsonl")
+    if mc_items["dev"]:
+        save_jsonl(mc_items["dev"], tmp / "dev.jsonl")
     _save_train(train, tmp / "train.jsonl")
     (tmp / "README.txt").write_text(README.format(version=GENERATOR_VERSION))
     manifest = {"generator": GENERATOR, "version": GENERATOR_VERSION, "note": "GENERATED DEMO AUDIO - NOT A REAL BENCHMARK",
@@ -476,9 +486,11 @@ def _read_valid_manifest(root: Path, params: dict[str, int]) -> dict[str, Any] |
             or manifest.get("version") != GENERATOR_VERSION or manifest.get("params") != params):
         return None
     clips = manifest.get("clips")
-    if not isinstance(clips, list) or len(clips) != params["n_eval"] + params["n_train"]:
+    if not isinstance(clips, list) or len(clips) != params["n_eval"] + params["n_train"] + params["n_dev"]:
         return None
     if not (root / "eval.jsonl").is_file() or not (root / "train.jsonl").is_file():
+        return None
+    if params["n_dev"] and not (root / "dev.jsonl").is_file():
         return None
     if not all(isinstance(c, dict) and (root / str(c.get("file"))).is_file() for c in clips):
         return None
@@ -497,15 +509,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir", metavar="OUT_DIR", help="Folder to write (reused when already complete with these parameters).")
     parser.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN, help=f"Training clips (default {DEFAULT_N_TRAIN}); each gives two instruction examples.")
     parser.add_argument("--n-eval", type=int, default=DEFAULT_N_EVAL, help=f"Evaluation clips = multiple-choice items (default {DEFAULT_N_EVAL}).")
+    parser.add_argument("--n-dev", type=int, default=0, help=f"Dev clips = multiple-choice items for choosing hyperparameters (default 0; the studies' default sets have {DEFAULT_N_DEV}).")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"Seed of every clip's parameters (default {DEFAULT_SEED}).")
     parser.add_argument("--quiet", action="store_true", help="No progress bar.")
     args = parser.parse_args(argv)
     try:
-        paths = make_demo_sets(args.out_dir, args.n_train, args.n_eval, args.seed, progress=not args.quiet)
+        paths = make_demo_sets(args.out_dir, args.n_train, args.n_eval, args.seed, progress=not args.quiet, n_dev=args.n_dev)
     except (ValueError, FileExistsError, RuntimeError) as e:  # DemoToolError is a RuntimeError
         parser.exit(2, f"error: {e}\n")
-    for key in ("eval", "train", "manifest"):
-        print(f"{key}: {paths[key]}")
+    for key in ("eval", "dev", "train", "manifest"):
+        if paths[key].exists():
+            print(f"{key}: {paths[key]}")
     return 0
 
 

@@ -1,5 +1,5 @@
 """The ``lalm_backbone`` study's config: the LALM (:class:`~ausweep.lalm.model.LALMConfig`), its training
-(:class:`~ausweep.lalm.train.TrainConfig`) and the audio data.
+(:class:`~ausweep.lalm.train.TrainConfig`) and the audio data (train, dev to choose on, eval to report).
 """
 
 from __future__ import annotations
@@ -14,16 +14,18 @@ from ausweep.lalm.train import TrainConfig
 @dataclass(frozen=True)
 class LALMDataConfig:
     train: str | None = option(None, help="Instruction data: JSONL of {audio, instruction, response} (audio relative to the file). None: the generated demo set.")
-    eval: str | None = option(None, help="Audio multiple-choice manifest (JSONL/YAML/CSV of question, options, answer, category, audio). None: the generated demo set.")
+    eval: str | None = option(None, help="Audio multiple-choice manifest the trial reports (acc, acc/<category>...): JSONL/YAML/CSV of question, options, answer, category, audio. None: the generated demo set.")
+    dev: str | None = option(None, help="Audio multiple-choice manifest to choose hyperparameters on (metrics dev/acc, dev/acc/<category>...); its clips must be in neither eval nor train. None: the generated demo set's dev split when eval is generated too, else no dev metrics (and a sweep over anything but the backbone is refused).")
     demo_root: str | None = option(None, help="Where the demo sets are generated (default $AUSWEEP_CACHE/demo/lalm).")
     demo_n_train: int = option(280, help="Generated training clips (demo set; two instructions each).")
     demo_n_eval: int = option(70, help="Generated evaluation items (demo set).")
+    demo_n_dev: int = option(70, help="Generated dev items (demo set), on clips of their own.")
     demo_seed: int = option(0, help="Seed of the generated demo sets.")
-    max_eval_items: int | None = option(None, help="Score only the first N evaluation items.")
+    max_eval_items: int | None = option(None, help="Score only the first N evaluation items (and the first N dev items).")
 
     def __post_init__(self) -> None:
-        if self.demo_n_train < 1 or self.demo_n_eval < 1:
-            raise ValueError("demo_n_train and demo_n_eval must be >= 1")
+        if self.demo_n_train < 1 or self.demo_n_eval < 1 or self.demo_n_dev < 1:
+            raise ValueError("demo_n_train, demo_n_eval and demo_n_dev must be >= 1")
 
 
 @dataclass(frozen=True)

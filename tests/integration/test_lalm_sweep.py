@@ -6,7 +6,6 @@ the plumbing is what is tested."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ def write_lalm_sweep(path: Path, demo_root: Path) -> Path:
                         max_text_tokens=56, llm_mode="full")  # full: GPT-2 has no q_proj for LoRA
     demo["lalm"].pop("lora_targets", None)
     demo["train"].update(max_steps=3, checkpoint_every=0, log_every=1)
-    demo["data"] = {"demo_root": str(demo_root), "demo_n_train": 10, "demo_n_eval": 7}
+    demo["data"] = {"demo_root": str(demo_root), "demo_n_train": 10, "demo_n_eval": 7, "demo_n_dev": 7}
     demo["eval_batch_size"] = 4
     spec = {
         "description": "tiny lalm_backbone sweep",
@@ -59,11 +58,13 @@ def test_backbone_sweeps_and_correlation_report(tmp_path, monkeypatch, ray_sessi
         assert c.info.status == "FINISHED"
         m = c.data.metrics
         assert m["n"] == 7 and m["n/sound"] + m["n/music"] + m["n/phonology"] == 7
+        assert m["dev/n"] == 7 and 0.0 <= m["dev/acc"] <= 1.0  # the dev split, scored apart from eval
+        assert m["acc"] == pytest.approx((m["acc/sound"] + m["acc/music"] + m["acc/phonology"]) / 3)  # macro
         assert 0.0 <= m["acc"] <= 1.0 and m["train/step"] == 3 and m["train/tokens_per_s"] > 0
         # a full fine-tune trains everything but the frozen encoder
         assert m["params/trainable"] == m["params/total"] - m["params/encoder"]
         assert len(client.get_metric_history(c.info.run_id, "train/loss_curve")) == 3
-        assert {"predictions.csv", "config.yaml"} <= {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert {"predictions.csv", "predictions_dev.csv", "config.yaml"} <= {a.path for a in client.list_artifacts(c.info.run_id)}
         # the trained model the trial evaluated is in the sweep's run folder, under its config hash
         model_dir = Path(c.data.tags["ausweep.model_dir"])
         assert (model_dir / "config.json").is_file() and model_dir.is_relative_to(tmp_path / "runs")
@@ -81,7 +82,13 @@ def test_backbone_sweeps_and_correlation_report(tmp_path, monkeypatch, ray_sessi
     assert (out / "scatter.png").read_bytes()[:4] == b"\x89PNG"
     (run,) = client.search_runs([client.get_experiment_by_name("correlation").experiment_id])
     assert run.data.params["audio_run"] == parents[0].info.run_id
-    assert run.data.metrics["n/all"] == 3
+    assert run.data.tags["ausweep.report.warning"] == "none"  # one recipe, nothing chosen
+    # paired by task: the text sets' phonology and music questions against the same ones heard
+    assert set(run.data.params["paired_tasks"].split(",")) == {"all", "all_micro", "rhyme", "syllables", "interval",
+                                                              "chord_quality", "pitch_comparison"}
+    assert run.data.metrics["n/all"] == 3 and run.data.metrics["n/rhyme"] == 3
     r = run.data.metrics.get("pearson_r/all")
     assert r is None or -1.0 <= r <= 1.0  # NaN (not logged) when one side is constant across backbones
-    assert not math.isnan(run.data.metrics["n/sound"])
+    unpaired = (out / "unpaired.csv").read_text()
+    assert "animal_sound" in unpaired and "tone_or_noise" in unpaired  # never compared with each other
+    assert not any(k.endswith("/sound") for k in run.data.metrics)
