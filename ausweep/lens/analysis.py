@@ -414,6 +414,7 @@ def corr(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
     e = np.exp(x - x.max())
     return e / e.sum()
 

@@ -3,14 +3,15 @@
 Where it sits: :mod:`ausweep.lens.data` gives attribute items; this module builds each item's prompt,
 runs the model once with ``output_hidden_states=True``, and projects the residual stream of every
 layer at chosen positions through the model's own final norm and unembedding. For each candidate
-option (the first sub-token of ``" " + option``, the way the model would continue) it records the
-log-probability over the whole vocabulary and the rank, per layer and position (log-probabilities,
+option (its first sub-token, spelled as AudioLens's code spells it or ``" " + option``: see
+:func:`option_token_ids`) it records the log-probability over the whole vocabulary and the rank, per layer and position (log-probabilities,
 because early layers' probabilities underflow float32; every order and top-1 is taken on them).
 :mod:`ausweep.lens.study` turns these into resolution layers, curves and plots.
 
-Layers are hidden-state indices ``0..L`` (``L`` = number of decoder blocks): 0 is the embedding
+Layers here are hidden-state indices ``0..L`` (``L`` = number of decoder blocks): 0 is the embedding
 output, ``l`` the output of block ``l`` (1-based), so ``L`` is the last block's output, whose
-projection is exactly the model's logits. transformers applies the final norm to the last entry of
+projection is exactly the model's logits. (The study reports them in AudioLens's numbering by
+default, ``l - 1``: see ``LensConfig.layers``.) transformers applies the final norm to the last entry of
 ``hidden_states`` (Llama, Qwen, GPT-2 alike) and not to the others, so the last block's raw output
 is read with a forward hook instead, and every layer goes through the same ``norm -> unembed``.
 A runtime check compares the layer-``L`` projection with the model's logits; an architecture that
