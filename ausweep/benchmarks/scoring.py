@@ -53,8 +53,8 @@ def evaluate_items(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Score ``items`` with ``lm``: ``(metrics, one row per item)``.
 
-    Metrics are :func:`~ausweep.benchmarks.mcq.accuracy_metrics` (``acc``, ``acc/<category>``,
-    ``acc/<category>/<subcategory>``, ``n``, ``n/<category>``) plus ``n_cropped``, and ``unparsed``
+    Metrics are :func:`~ausweep.benchmarks.mcq.accuracy_metrics` (``acc``: macro over categories,
+    ``acc_micro``, ``acc/<category>``, ``acc/<category>/<subcategory>``, ``n``...) plus ``n_cropped``, and ``unparsed``
     for ``method="generate"``. ``contexts[i]`` (or None) goes before item ``i``'s question.
     ``chat_template`` (generate only): ask each prompt as a user turn of the tokenizer's chat
     template; None = when the tokenizer has one.

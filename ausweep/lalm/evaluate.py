@@ -36,8 +36,9 @@ def evaluate_mc(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """``(metrics, rows)`` for ``items`` (each with an ``audio`` clip).
 
-    ``batch_size`` is items per forward pass (each contributes one row per option). Metrics:
-    ``acc``, ``n``, ``acc/<category>``, ``n/<category>``, ``acc/<category>/<subcategory>``, and
+    ``batch_size`` is items per forward pass (each contributes one row per option). Metrics
+    (:func:`~ausweep.benchmarks.mcq.accuracy_metrics`): ``acc`` (macro over categories),
+    ``acc_micro``, ``n``, ``acc/<category>``, ``n/<category>``, ``acc/<category>/<subcategory>``, and
     ``n_cropped`` (items whose prompt + option exceeded ``config.max_text_tokens`` and lost the
     prompt's start). Rows, one per item: id, category, subcategory, question, options
     (``" | "``-joined), answer, predicted, correct (0/1), scores (one per option,
