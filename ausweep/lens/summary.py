@@ -32,7 +32,10 @@ def _num(v: Any) -> float:
 
 
 def _attributes(metrics: Mapping[str, Any]) -> list[str]:
-    return sorted({k.split("/")[0] for k in metrics if k.count("/") == 1 and k.endswith("/acc")})
+    """The attributes a trial measured: those with ``<A>/acc`` and ``<A>/n_options`` (``control/acc``
+    is the trial's control items, not an attribute)."""
+    return sorted({k.split("/")[0] for k in metrics if k.count("/") == 1 and k.endswith("/acc")
+                   and f"{k.split('/')[0]}/n_options" in metrics})
 
 
 def results_table(rows: Sequence[Mapping[str, Any]]):

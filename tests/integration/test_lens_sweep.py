@@ -77,9 +77,11 @@ def test_demo_lens_sweep_text_lm(env, ray_session):
         assert pngs and all(png_size(p) == expected_size(2) for p in pngs)
     parent_files = set(_artifact_paths(client, parents[0].info.run_id))
     assert {"results.csv", "metrics.json", "enhancement.csv"} <= parent_files
-    # the summary's correlation across every (trial, attribute) is a metric of the parent run
-    assert parents[0].data.metrics["corr_n"] == 4
+    # the summary's correlation across every (trial, attribute) with a resolution layer is a metric of the parent run
     import pandas as pd
+
+    table = pd.read_csv(client.download_artifacts(parents[0].info.run_id, "results.csv", str(tmp)))
+    assert len(table) == 4 and parents[0].data.metrics["corr_n"] == table["resolution_layer_rel"].notna().sum()
 
     chosen = pd.read_csv(client.download_artifacts(parents[0].info.run_id, "enhancement.csv", str(tmp)))
     assert len(chosen) == 4 and set(chosen["candidates"]) == {1}  # 2 prompt styles x 2 attributes, one setting each

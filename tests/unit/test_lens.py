@@ -524,6 +524,7 @@ def test_summary_logs_the_correlation_across_attributes_as_a_metric(tmp_path):
                             f"{attr}/resolution_layer_rel": rel, "n_layers": 30}}
 
     rows = [row("Gender", 2, 0.9, 0.4), row("Animal", 9, 0.5, 0.6), row("Language", 8, 0.7, 0.5), row("Emotion", 5, 0.3, 0.9)]
+    rows[0]["metrics"].update({"control/acc": 1.0, "control/n": 3, "acc": 0.9})  # trial-level numbers are no attribute
     files = {p.name: p for p in summarize(rows, tmp_path)}
     assert {"results.csv", "metrics.json", "accuracy_vs_resolution.png"} <= set(files)
     m = json.loads(files["metrics.json"].read_text())
@@ -534,6 +535,7 @@ def test_summary_logs_the_correlation_across_attributes_as_a_metric(tmp_path):
     import pandas as pd
 
     t = pd.read_csv(files["results.csv"])
+    assert len(t) == 4
     assert t.set_index("attribute")["n_options"].to_dict() == {"Gender": 2, "Animal": 9, "Language": 8, "Emotion": 5}
 
 
