@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Clip:
     path: str  # absolute path of the audio file
-    label: str  # class id, one of SoundSet.classes
+    label: str  # class id, one of SoundSet.classes: the class this entry counts the clip for
+    # Every class of the set the file carries in its ground truth (label among them); () = just
+    # label. A multi-label file may be listed under one class but still belong to another.
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class SoundSet:
         h.update(json.dumps([self.name, list(self.classes), self.class_text], sort_keys=True).encode())
         for clip in self.clips:
             h.update(clip.label.encode())
+            if clip.labels:
+                h.update(json.dumps(list(clip.labels)).encode())
             h.update(_file_identity(clip.path).encode())
         return h.hexdigest()[:16]
 

@@ -137,7 +137,9 @@ def load_fsd50k(
       ancestors, a clip labelled ``Bark,Dog,Animal`` then counts for ``Bark`` only.
     * A clip counts for *every* selected class among its labels (so one file can appear under two
       classes, e.g. ``Bark`` and ``Growling``); this keeps every class's clips representative
-      rather than biased to clips that happen to be single-labelled. ``single_label=True``
+      rather than biased to clips that happen to be single-labelled. Each :class:`Clip` lists all
+      the returned classes its file carries in ``labels`` (whether or not it was sampled for them),
+      which the probe uses to keep a clip out of both sides of a class split. ``single_label=True``
       instead keeps only clips with exactly one label in the class selection. (With
       ``leaf_only=False`` that leaves almost only top-level classes, since ancestors are labelled
       too.)
@@ -173,20 +175,21 @@ def load_fsd50k(
     known = {e.label for e in vocab}
 
     candidates: dict[str, list[str]] = {e.label: [] for e in selection}
+    file_labels: dict[str, set[str]] = {}
     unknown: set[str] = set()
     for fname, labels in rows:
         unknown.update(label for label in labels if label not in known)
         hits = [label for label in labels if label in selected]
         if single_label and len(set(hits)) != 1:
             continue
+        file_labels[fname] = set(hits)
         for label in dict.fromkeys(hits):  # de-duplicated, order kept
             candidates[label].append(fname)
     if unknown:
         logger.warning("%s: %d labels not in the FSD50K vocabulary were ignored (e.g. %s)",
                        csv_path, len(unknown), sorted(unknown)[:3])
 
-    clips: list[Clip] = []
-    kept: list[VocabEntry] = []
+    chosen: list[tuple[VocabEntry, list[str]]] = []
     empty: list[str] = []
     for entry in selection:
         fnames = sorted(candidates[entry.label], key=_fname_key)
@@ -196,8 +199,16 @@ def load_fsd50k(
         if clips_per_class is not None and len(fnames) > clips_per_class:
             order = np.random.default_rng((seed, entry.index)).permutation(len(fnames))
             fnames = sorted((fnames[i] for i in order[:clips_per_class]), key=_fname_key)
-        kept.append(entry)
-        clips.extend(Clip(path=str((audio_dir / f"{f}.wav").resolve()), label=entry.label) for f in fnames)
+        chosen.append((entry, fnames))
+    kept = [entry for entry, _ in chosen]
+    # Each clip also records every kept class it is labelled with, sampled for it or not, so the
+    # probe can keep a clip out of both sides of a class split (ausweep.probe.clips).
+    order_of = {e.label: i for i, e in enumerate(kept)}
+    clips = [
+        Clip(path=str((audio_dir / f"{f}.wav").resolve()), label=entry.label,
+             labels=tuple(sorted(file_labels[f] & order_of.keys(), key=order_of.__getitem__)))
+        for entry, fnames in chosen for f in fnames
+    ]
     if not kept:
         raise FSD50KError(csv_path, f"no clips for any of the {len(selection)} selected classes")
     if empty:

@@ -1,10 +1,11 @@
 """Extraction drivers: per-class text and audio embeddings, sharded over Ray actors, cached.
 
 Text: one forward pass per LM over the class sentences ("the sound of {c}") keeps every hidden
-state, so a layer sweep costs one extraction. Audio: the clips are cut into shards of
-``shard_size``; each shard is one cache entry computed by whichever actor is free, so an
-interrupted extraction resumes from its completed shards. Per-class audio vectors are the mean
-over the class's clips, cached too so a warm re-run touches no model at all.
+state, so a layer sweep costs one extraction. Audio: the distinct audio files are cut into shards
+of ``shard_size``; each shard is one cache entry of per-clip embeddings computed by whichever actor
+is free, so an interrupted extraction resumes from its completed shards and a warm re-run touches
+no model at all. Class vectors are *not* cached: which clips may feed a class depends on the class
+split (a clip labelled on both sides of a split feeds neither), so the probe averages per split.
 
 With ``num_actors = 0`` everything runs in this process with no Ray, which is what unit tests and
 ``run(config)`` without a cluster use.
@@ -86,8 +87,22 @@ def _shard_spec(model_spec: dict, paths: Sequence[str]) -> dict[str, Any]:
     return {"kind": "audio-shard", **model_spec, "clips": ident, "n": len(paths)}
 
 
-def _class_spec(model_spec: dict, soundset: SoundSet) -> dict[str, Any]:
-    return {"kind": "audio-class", **model_spec, "data": soundset.digest()}
+@dataclass(frozen=True)
+class ClipEmbeddings:
+    """Per-clip audio embeddings of a sound set, one row per distinct audio file.
+
+    Attributes:
+        ids: N file paths, in order of first appearance in ``soundset.clips``.
+        embeddings: (N, d) float32.
+        feeds: per file, the classes it was listed under in the sound set (whose means it feeds).
+        labels: per file, every class of the set it carries (:attr:`ausweep.data.Clip.labels`),
+            ``feeds`` included.
+    """
+
+    ids: tuple[str, ...]
+    embeddings: np.ndarray
+    feeds: tuple[tuple[str, ...], ...]
+    labels: tuple[tuple[str, ...], ...]
 
 
 # ----------------------------------------------------------------------------- Ray plumbing
@@ -159,30 +174,39 @@ def text_embeddings(model: str, revision: str | None, template: str, soundset: S
     return cache.load(spec)["embeddings"]
 
 
-def audio_embeddings(model: str, revision: str | None, soundset: SoundSet, cfg: ExtractConfig, max_seconds: float | None = None) -> np.ndarray:
-    """Per-class audio embeddings: float32 (C, d), the mean over each class's clips."""
-    cache = cfg.cache()
-    mspec = audio_model_spec(model, revision, max_seconds)
-    cspec = _class_spec(mspec, soundset)
-    hit = cache.get(cspec)
-    if hit is not None:
-        return hit["embeddings"]
-    clip_emb = audio_clip_embeddings(model, revision, soundset, cfg, max_seconds)
-    labels = np.array([c.label for c in soundset.clips])
-    per_class = np.stack([clip_emb[labels == c].mean(axis=0) for c in soundset.classes]).astype(np.float32)
-    cache.save(cspec, {"embeddings": per_class})
-    return per_class
+def audio_clip_table(model: str, revision: str | None, soundset: SoundSet, cfg: ExtractConfig, max_seconds: float | None = None) -> ClipEmbeddings:
+    """Per-file audio embeddings with the classes each file feeds and carries (see :class:`ClipEmbeddings`)."""
+    emb, paths = _unique_clip_embeddings(model, revision, soundset, cfg, max_seconds)
+    feeds: dict[str, list[str]] = {p: [] for p in paths}
+    labels: dict[str, list[str]] = {p: [] for p in paths}
+    for clip in soundset.clips:
+        feeds[clip.path].append(clip.label)
+        labels[clip.path].extend((*clip.labels, clip.label))
+    return ClipEmbeddings(
+        ids=tuple(paths),
+        embeddings=emb,
+        feeds=tuple(tuple(dict.fromkeys(feeds[p])) for p in paths),
+        labels=tuple(tuple(dict.fromkeys(labels[p])) for p in paths),
+    )
 
 
 def audio_clip_embeddings(model: str, revision: str | None, soundset: SoundSet, cfg: ExtractConfig, max_seconds: float | None = None) -> np.ndarray:
-    """Per-clip audio embeddings (N, d) in ``soundset.clips`` order, computing only missing shards."""
+    """Per-clip audio embeddings (N, d) in ``soundset.clips`` order, computing only missing shards.
+    A file listed under several classes is embedded once and its row repeated."""
+    emb, paths = _unique_clip_embeddings(model, revision, soundset, cfg, max_seconds)
+    row = {p: i for i, p in enumerate(paths)}
+    return emb[[row[c.path] for c in soundset.clips]]
+
+
+def _unique_clip_embeddings(model: str, revision: str | None, soundset: SoundSet, cfg: ExtractConfig, max_seconds: float | None) -> tuple[np.ndarray, list[str]]:
+    """(N, d) embeddings of the distinct files of ``soundset`` and their paths, in first-seen order."""
     cache = cfg.cache()
     cache.sweep_temp_files()
     mspec = audio_model_spec(model, revision, max_seconds)
-    paths = [c.path for c in soundset.clips]
     for label in soundset.classes:
         if not any(c.label == label for c in soundset.clips):
             raise ExtractionError(f"class '{label}' of sound set '{soundset.name}' has no clips")
+    paths = list(dict.fromkeys(c.path for c in soundset.clips))
     shards = [paths[i : i + cfg.shard_size] for i in range(0, len(paths), cfg.shard_size)]
     specs = [_shard_spec(mspec, s) for s in shards]
     todo = [i for i, s in enumerate(specs) if not cache.has(s)]
@@ -190,7 +214,7 @@ def audio_clip_embeddings(model: str, revision: str | None, soundset: SoundSet, 
     if todo:
         log.info("audio %s: %d of %d shards to compute (%d clips cached)", model, len(todo), len(shards), done_clips)
         _run_shards(model, revision, cfg, [(specs[i], shards[i]) for i in todo], len(paths), done_clips, max_seconds)
-    return np.concatenate([cache.load(s)["embeddings"] for s in specs], axis=0)
+    return np.concatenate([cache.load(s)["embeddings"] for s in specs], axis=0), paths
 
 
 def _run_shards(model, revision, cfg: ExtractConfig, jobs, total: int, done: int, max_seconds) -> None:

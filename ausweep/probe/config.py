@@ -33,14 +33,22 @@ class ProbeConfig:
     train_frac: float = option(
         0.7, help="Fraction of classes used for training in each split; n_train = round-half-up(train_frac * C)."
     )
-    seed: int = option(0, help="Seed of the splits, the initial weights and the permutation control.")
+    val_fraction: float = option(
+        0.2,
+        help="Fraction of each split's training classes carved out as validation classes "
+        "(round-half-up, seeded by (seed, split)). A selection probe trains on the rest and is scored on them "
+        "(val_acc@K): sweeps rank configurations by it. The reported probe trains on all training classes and is "
+        "scored on the held-out classes (test_acc@K), which no selection ever sees.",
+    )
+    seed: int = option(0, help="Seed of the splits, the validation classes, the initial weights and the permutation control.")
     ks: list[int] = option(
         [1, 3, 5, 10], help="K values of accuracy@K (retrieval of the true class text in the top K)."
     )
     candidates: Literal["all", "heldout"] = option(
         "all",
-        help="Texts a held-out audio vector retrieves among: 'all' C classes (train and held-out) or only "
-        "the held-out classes of its split.",
+        help="Texts a query's audio retrieves among. 'all': a held-out class among all C classes, a validation "
+        "class among its split's training classes (fit + validation; held-out classes never). 'heldout': a held-out "
+        "class among its split's held-out classes, a validation class among the validation classes.",
     )
     permutation_control: bool = option(
         True,
@@ -75,6 +83,7 @@ class ProbeConfig:
         need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         need(self.n_splits >= 1, f"n_splits must be >= 1, got {self.n_splits}")
         need(0 < self.train_frac < 1, f"train_frac must be strictly between 0 and 1, got {self.train_frac}")
+        need(0 < self.val_fraction < 1, f"val_fraction must be strictly between 0 and 1, got {self.val_fraction}")
         need(self.seed >= 0, f"seed must be >= 0 (it seeds numpy's SeedSequence), got {self.seed}")
         need(len(self.ks) > 0, "ks must name at least one K")
         need(

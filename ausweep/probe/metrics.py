@@ -33,9 +33,41 @@ def retrieval_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return (scores >= true_scores).sum(axis=-1)
 
 
+def masked_ranks(scores: np.ndarray, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """1-based rank of each query class's own text among the candidate texts, 0 where no query.
+
+    Args:
+        scores: (P, C, C) similarity of class q's audio (row q) to class c's text (column c).
+        queries: (P, C) bool, the classes probe p is scored on.
+        candidates: (P, C) bool, the texts probe p's queries retrieve among; every query must be
+            one of its own candidates.
+
+    Returns:
+        (P, C) int: for a query, the number of candidates scoring *at least* as high as its own
+        text (ties count against it, as in :func:`retrieval_ranks`); 0 for a class that is no query.
+    """
+    scores = np.asarray(scores)
+    queries = np.asarray(queries, dtype=bool)
+    candidates = np.asarray(candidates, dtype=bool)
+    if (queries & ~candidates).any():
+        raise ValueError("every query class must be among its own retrieval candidates")
+    if np.isnan(scores[queries]).any():
+        raise ValueError("retrieval scores contain NaN")
+    own = np.diagonal(scores, axis1=1, axis2=2)[..., None]  # (P, C, 1)
+    ranks = ((scores >= own) & candidates[:, None, :]).sum(axis=-1)
+    return np.where(queries, ranks, 0)
+
+
 def accuracy_at_k(ranks: np.ndarray, k: int) -> np.ndarray:
-    """Fraction of queries whose true candidate is in the top ``k``: (..., Q) ranks -> (...)."""
-    return (np.asarray(ranks) <= k).mean(axis=-1)
+    """Fraction of queries whose true candidate is in the top ``k``: (..., Q) ranks -> (...).
+
+    A rank of 0 marks "no query" (see :func:`masked_ranks`) and counts in neither numerator nor
+    denominator; a row with no query at all gives NaN.
+    """
+    ranks = np.asarray(ranks)
+    asked = ranks >= 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (asked & (ranks <= k)).sum(axis=-1) / asked.sum(axis=-1)
 
 
 def chance_at_k(k: int, n_candidates: int) -> float:
@@ -70,35 +102,35 @@ def summarize_ranks(ranks: np.ndarray, ks: Sequence[int], prefix: str = "") -> d
     """``{prefix}acc@K`` (mean over splits) and ``{prefix}acc@K_se`` (its standard error).
 
     Args:
-        ranks: (S, Q) ranks of the Q held-out queries of each of S splits.
+        ranks: (S, Q) ranks of each split's queries (0 = no query, see :func:`accuracy_at_k`).
     """
     out: dict[str, float] = {}
     for k in ks:
         per_split = accuracy_at_k(ranks, k)  # (S,)
-        out[f"{prefix}acc@{k}"] = float(per_split.mean())
+        per_split = per_split[~np.isnan(per_split)]
+        out[f"{prefix}acc@{k}"] = float(per_split.mean()) if per_split.size else float("nan")
         out[f"{prefix}acc@{k}_se"] = standard_error(per_split)
     return out
 
 
-def per_class_rows(ranks: np.ndarray, test_idx: np.ndarray, labels: Sequence[str]) -> list[dict]:
-    """One row per class: how it fared over the splits where it was held out.
+def per_class_rows(ranks: np.ndarray, labels: Sequence[str]) -> list[dict]:
+    """One row per class: how it fared over the splits where it was queried.
 
     Args:
-        ranks: (S, Q) rank of each held-out query.
-        test_idx: (S, Q) class index of each held-out query.
+        ranks: (S, C) rank of class c's query in split s, 0 where it was no query (see
+            :func:`masked_ranks`).
         labels: C class names.
 
     Returns:
-        C dicts ``{label, n_heldout, hit@1, hit@5, mean_rank}``; a class never held out has
+        C dicts ``{label, n_heldout, hit@1, hit@5, mean_rank}``; a class never queried has
         ``n_heldout == 0`` and NaN rates.
     """
-    ranks = np.asarray(ranks).ravel()
-    idx = np.asarray(test_idx).ravel()
-    n = len(labels)
-    count = np.bincount(idx, minlength=n)
-    hit1 = np.bincount(idx, weights=(ranks <= 1), minlength=n)
-    hit5 = np.bincount(idx, weights=(ranks <= 5), minlength=n)
-    rank_sum = np.bincount(idx, weights=ranks, minlength=n)
+    ranks = np.asarray(ranks)
+    asked = ranks >= 1
+    count = asked.sum(axis=0)
+    hit1 = (asked & (ranks <= 1)).sum(axis=0)
+    hit5 = (asked & (ranks <= 5)).sum(axis=0)
+    rank_sum = np.where(asked, ranks, 0).sum(axis=0)
     rows = []
     for c, label in enumerate(labels):
         m = int(count[c])

@@ -9,13 +9,11 @@ CPU: these are a few small SVDs per split.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ausweep.probe.train import candidate_scores, feature_stats
+from ausweep.probe.train import feature_stats
 
 
 def orthogonal_procrustes(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -44,30 +42,33 @@ def procrustes_dim(shared_dim: int, n_train: int, text_dim: int, audio_dim: int)
 def procrustes_scores(
     text: np.ndarray,
     audio: np.ndarray,
-    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    train_masks: np.ndarray,
     shared_dim: int,
     standardize: bool = True,
-    candidates: str = "all",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out retrieval scores of the Procrustes baseline, one split at a time.
+) -> np.ndarray:
+    """Retrieval scores of the Procrustes baseline, one split at a time.
 
     Per split: standardise each side with training-class statistics (if ``standardize``, as the
     probe does), fit PCA on the training classes to :func:`procrustes_dim` dims, solve the rotation
-    on the training classes, and score each held-out class's rotated audio vector against the
-    text vectors by cosine similarity.
+    on the training classes, and score every class's rotated audio vector against every class's
+    text vector by cosine similarity.
 
     Args:
-        text: (C, dt); audio: (C, da); splits: from :func:`~ausweep.probe.train.make_splits`.
+        text: (C, dt); audio: (C, da), or (S, C, da) with split s's own class vectors;
+        train_masks: (S, C) bool, the training classes of each split.
 
     Returns:
-        scores (S, Q, N) and targets (S, Q), as :func:`~ausweep.probe.train.heldout_scores`.
+        scores (S, C, C) like :func:`~ausweep.probe.train.class_scores`, for
+        :func:`~ausweep.probe.metrics.masked_ranks`.
     """
     text_t = torch.as_tensor(np.asarray(text), dtype=torch.float64)
-    audio_t = torch.as_tensor(np.asarray(audio), dtype=torch.float64)
-    queries, texts = [], []
-    for train_idx, test_idx in splits:
-        tr = torch.as_tensor(train_idx)
-        dim = procrustes_dim(shared_dim, len(train_idx), text_t.shape[1], audio_t.shape[1])
+    audio_all = torch.as_tensor(np.asarray(audio), dtype=torch.float64)
+    masks = np.asarray(train_masks, dtype=bool)
+    out = []
+    for s in range(masks.shape[0]):
+        tr = torch.as_tensor(np.flatnonzero(masks[s]))
+        audio_t = audio_all[s] if audio_all.ndim == 3 else audio_all
+        dim = procrustes_dim(shared_dim, len(tr), text_t.shape[1], audio_t.shape[1])
         sides = []
         for x in (text_t, audio_t):
             if standardize:
@@ -77,8 +78,5 @@ def procrustes_scores(
             sides.append((x - mu) @ basis)  # (C, dim)
         t_red, a_red = sides
         rotation = orthogonal_procrustes(a_red[tr], t_red[tr])
-        queries.append(F.normalize(a_red[torch.as_tensor(test_idx)] @ rotation, dim=-1))
-        texts.append(F.normalize(t_red, dim=-1))
-    test_idx_t = torch.as_tensor(np.stack([te for _, te in splits]))
-    scores, targets = candidate_scores(torch.stack(queries), torch.stack(texts), test_idx_t, candidates)
-    return scores.numpy(), targets.numpy()
+        out.append(F.normalize(a_red @ rotation, dim=-1) @ F.normalize(t_red, dim=-1).T)
+    return torch.stack(out).numpy()

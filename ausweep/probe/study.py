@@ -18,7 +18,8 @@ import numpy as np
 
 from ausweep.config import ConfigError, to_dict
 from ausweep.data.sources import load_soundset
-from ausweep.extract import audio_embeddings, text_embeddings
+from ausweep.extract import audio_clip_table, text_embeddings
+from ausweep.probe.clips import ClipTable
 from ausweep.probe.run import ProbeResult
 from ausweep.probe.run import run as run_probe
 from ausweep.study import Study
@@ -28,35 +29,53 @@ from ausweep.probe.config import ProbeExperiment
 log = logging.getLogger(__name__)
 
 
+CLIPS_CHECKED = "checked: per split, a clip labelled with a training and a held-out class feeds neither side"
+CLIPS_UNCHECKED = ("unchecked: per-class audio from embeddings.audio (.npz); a clip that fed both a training and a "
+                   "held-out class cannot be detected")
+
+
 @dataclass
 class Embeddings:
     labels: list[str]
     text: np.ndarray  # (C, dt)
-    audio: np.ndarray  # (C, da)
+    audio: np.ndarray | ClipTable  # (C, da) per class (.npz), or per clip (extracted)
     digest: str  # identifies the data the embeddings came from
+
+    @property
+    def audio_dim(self) -> int:
+        return int(self.audio.embeddings.shape[1] if isinstance(self.audio, ClipTable) else self.audio.shape[1])
+
+    @property
+    def clip_leakage(self) -> str:
+        return CLIPS_CHECKED if isinstance(self.audio, ClipTable) else CLIPS_UNCHECKED
 
 
 def load_embeddings(cfg: ProbeExperiment) -> Embeddings:
-    """Per-class text and audio embeddings for ``cfg``, from .npz files or the extraction cache."""
+    """Text and audio embeddings for ``cfg``, from .npz files or the extraction cache.
+
+    Extracted audio comes per clip (a :class:`~ausweep.probe.clips.ClipTable`), so the probe can
+    build class means per split and keep multi-label clips out of both sides. A bring-your-own
+    audio file holds class vectors only: no clip can be checked (see :attr:`Embeddings.clip_leakage`).
+    """
     from ausweep.data.npz import align, load_embeddings_npz
 
-    sides: dict[str, tuple[list[str], np.ndarray]] = {}
-    if cfg.embeddings.text:
-        sides["text"] = load_embeddings_npz(cfg.embeddings.text)
-    if cfg.embeddings.audio:
-        sides["audio"] = load_embeddings_npz(cfg.embeddings.audio)
-    digest = "npz"
-    if len(sides) < 2:
-        soundset = load_soundset(cfg.data)
-        digest = soundset.digest()
-        labels = list(soundset.classes)
-        if "text" not in sides:
-            all_layers = text_embeddings(cfg.text.model, cfg.text.revision, cfg.text.template, soundset, cfg.extract)
-            sides["text"] = (labels, select_layer(all_layers, cfg.text.layer, cfg.text.model))
-        if "audio" not in sides:
-            sides["audio"] = (labels, audio_embeddings(cfg.audio.model, cfg.audio.revision, soundset, cfg.extract, cfg.data.max_seconds))
-    labels, t, a = align(*sides["text"], *sides["audio"])
-    return Embeddings(list(labels), t, a, digest)
+    text_side = load_embeddings_npz(cfg.embeddings.text) if cfg.embeddings.text else None
+    audio_side = load_embeddings_npz(cfg.embeddings.audio) if cfg.embeddings.audio else None
+    if text_side is not None and audio_side is not None:
+        labels, t, a = align(*text_side, *audio_side)
+        return Embeddings(list(labels), t, a, "npz")
+    soundset = load_soundset(cfg.data)
+    classes = list(soundset.classes)
+    if text_side is None:
+        all_layers = text_embeddings(cfg.text.model, cfg.text.revision, cfg.text.template, soundset, cfg.extract)
+        text_side = (classes, select_layer(all_layers, cfg.text.layer, cfg.text.model))
+    if audio_side is not None:
+        labels, t, a = align(*text_side, *audio_side)
+        return Embeddings(list(labels), t, a, soundset.digest())
+    clips = audio_clip_table(cfg.audio.model, cfg.audio.revision, soundset, cfg.extract, cfg.data.max_seconds)
+    labels, t, _ = align(*text_side, classes, np.zeros((len(classes), 0), dtype=np.float32))  # rows of text by label
+    table = ClipTable.build(clips.embeddings, clips.ids, clips.feeds, clips.labels, labels)
+    return Embeddings(list(labels), t, table, soundset.digest())
 
 
 def select_layer(all_layers: np.ndarray, layer: int, model: str) -> np.ndarray:
@@ -82,11 +101,15 @@ def trial(cfg: ProbeExperiment) -> Iterator[dict[str, Any]]:
     result = run_probe(emb.text, emb.audio, emb.labels, cfg.probe)
     import yaml
 
+    artifacts = {"per_class_accuracy.csv": rows_to_csv(result.per_class), "config.yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False)}
+    if result.clip_log:
+        artifacts["clip_exclusion.csv"] = rows_to_csv(result.clip_log)
     yield {
         **result.metrics,
         "series": {"train_loss": result.loss_curve},
-        "artifacts": {"per_class_accuracy.csv": rows_to_csv(result.per_class), "config.yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False)},
-        "tags": {"ausweep.data_digest": emb.digest, "ausweep.text_dim": emb.text.shape[1], "ausweep.audio_dim": emb.audio.shape[1]},
+        "artifacts": artifacts,
+        "tags": {"ausweep.data_digest": emb.digest, "ausweep.text_dim": emb.text.shape[1], "ausweep.audio_dim": emb.audio_dim,
+                 "ausweep.clip_leakage": emb.clip_leakage},
     }
 
 
@@ -117,7 +140,7 @@ def prepare(configs: list[ProbeExperiment], space: dict[str, dict[str, Any]]) ->
         if not c.embeddings.audio:
             key = ("audio", c.audio.model, c.audio.revision, c.data)
             if key not in done:
-                audio_embeddings(c.audio.model, c.audio.revision, soundset, c.extract, c.data.max_seconds)
+                audio_clip_table(c.audio.model, c.audio.revision, soundset, c.extract, c.data.max_seconds)
                 done.add(key)
     return expand_layers(space, configs, n_layers)
 
@@ -140,13 +163,16 @@ def expand_layers(space: dict[str, dict[str, Any]], configs: list[ProbeExperimen
 
 
 def summarize(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """results.csv (one line per trial) and accuracy@K plots across LM x audio model."""
-    from ausweep.probe.plots import plot_summary, results_table
+    """results.csv (one line per trial), selected.csv (per LM, layer and audio model, the trial
+    chosen on validation) and accuracy@K plots of the chosen trials' held-out accuracy."""
+    from ausweep.probe.plots import plot_summary, results_table, selected_table
 
     table = results_table(rows)
     csv_path = out_dir / "results.csv"
     table.to_csv(csv_path, index=False)
-    return [csv_path, *plot_summary(table, out_dir)]
+    selected_path = out_dir / "selected.csv"
+    selected_table(table).to_csv(selected_path, index=False)
+    return [csv_path, selected_path, *plot_summary(table, out_dir)]
 
 
 STUDY = Study(

@@ -10,7 +10,7 @@ import pytest
 
 from ausweep.data.audio import AudioReadError
 from ausweep.data.fsd50k import load_fsd50k
-from ausweep.extract import ExtractConfig, ExtractionError, audio_clip_embeddings, audio_embeddings, text_embeddings
+from ausweep.extract import ExtractConfig, ExtractionError, audio_clip_embeddings, audio_clip_table, text_embeddings
 from ausweep.extract.worker import Extractor
 from ausweep.registry import UnknownNameError
 from tests.tiny import TINY_AUDIO_MODEL, make_fsd50k
@@ -40,21 +40,21 @@ def test_actors_equal_in_process(tmp_path, soundset, ray_session, monkeypatch):
     in_driver = []
     original = Extractor.audio_shard
     monkeypatch.setattr(Extractor, "audio_shard", lambda self, *a: in_driver.append(a) or original(self, *a))
-    ray_class = audio_embeddings(TINY_AUDIO_MODEL, None, soundset, ray_cfg)
+    ray_table = audio_clip_table(TINY_AUDIO_MODEL, None, soundset, ray_cfg)
     ray_clips = audio_clip_embeddings(TINY_AUDIO_MODEL, None, soundset, ray_cfg)
     assert in_driver == [], "with num_actors=2 the shards run in the actors, not the driver"
-    local_class = audio_embeddings(TINY_AUDIO_MODEL, None, soundset, local_cfg)
+    local_table = audio_clip_table(TINY_AUDIO_MODEL, None, soundset, local_cfg)
     local_clips = audio_clip_embeddings(TINY_AUDIO_MODEL, None, soundset, local_cfg)
     assert ray_clips.shape == local_clips.shape == (len(soundset.clips), ray_clips.shape[1])
     np.testing.assert_allclose(ray_clips, local_clips, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(ray_class, local_class, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ray_table.embeddings, local_table.embeddings, rtol=1e-5, atol=1e-6)
+    assert ray_table.ids == local_table.ids and ray_table.feeds == local_table.feeds
 
     # Keys depend on the inputs, not on who computed them: the actors wrote every shard the
     # in-process run wrote, and nothing half-written is left behind.
     n_shards = math.ceil(len(soundset.clips) / SHARD)
     assert len(_npz(local_dir, "audio-shard")) == n_shards
     assert _npz(ray_dir, "audio-shard") == _npz(local_dir, "audio-shard")
-    assert _npz(ray_dir, "audio-class") == _npz(local_dir, "audio-class")
     assert not list(ray_dir.rglob("*.tmp-*")) and not list(local_dir.rglob("*.tmp-*"))
 
     ray_text = text_embeddings("tiny-bert", None, "the sound of {}", soundset, ray_cfg)
@@ -70,7 +70,7 @@ def test_unknown_audio_model_fails_before_any_shard(tmp_path, soundset, ray_sess
     started = []
     monkeypatch.setattr(extract_run, "_make_workers", lambda *a, **k: started.append(a) or [])
     cfg = _cfg(tmp_path / "cache", 2)
-    for extract in (audio_embeddings, audio_clip_embeddings):
+    for extract in (audio_clip_table, audio_clip_embeddings):
         with pytest.raises(UnknownNameError) as err:
             extract("no-such-audio-model", None, soundset, cfg)
         assert "no-such-audio-model" in str(err.value)

@@ -3,6 +3,7 @@ resumed and invalidated exactly when it should be. Tiny models on a fake FSD50K.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from ausweep.data import Clip
 from ausweep.data.audio import read_audio
 from ausweep.data.fsd50k import load_fsd50k
 from ausweep.extract import run as extract_run
@@ -17,7 +19,7 @@ from ausweep.extract import (
     ExtractConfig,
     ExtractionError,
     audio_clip_embeddings,
-    audio_embeddings,
+    audio_clip_table,
     text_embeddings,
 )
 from ausweep.extract.worker import Extractor
@@ -85,24 +87,37 @@ def test_text_embeddings_equal_direct_span_encoding(soundset, cfg, model):
     assert not np.allclose(emb[-1, 0], emb[-1, 1])
 
 
-def test_audio_embeddings_are_class_means_of_direct_clip_embeddings(soundset, cfg):
+def test_audio_clip_embeddings_equal_direct_clip_embeddings(soundset, cfg):
     from ausweep.models.audio import load_audio_encoder
 
-    per_class = audio_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg)
     clips = audio_clip_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg)
+    table = audio_clip_table(TINY_AUDIO_MODEL, None, soundset, cfg)
     enc = load_audio_encoder(TINY_AUDIO_MODEL)
     assert clips.shape == (len(soundset.clips), enc.dim) and clips.dtype == np.float32
-    assert per_class.shape == (len(soundset.classes), enc.dim) and per_class.dtype == np.float32
-
-    labels = np.array([c.label for c in soundset.clips])
-    for i, label in enumerate(soundset.classes):
-        assert (labels == label).sum() == 3
-        np.testing.assert_allclose(per_class[i], clips[labels == label].mean(axis=0), rtol=1e-5, atol=1e-6)
-
     direct = np.concatenate([enc.embed([read_audio(c.path, enc.sample_rate)]) for c in soundset.clips])
     # the driver embeds clips in batches; each clip's vector must not depend on its batch mates
     np.testing.assert_allclose(clips, direct, rtol=1e-4, atol=1e-5)
-    assert not np.allclose(per_class[0], per_class[1])
+    # single-label set: the table is the same rows, each file feeding (and labelled with) its class
+    assert table.ids == tuple(c.path for c in soundset.clips)
+    np.testing.assert_array_equal(table.embeddings, clips)
+    assert table.feeds == table.labels == tuple((c.label,) for c in soundset.clips)
+    assert not np.allclose(clips[0], clips[3])  # first clips of two classes
+
+
+def test_a_file_listed_under_two_classes_is_embedded_once(soundset, cfg, shard_calls):
+    """A multi-label file sampled for two classes is one row of the table (feeding both), one
+    embedding computed; audio_clip_embeddings repeats its row for each listing."""
+    first = soundset.clips[0]
+    other = next(c.label for c in soundset.clips if c.label != first.label)
+    dup = Clip(path=first.path, label=other, labels=(first.label, other))
+    multi = dataclasses.replace(soundset, clips=(dataclasses.replace(first, labels=(first.label, other)), *soundset.clips[1:], dup))
+    table = audio_clip_table(TINY_AUDIO_MODEL, None, multi, cfg)
+    assert sum(len(paths) for paths in shard_calls) == len(soundset.clips)
+    assert len(table.ids) == len(soundset.clips) and table.ids[0] == first.path
+    assert table.feeds[0] == (first.label, other) and table.labels[0] == (first.label, other)
+    rows = audio_clip_embeddings(TINY_AUDIO_MODEL, None, multi, cfg)
+    assert rows.shape[0] == len(multi.clips)
+    np.testing.assert_array_equal(rows[-1], rows[0])
 
 
 # ----------------------------------------------------------------------------- caching
@@ -110,7 +125,6 @@ def test_audio_embeddings_are_class_means_of_direct_clip_embeddings(soundset, cf
 
 def test_warm_rerun_constructs_no_model(soundset, cfg, monkeypatch):
     text = text_embeddings("tiny-bert", None, TEMPLATE, soundset, cfg)
-    per_class = audio_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg)
     clips = audio_clip_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg)
 
     class NoModel(Extractor):  # a subclass, so the driver's isinstance checks still work
@@ -125,8 +139,8 @@ def test_warm_rerun_constructs_no_model(soundset, cfg, monkeypatch):
     monkeypatch.setattr("ausweep.models.audio.load_audio_encoder", no_load)
 
     np.testing.assert_array_equal(text_embeddings("tiny-bert", None, TEMPLATE, soundset, cfg), text)
-    np.testing.assert_array_equal(audio_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg), per_class)
     np.testing.assert_array_equal(audio_clip_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg), clips)
+    np.testing.assert_array_equal(audio_clip_table(TINY_AUDIO_MODEL, None, soundset, cfg).embeddings, clips)
 
 
 def test_resume_after_corrupt_clip_in_last_shard(tmp_path, soundset, cfg, shard_calls):
@@ -161,7 +175,6 @@ def test_resume_after_corrupt_clip_in_last_shard(tmp_path, soundset, cfg, shard_
 def test_changed_clip_recomputes_only_its_shard(soundset, cfg, shard_calls):
     shards = _shards(soundset)
     before_clips = audio_clip_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg)
-    before_class = audio_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg)
     assert shard_calls == shards
 
     k = SHARD + 1  # second clip of the second shard
@@ -177,13 +190,6 @@ def test_changed_clip_recomputes_only_its_shard(soundset, cfg, shard_calls):
     np.testing.assert_array_equal(after_clips[others], before_clips[others])
     assert not np.allclose(after_clips[k], before_clips[k])
 
-    # the per-class entry is keyed by the sound set's content too: it follows the new clip
-    shard_calls.clear()
-    after_class = audio_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg)
-    assert shard_calls == []
-    i = soundset.classes.index(changed.label)
-    assert not np.allclose(after_class[i], before_class[i])
-    np.testing.assert_array_equal(np.delete(after_class, i, 0), np.delete(before_class, i, 0))
 
 
 def test_cache_keys_follow_template_and_models(soundset, cfg, shard_calls):
@@ -198,15 +204,16 @@ def test_cache_keys_follow_template_and_models(soundset, cfg, shard_calls):
     assert len(_entries(cfg, "text")) == 3
 
     n_shards = len(_shards(soundset))
-    ast = audio_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg)
-    assert len(_entries(cfg, "audio-shard")) == n_shards and len(_entries(cfg, "audio-class")) == 1
+    ast = audio_clip_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg)
+    assert len(_entries(cfg, "audio-shard")) == n_shards
     shard_calls.clear()
-    logmel = audio_embeddings("logmel-stats", None, soundset, cfg)
+    logmel = audio_clip_embeddings("logmel-stats", None, soundset, cfg)
     assert len(shard_calls) == n_shards, "another audio model hits none of the first model's shards"
-    assert len(_entries(cfg, "audio-shard")) == 2 * n_shards and len(_entries(cfg, "audio-class")) == 2
-    assert ast.shape[0] == logmel.shape[0] == len(soundset.classes)
+    assert len(_entries(cfg, "audio-shard")) == 2 * n_shards
+    assert ast.shape[0] == logmel.shape[0] == len(soundset.clips)
     assert ast.shape != logmel.shape or not np.allclose(ast, logmel)
     # max_seconds is part of the audio key as well
     shard_calls.clear()
-    audio_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg, max_seconds=0.3)
-    assert len(shard_calls) == n_shards and len(_entries(cfg, "audio-class")) == 3
+    audio_clip_embeddings(TINY_AUDIO_MODEL, None, soundset, cfg, max_seconds=0.3)
+    assert len(shard_calls) == n_shards and len(_entries(cfg, "audio-shard")) == 3 * n_shards
+    assert not (Path(cfg.cache_dir) / "audio-class").exists(), "class means are not cached: the probe averages per split"

@@ -15,10 +15,12 @@ from ausweep.probe import (
     ProbeConfig,
     above_chance_pvalue,
     accuracy_at_k,
+    carve_validation,
     chance_at_k,
-    heldout_scores,
+    class_scores,
     init_params,
     make_splits,
+    masked_ranks,
     orthogonal_procrustes,
     procrustes_scores,
     retrieval_ranks,
@@ -65,32 +67,36 @@ def _chance_bound(n_trials: int, chance: float, level: float = 0.999) -> float:
 
 @pytest.mark.parametrize("with_control", [False, True])
 def test_batched_training_equals_one_probe_at_a_time(with_control):
+    """Probes of different widths (training vs fit classes) and each with its own audio vectors
+    (per-split class means), padded into one batch, train exactly as they would alone."""
     n_classes, text_dim, audio_dim = 20, 12, 9
     text, audio = _linear_pair(n_classes, text_dim, audio_dim)
-    cfg = ProbeConfig(epochs=40, shared_dim=8, n_splits=4, lr=1e-2)
+    cfg = ProbeConfig(epochs=40, shared_dim=8, n_splits=3, lr=1e-2)
     splits = make_splits(n_classes, cfg.n_splits, cfg.train_frac, cfg.seed)
-    masks = split_masks(splits, n_classes)
-    test_idx = np.stack([te for _, te in splits])
-    pairing = np.tile(np.arange(n_classes), (len(splits), 1))
+    masks = np.concatenate([split_masks(splits, n_classes), split_masks(carve_validation(splits, 0.3, 0), n_classes)])
+    masks[1, np.flatnonzero(masks[1])[0]] = False  # one probe a class short (a class without clips)
+    assert len(set(masks.sum(1))) == 3
+    n_probes = len(masks)
+    per_probe_audio = audio + 0.1 * np.random.default_rng(1).standard_normal((n_probes, *audio.shape))
+    pairing = np.tile(np.arange(n_classes), (n_probes, 1))
     if with_control:
-        pairing = shuffled_pairing(splits, n_classes, cfg.seed)
-    inits = init_params(text_dim, audio_dim, cfg.shared_dim, cfg.seed, range(len(splits)))
+        pairing = shuffled_pairing(masks, cfg.seed)
+    splits_of = [p % cfg.n_splits for p in range(n_probes)]
+    inits = init_params(text_dim, audio_dim, cfg.shared_dim, cfg.seed, splits_of)
 
-    batched = train_probes(text, audio, masks, cfg, inits, pairing)
-    b_scores, b_targets = heldout_scores(batched.probes, text, audio, test_idx)
-    for s in range(len(splits)):
-        # The single probe builds its own init from (seed, s): nothing is shared with the batch.
+    batched = train_probes(text, per_probe_audio, masks, cfg, inits, pairing)
+    b_scores = class_scores(batched.probes, text, per_probe_audio)
+    for p in range(n_probes):
+        # The single probe builds its own init from (seed, split): nothing is shared with the batch.
         one = train_probes(
-            text, audio, masks[s : s + 1], cfg, init_params(text_dim, audio_dim, cfg.shared_dim, cfg.seed, [s]),
-            pairing[s : s + 1],
+            text, per_probe_audio[p], masks[p : p + 1], cfg,
+            init_params(text_dim, audio_dim, cfg.shared_dim, cfg.seed, [splits_of[p]]), pairing[p : p + 1],
         )
-        for got, want in zip(batched.probes.params.select(slice(s, s + 1)).tensors(), one.probes.params.tensors()):
+        for got, want in zip(batched.probes.params.select(slice(p, p + 1)).tensors(), one.probes.params.tensors()):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(batched.loss_curve[:, s : s + 1], one.loss_curve, atol=1e-5, rtol=1e-5)
-        scores, targets = heldout_scores(one.probes, text, audio, test_idx[s : s + 1])
-        np.testing.assert_allclose(b_scores[s : s + 1], scores, atol=1e-5)
-        np.testing.assert_array_equal(retrieval_ranks(b_scores[s : s + 1], b_targets[s : s + 1]),
-                                      retrieval_ranks(scores, targets))  # fmt: skip
+        torch.testing.assert_close(batched.loss_curve[:, p : p + 1], one.loss_curve, atol=1e-5, rtol=1e-5)
+        scores = class_scores(one.probes, text, per_probe_audio[p])
+        np.testing.assert_allclose(b_scores[p : p + 1], scores, atol=1e-5)
 
 
 def test_loss_decreases_and_init_depends_only_on_seed_and_split():
@@ -128,10 +134,34 @@ def test_ranks_and_accuracy_on_a_hand_written_similarity_matrix():
     np.testing.assert_array_equal(accuracy_at_k(stacked, 1), [0.25, 0.25])
 
 
+def test_masked_ranks_by_hand():
+    scores = np.array(
+        [
+            [
+                [0.9, 0.1, 0.2, 0.3],  # class 0: a query, best among all four -> rank 1
+                [0.5, 0.4, 0.6, 0.1],  # class 1: a query; candidate 2 (0.6) beats it, 0 is no candidate -> 2
+                [0.0, 0.0, 0.0, 0.0],  # class 2: no query
+                [0.7, 0.7, 0.7, 0.7],  # class 3: a query; tie with candidates 1, 2 counts against it -> 3
+            ]
+        ]
+    )
+    queries = np.array([[True, True, False, True]])
+    ranks = masked_ranks(scores, queries, np.array([[True, True, True, True]]))
+    np.testing.assert_array_equal(ranks, [[1, 3, 0, 4]])
+    ranks = masked_ranks(scores, queries, np.array([[False, True, True, True]]) | np.eye(4, dtype=bool)[0])
+    np.testing.assert_array_equal(ranks, [[1, 3, 0, 4]])
+    ranks = masked_ranks(scores, np.array([[False, True, False, True]]), np.array([[False, True, True, True]]))
+    np.testing.assert_array_equal(ranks, [[0, 2, 0, 3]])
+    # 0 means "no query": accuracy over the two queries only; a split with none is NaN
+    np.testing.assert_array_equal(accuracy_at_k(np.array([[0, 2, 0, 3], [0, 0, 0, 0]]), 2), [0.5, np.nan])
+    with pytest.raises(ValueError, match="among its own retrieval candidates"):
+        masked_ranks(scores, queries, np.array([[False, True, True, True]]))
+
+
 def test_per_class_rows_by_hand():
-    ranks = np.array([[1, 7], [2, 1]])  # split 0 holds out classes 0, 2; split 1 holds out 2, 1
-    test_idx = np.array([[0, 2], [2, 1]])
-    rows = per_class_rows(ranks, test_idx, ["a", "b", "c", "d"])
+    # split 0 queries classes 0 (rank 1) and 2 (rank 7); split 1 queries 2 (rank 2) and 1 (rank 1)
+    ranks = np.array([[1, 0, 7, 0], [0, 1, 2, 0]])
+    rows = per_class_rows(ranks, ["a", "b", "c", "d"])
     assert [r["n_heldout"] for r in rows] == [1, 1, 2, 0]
     assert rows[0] == {"label": "a", "n_heldout": 1, "hit@1": 1.0, "hit@5": 1.0, "mean_rank": 1.0}
     assert rows[2]["hit@1"] == 0.0 and rows[2]["hit@5"] == 0.5 and rows[2]["mean_rank"] == 4.5
@@ -189,12 +219,46 @@ def test_too_few_classes_to_split():
 
 def test_shuffled_pairing_permutes_only_training_rows():
     splits = make_splits(30, 3, 0.7, seed=0)
-    pairing = shuffled_pairing(splits, 30, seed=0)
+    pairing = shuffled_pairing(split_masks(splits, 30), seed=0)
     for (train_idx, test_idx), row in zip(splits, pairing):
         np.testing.assert_array_equal(row[test_idx], test_idx)
         assert sorted(row[train_idx]) == list(train_idx)
         assert (row[train_idx] != train_idx).mean() > 0.5  # actually shuffled
-    np.testing.assert_array_equal(pairing, shuffled_pairing(splits, 30, seed=0))
+    np.testing.assert_array_equal(pairing, shuffled_pairing(split_masks(splits, 30), seed=0))
+
+
+@pytest.mark.parametrize("n_classes,val_fraction,n_val", [(100, 0.2, 14), (143, 0.2, 20), (10, 0.25, 2)])
+def test_validation_classes_come_from_training_classes_only(n_classes, val_fraction, n_val):
+    splits = make_splits(n_classes, 5, 0.7, seed=0)
+    carved = carve_validation(splits, val_fraction, seed=0)
+    for (train_idx, test_idx), (fit_idx, val_idx) in zip(splits, carved):
+        assert len(val_idx) == n_val and len(fit_idx) == len(train_idx) - n_val
+        assert not set(fit_idx) & set(val_idx)
+        assert sorted(np.concatenate([fit_idx, val_idx])) == list(train_idx)
+        assert not set(val_idx) & set(test_idx)
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(carved, carved[1:]))  # drawn per split
+    for a, b in zip(carved, carve_validation(splits, val_fraction, seed=0)):
+        np.testing.assert_array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="at least 1 validation and 2 fit classes"):
+        carve_validation(make_splits(4, 1, 0.75, seed=0), 0.1, seed=0)  # 3 training classes, 0 validation
+
+
+def test_validation_metrics_never_see_the_heldout_classes():
+    """Replace the held-out classes' text and audio with anything: the validation metrics (what a
+    sweep selects on) do not move by a bit; the held-out metrics do."""
+    text, audio = _linear_pair()
+    cfg = ProbeConfig(n_splits=1, procrustes=False)
+    _, test_idx = make_splits(60, 1, cfg.train_frac, cfg.seed)[0]
+    before = run(text, audio, _labels(60), cfg).metrics
+    rng = np.random.default_rng(5)
+    text2, audio2 = text.copy(), audio.copy()
+    text2[test_idx] = rng.standard_normal((len(test_idx), text.shape[1]))
+    audio2[test_idx] = rng.standard_normal((len(test_idx), audio.shape[1]))
+    after = run(text2, audio2, _labels(60), cfg).metrics
+    val_keys = [k for k in before if k.startswith("val_")]
+    assert len(val_keys) == 12 and before["val_acc@1"] > 0.5
+    np.testing.assert_equal({k: after[k] for k in val_keys}, {k: before[k] for k in val_keys})  # NaN s.e.: one split
+    assert before["test_acc@1"] > 0.5 and after["test_acc@1"] < before["test_acc@1"]
 
 
 # ----------------------------------------------------------------------------- Procrustes
@@ -217,13 +281,15 @@ def test_procrustes_baseline_retrieves_perfectly_under_a_rotation():
     q, _ = np.linalg.qr(rng.standard_normal((16, 16)))
     audio = text @ q
     splits = make_splits(40, 3, 0.7, seed=0)
+    train = split_masks(splits, 40)
     # No standardisation: per-feature scaling of each side would turn the rotation into a
     # general linear map. PCA keeps the relation (A's principal axes are T's, rotated by Q).
-    for candidates in ("all", "heldout"):
-        scores, targets = procrustes_scores(text, audio, splits, 16, standardize=False, candidates=candidates)
-        assert (retrieval_ranks(scores, targets) == 1).all()
+    scores = procrustes_scores(text, audio, train, 16, standardize=False)
+    for candidates in (np.ones_like(train), ~train):
+        ranks = masked_ranks(scores, ~train, candidates)
+        assert (ranks[~train] == 1).all()
     cfg = ProbeConfig(epochs=1, n_splits=3, permutation_control=False, standardize=False, shared_dim=16)
-    assert run(text, audio, _labels(40), cfg).metrics["procrustes_acc@1"] == 1.0
+    assert run(text, audio, _labels(40), cfg).metrics["test_procrustes_acc@1"] == 1.0
 
 
 # ----------------------------------------------------------------------------- known answers end to end
@@ -244,10 +310,10 @@ def shuffled_result():
 
 def test_linear_relation_is_found(aligned_result):
     m = aligned_result.metrics
-    assert m["acc@1"] > 0.9
-    assert m["acc@5"] >= m["acc@1"]
-    assert m["procrustes_acc@1"] > 0.9  # A is linear in T and PCA keeps all 32 directions
-    assert m["above_chance@1"] < 1e-10
+    assert m["test_acc@1"] > 0.9 and m["val_acc@1"] > 0.9
+    assert m["test_acc@5"] >= m["test_acc@1"]
+    assert m["test_procrustes_acc@1"] > 0.9  # A is linear in T and PCA keeps all 32 directions
+    assert m["test_above_chance@1"] < 1e-10
 
 
 def test_permutation_control_sits_at_chance(aligned_result):
@@ -255,16 +321,18 @@ def test_permutation_control_sits_at_chance(aligned_result):
     # binomial 99.9 % quantile happens less than once in a thousand (7/90 = 0.078 here).
     m = aligned_result.metrics
     n_trials = int(m["n_test_classes"]) * 5
-    assert m["perm_acc@1"] <= _chance_bound(n_trials, m["chance@1"])
-    assert m["perm_acc@5"] <= _chance_bound(n_trials, m["chance@5"])
+    assert m["test_perm_acc@1"] <= _chance_bound(n_trials, m["test_chance@1"])
+    assert m["test_perm_acc@5"] <= _chance_bound(n_trials, m["test_chance@5"])
 
 
 def test_shuffled_pairs_sit_at_chance(shuffled_result):
     m = shuffled_result.metrics
     n_trials = int(m["n_test_classes"]) * 5
-    assert m["acc@1"] <= _chance_bound(n_trials, m["chance@1"])
-    assert m["acc@5"] <= _chance_bound(n_trials, m["chance@5"])
-    assert m["above_chance@1"] > 0.001
+    assert m["test_acc@1"] <= _chance_bound(n_trials, m["test_chance@1"])
+    assert m["test_acc@5"] <= _chance_bound(n_trials, m["test_chance@5"])
+    assert m["test_above_chance@1"] > 0.001
+    n_val_trials = int(m["n_val_classes"]) * 5
+    assert m["val_acc@1"] <= _chance_bound(n_val_trials, m["val_chance@1"])
 
 
 # ----------------------------------------------------------------------------- the paper's regime
@@ -283,17 +351,18 @@ def test_paper_sized_planted_relation_is_found_with_default_settings(paper_sized
     spectrum, result, _ = paper_sized
     m = result.metrics
     assert m["n_train_classes"] == 70
-    assert m["acc@1"] >= 0.9, f"{spectrum} spectrum: held-out acc@1 {m['acc@1']:.3f}"
+    assert m["test_acc@1"] >= 0.9, f"{spectrum} spectrum: held-out acc@1 {m['test_acc@1']:.3f}"
+    assert m["val_acc@1"] >= 0.9, f"{spectrum} spectrum: validation acc@1 {m['val_acc@1']:.3f}"
     n_trials = int(m["n_test_classes"]) * 5
-    assert m["perm_acc@1"] <= _chance_bound(n_trials, m["chance@1"])
+    assert m["test_perm_acc@1"] <= _chance_bound(n_trials, m["test_chance@1"])
 
 
 def test_paper_sized_shuffled_pairs_sit_at_chance(paper_sized):
     spectrum, _, shuffled = paper_sized
     m = shuffled.metrics
     n_trials = int(m["n_test_classes"]) * 5
-    assert m["acc@1"] <= _chance_bound(n_trials, m["chance@1"]), spectrum
-    assert m["acc@5"] <= _chance_bound(n_trials, m["chance@5"]), spectrum
+    assert m["test_acc@1"] <= _chance_bound(n_trials, m["test_chance@1"]), spectrum
+    assert m["test_acc@5"] <= _chance_bound(n_trials, m["test_chance@5"]), spectrum
 
 
 def test_unrestricted_maps_miss_a_flat_relation():
@@ -302,7 +371,7 @@ def test_unrestricted_maps_miss_a_flat_relation():
     text, audio = planted_pair(100, 768, 527, spectrum="flat", noise=0.1, seed=0)
     cfg = ProbeConfig(restrict_to_span=False, permutation_control=False, n_splits=2)
     m = run(text, audio, _labels(100), cfg).metrics
-    assert m["acc@1"] < 0.3 and m["procrustes_acc@1"] > 0.9
+    assert m["test_acc@1"] < 0.3 and m["test_procrustes_acc@1"] > 0.9
 
 
 def test_row_span_basis_projects_like_numpy_and_trained_maps_stay_in_the_span():
@@ -329,15 +398,19 @@ def test_row_span_basis_projects_like_numpy_and_trained_maps_stay_in_the_span():
 
 def test_metric_names_and_per_class_rows(aligned_result):
     ks = [1, 3, 5, 10]
-    expected = {"final_loss", "n_classes", "n_train_classes", "n_test_classes", "above_chance@1"}
+    expected = {"final_loss", "n_classes", "n_train_classes", "n_fit_classes", "n_val_classes", "n_test_classes",
+                "test_above_chance@1"}
     for k in ks:
-        expected |= {f"acc@{k}", f"acc@{k}_se", f"chance@{k}", f"perm_acc@{k}", f"perm_acc@{k}_se"}
-        expected |= {f"procrustes_acc@{k}", f"procrustes_acc@{k}_se"}
+        expected |= {f"val_acc@{k}", f"val_acc@{k}_se", f"val_chance@{k}"}
+        expected |= {f"test_acc@{k}", f"test_acc@{k}_se", f"test_chance@{k}", f"test_perm_acc@{k}", f"test_perm_acc@{k}_se"}
+        expected |= {f"test_procrustes_acc@{k}", f"test_procrustes_acc@{k}_se"}
     m = aligned_result.metrics
     assert set(m) == expected
     assert all(isinstance(v, float) for v in m.values())
     assert (m["n_classes"], m["n_train_classes"], m["n_test_classes"]) == (60, 42, 18)
-    assert m["chance@1"] == pytest.approx(1 / 60)
+    assert (m["n_fit_classes"], m["n_val_classes"]) == (34, 8)  # 0.2 * 42 = 8.4 -> 8
+    assert m["test_chance@1"] == pytest.approx(1 / 60)
+    assert m["val_chance@1"] == pytest.approx(1 / 42)  # validation audio retrieves among the training classes
     assert len(aligned_result.loss_curve) == 300
     assert m["final_loss"] <= aligned_result.loss_curve[-1] + 1e-6
     rows = aligned_result.per_class
@@ -349,9 +422,10 @@ def test_heldout_candidates_change_chance():
     text, audio = _linear_pair(20, 12, 9)
     cfg = ProbeConfig(epochs=5, n_splits=2, candidates="heldout", procrustes=False, permutation_control=False)
     m = run(text, audio, _labels(20), cfg).metrics
-    assert m["chance@1"] == pytest.approx(1 / 6)  # 20 - 14 held-out candidates
-    assert m["chance@10"] == 1.0
-    assert "perm_acc@1" not in m and "procrustes_acc@1" not in m
+    assert m["test_chance@1"] == pytest.approx(1 / 6)  # 20 - 14 held-out candidates
+    assert m["val_chance@1"] == pytest.approx(1 / 3)  # 0.2 * 14 = 2.8 -> 3 validation candidates
+    assert m["test_chance@10"] == 1.0
+    assert "test_perm_acc@1" not in m and "test_procrustes_acc@1" not in m
 
 
 # ----------------------------------------------------------------------------- input and config errors
@@ -389,6 +463,8 @@ def test_run_rejects_nan():
         ("n_splits", 0, "n_splits must be >= 1"),
         ("train_frac", 1.0, "train_frac must be strictly between 0 and 1"),
         ("train_frac", 0.0, "train_frac must be strictly between 0 and 1"),
+        ("val_fraction", 0.0, "val_fraction must be strictly between 0 and 1"),
+        ("val_fraction", 1.0, "val_fraction must be strictly between 0 and 1"),
         ("seed", -1, "seed must be >= 0"),
         ("ks", [], "ks must name at least one K"),
         ("ks", [1, 0], "every K in ks must be an integer >= 1"),
