@@ -112,6 +112,52 @@ def class_text(label: str, vocabulary: Sequence[VocabEntry] | None = None) -> st
     return re.sub(r"[^\W\d_]+", _lower_word, name)  # letter runs: "Hi-hat" -> "hi", "hat"
 
 
+def object_name(text: str) -> str:
+    """One name for a class, from its text (e.g. :func:`class_text`): the object of "the sound of {}".
+
+    Rule: the first synonym (text before the first comma), brackets around a qualifier dropped but
+    its words kept, the head noun (last word before any qualifier) made singular where the ending
+    is regular, letters lower-cased except acronyms. ``"bird vocalization, bird call, bird song"`` ->
+    ``"bird vocalization"``; ``"dishes, pots, and pans"`` -> ``"dish"``; ``"rattle (instrument)"`` ->
+    ``"rattle instrument"`` (the qualifier tells it from ``"rattle"``); ``"hi-hat"`` stays. The
+    result holds no comma or bracket, so averaging its tokens averages the name's words only.
+    Over FSD50K's 200 classes the names are all distinct (a unit test checks it).
+    """
+    first = text.split(",")[0].strip()
+    head, _, qualifier = first.partition("(")
+    words = head.split()
+    if words:
+        words[-1] = _singular(words[-1])
+    name = " ".join([*words, *qualifier.replace(")", " ").split()])
+    return re.sub(r"[^\W\d_]+", _lower_word, name)
+
+
+# Plural in form, one thing in meaning: never cut to a singular ("the sound of scissor").
+_PLURALIA_TANTUM = frozenset({"scissors", "pliers", "tongs", "trousers", "pants", "glasses", "binoculars", "clothes",
+                              "news", "series", "species", "bagpipes"})
+
+
+def _singular(word: str) -> str:
+    """Regular English plurals only: "dishes" -> "dish", "fireworks" -> "firework"; "bus", "hiss",
+    "glass", "scissors" and words not ending in s are left alone."""
+    lower = word.lower()
+    if lower in _PLURALIA_TANTUM:
+        return word
+    if lower.endswith(("shes", "ches", "xes", "sses", "zzes")):
+        return word[:-2]
+    if lower.endswith("ies") and len(word) > 4:
+        return word[:-3] + ("Y" if word[-1].isupper() else "y")
+    if lower.endswith("s") and not lower.endswith(("ss", "us", "is", "ous")) and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+def class_name(label: str, vocabulary: Sequence[VocabEntry] | None = None) -> str:
+    """:func:`object_name` of an FSD50K label's :func:`class_text`: ``Bird_vocalization_and_bird_call_and_bird_song``
+    -> ``"bird vocalization"``."""
+    return object_name(class_text(label, vocabulary))
+
+
 def _lower_word(match: re.Match) -> str:
     word = match.group()
     return word if len(word) > 1 and word.isupper() else word.lower()

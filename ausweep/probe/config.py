@@ -104,6 +104,18 @@ class TextSide:
     revision: str | None = option(None, help="Hub revision (commit, tag) of the LM.")
     layer: int = option(-1, help="Hidden-state index: 0 = embeddings, -1 = last layer. Sweep it with {grid: all}.")
     template: str = option("the sound of {}", help="Sentence around the object phrase; the representation averages the phrase's tokens.")
+    phrase: Literal["name", "synonyms"] = option(
+        "name",
+        help="Object phrase of each class. 'name': one name, the first synonym of the class text with brackets "
+        "dropped and the head noun singular ('Bird vocalization, bird call, bird song' -> 'bird vocalization', "
+        "'Dishes, pots, and pans' -> 'dish'), so only that name's tokens are averaged. 'synonyms': the whole "
+        "lower-cased AudioSet display name, every synonym and comma averaged together (ausweep's behaviour before "
+        "this option).",
+    )
+
+    def __post_init__(self) -> None:
+        if self.phrase not in ("name", "synonyms"):
+            raise ValueError(f"phrase must be 'name' or 'synonyms', got {self.phrase!r}")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from ausweep.config import ConfigError, to_dict
+from ausweep.data import SoundSet
+from ausweep.data.fsd50k import object_name
 from ausweep.data.sources import load_soundset
 from ausweep.extract import audio_clip_table, text_embeddings
 from ausweep.probe.clips import ClipTable
@@ -64,7 +66,7 @@ def load_embeddings(cfg: ProbeExperiment) -> Embeddings:
     if text_side is not None and audio_side is not None:
         labels, t, a = align(*text_side, *audio_side)
         return Embeddings(list(labels), t, a, "npz")
-    soundset = load_soundset(cfg.data)
+    soundset = with_object_phrases(load_soundset(cfg.data), cfg.text.phrase)
     classes = list(soundset.classes)
     if text_side is None:
         all_layers = text_embeddings(cfg.text.model, cfg.text.revision, cfg.text.template, soundset, cfg.extract)
@@ -76,6 +78,15 @@ def load_embeddings(cfg: ProbeExperiment) -> Embeddings:
     labels, t, _ = align(*text_side, classes, np.zeros((len(classes), 0), dtype=np.float32))  # rows of text by label
     table = ClipTable.build(clips.embeddings, clips.ids, clips.feeds, clips.labels, labels)
     return Embeddings(list(labels), t, table, soundset.digest())
+
+
+def with_object_phrases(soundset: SoundSet, phrase: str) -> SoundSet:
+    """The sound set with each class text replaced by the object phrase ``text.phrase`` asks for:
+    ``"name"``, one name per class (:func:`~ausweep.data.fsd50k.object_name`), or ``"synonyms"``,
+    the class text as the data source gives it."""
+    if phrase == "synonyms":
+        return soundset
+    return dataclasses.replace(soundset, class_text={c: object_name(t) for c, t in soundset.class_text.items()})
 
 
 def select_layer(all_layers: np.ndarray, layer: int, model: str) -> np.ndarray:
@@ -128,9 +139,9 @@ def prepare(configs: list[ProbeExperiment], space: dict[str, dict[str, Any]]) ->
     for c in configs:
         if c.embeddings.text and c.embeddings.audio:
             continue
-        soundset = load_soundset(c.data)
+        soundset = with_object_phrases(load_soundset(c.data), c.text.phrase)
         if not c.embeddings.text:
-            key = ("text", c.text.model, c.text.revision, c.text.template, c.data)
+            key = ("text", c.text.model, c.text.revision, c.text.template, c.text.phrase, c.data)
             if key not in done:
                 emb = text_embeddings(c.text.model, c.text.revision, c.text.template, soundset, c.extract)
                 n_layers[c.text.model] = emb.shape[0]

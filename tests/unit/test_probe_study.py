@@ -114,3 +114,56 @@ def test_every_probe_sweep_and_preset_ranks_trials_on_validation():
     for preset in [None, *sweep.spec.presets]:
         tune = load_sweep("probe", preset).spec.tune
         assert (tune.metric, tune.mode) == ("val_acc@1", "max"), preset
+
+
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ("bird vocalization, bird call, bird song", "bird vocalization"),
+        ("dishes, pots, and pans", "dish"),
+        ("male speech, man speaking", "male speech"),
+        ("fireworks", "firework"),
+        ("scissors", "scissors"),  # plural in form only
+        ("bus", "bus"),
+        ("hiss", "hiss"),
+        ("rattle (instrument)", "rattle instrument"),
+        ("bathtub (filling or washing)", "bathtub filling or washing"),
+        ("hi-hat", "hi-hat"),
+        ("Made up, TV thing", "made up"),
+        ("man speaking", "man speaking"),  # a demo-set name is already one name
+    ],
+)
+def test_object_name(text, name):
+    from ausweep.data.fsd50k import object_name
+
+    assert object_name(text) == name
+
+
+def test_object_names_of_the_fsd50k_vocabulary_are_distinct_single_names():
+    from ausweep.data.fsd50k import class_name, load_vocabulary
+
+    names = [class_name(e.label) for e in load_vocabulary()]
+    assert len(names) == 200 and len(set(names)) == 200
+    assert not [n for n in names if set(n) & set(",()") or n != n.strip() or "  " in n]
+    assert class_name("Bird_vocalization_and_bird_call_and_bird_song") == "bird vocalization"
+
+
+@pytest.mark.parametrize("phrase", ["name", "synonyms"])
+def test_text_side_averages_only_the_object_phrase(tmp_path, phrase):
+    """'name': the text vector of a multi-synonym class is the mean over the tokens of its one name
+    in "the sound of <name>"; 'synonyms' keeps the whole display name (the old behaviour)."""
+    from ausweep.models.text import load_text_encoder
+
+    root = make_fsd50k(tmp_path / "fsd", classes=["Dishes_and_pots_and_pans", "Bark", "Male_speech_and_man_speaking", "Meow"])
+    cfg = from_dict(ProbeExperiment, {
+        "data": {"source": "fsd50k", "root": str(root), "clips_per_class": 3, "max_seconds": 1.0},
+        "text": {"model": "tiny-bert", "layer": -1, "phrase": phrase}, "audio": {"model": "logmel-stats"},
+        "extract": {"num_actors": 0, "cache_dir": str(tmp_path / "cache"), "progress": False}})
+    emb = load_embeddings(cfg)
+    enc = load_text_encoder("tiny-bert")
+    want = {"name": {"Dishes_and_pots_and_pans": "dish", "Male_speech_and_man_speaking": "male speech"},
+            "synonyms": {"Dishes_and_pots_and_pans": "dishes, pots, and pans", "Male_speech_and_man_speaking": "male speech, man speaking"}}
+    for label, obj in want[phrase].items():
+        prefix = "the sound of "
+        direct = enc.encode_spans([prefix + obj], [(len(prefix), len(prefix) + len(obj))], [-1])[0, 0]
+        np.testing.assert_allclose(emb.text[emb.labels.index(label)], direct, rtol=1e-4, atol=1e-5)
