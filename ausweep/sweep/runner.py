@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ausweep.config import ConfigError, config_hash, flatten, from_dict, to_dict
-from ausweep.sweep.spec import Sweep, load_sweep, to_tune_space
+from ausweep.sweep.spec import Sweep, is_selection_metric, load_sweep, to_tune_space
 from ausweep.study import RUN_DIR_ENV, SUMMARY_METRICS, Study
 from ausweep.sweep.studies import STUDIES
 
@@ -184,9 +184,15 @@ def run_sweep(
                 tracker.log_file(parent_id, p)
                 if p.name == SUMMARY_METRICS:  # the study's numbers about the whole sweep
                     tracker.log_metrics(parent_id, json.loads(p.read_text()))
-            best = _best(outcome.rows, sweep.spec.tune.metric, sweep.spec.tune.mode)
+            metric = sweep.spec.tune.metric
+            # "best" only where it was chosen on validation data: best_test/acc@1 is then the held-out
+            # score of the trial chosen on val/acc@1. A grid of conditions ranked by a reported number
+            # (acc of each backbone) has no best trial, and the parent run says so.
+            best = _best(outcome.rows, metric, sweep.spec.tune.mode) if is_selection_metric(metric) else None
             if best:
                 tracker.log_metrics(parent_id, {f"best_{k}": v for k, v in best["metrics"].items()})
+            tracker.set_tags(parent_id, {"ausweep.best_chosen_on": metric if best else
+                                         f"none ({metric} is not a validation/dev metric)"})
         tracker.set_tags(parent_id, {"ausweep.n_trials": len(outcome.rows) + outcome.n_errors, "ausweep.n_failed": outcome.n_errors})
         status = "FINISHED" if outcome.n_errors == 0 else "FAILED"
     finally:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import re
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,15 @@ from typing import Any, Literal
 from ausweep.config import ConfigError, deep_merge, flatten, from_dict, load_yaml, option, set_dotted, to_dict, unflatten
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
+# Names of data a metric may be *chosen* on: a metric whose key has one of these as a part separated by
+# '/' or '_' (``val_acc@1``, ``dev/acc``, ``pitch/dev/acc``) is computed on validation data, never on
+# what a study reports.
+SELECTION_SPLITS = ("val", "dev")
+
+
+def is_selection_metric(metric: str) -> bool:
+    """Whether ``metric`` is computed on validation or dev data (see :data:`SELECTION_SPLITS`)."""
+    return any(part in SELECTION_SPLITS for part in re.split(r"[/_]", metric))
 
 
 @dataclass(frozen=True)
@@ -241,7 +251,20 @@ def load_sweep(name: str, preset: str | None = None, overrides: dict[str, Any] |
             base = deep_merge(base, unflatten({key: value}))
         else:
             parsed_space[key] = dist
+    _check_selection(spec.tune, parsed_space, f"{where}" + (f" (preset {preset})" if preset else ""))
     return Sweep(path.stem, path, spec, preset, base, parsed_space)
+
+
+def _check_selection(tune: TuneSettings, space: dict[str, dict[str, Any]], where: str) -> None:
+    """A sweep that searches (random or sampled axes) or stops trials early (ASHA) chooses among trials
+    by ``tune.metric``: that metric must be computed on validation or dev data, never on held-out data."""
+    sampled = sorted(k for k, d in space.items() if next(iter(d)) != "grid")
+    early_stop = tune.scheduler is not None and tune.scheduler.name != "fifo"
+    if (sampled or early_stop) and not is_selection_metric(tune.metric):
+        why = "ASHA stops trials by it" if early_stop else f"it picks among sampled values of {', '.join(sampled)}"
+        raise ConfigError(where, "tune.metric", f"'{tune.metric}' names no validation or dev split ({why}); "
+                          f"select on a metric with a '{SELECTION_SPLITS[0]}' or '{SELECTION_SPLITS[1]}' part, "
+                          "e.g. val_acc@1 or pitch/dev/acc")
 
 
 def _nested(d: dict[str, Any]) -> dict[str, Any]:

@@ -117,3 +117,41 @@ def test_command_line_tune_and_resources_set_the_sweep_not_the_trial(monkeypatch
     assert "tune" not in sweep.base and "resources" not in sweep.base and sweep.base["train"]["epochs"] == 3
     with pytest.raises(ConfigError, match="command line.*max_concurent"):
         load_sweep("lora_rank", "demo", parse_overrides(["tune.max_concurent=2"]))
+
+
+@pytest.mark.parametrize("metric, selects", [
+    ("val_acc@1", True), ("val/acc@1", True), ("dev/acc", True), ("pitch/dev/acc", True),
+    ("acc@1", False), ("test_acc@1", False), ("pitch/test/acc", False), ("acc", False), ("evaluation", False),
+])
+def test_selection_metric_names(metric, selects):
+    from ausweep.sweep.spec import is_selection_metric
+
+    assert is_selection_metric(metric) is selects
+
+
+@pytest.mark.parametrize("search, tune", [
+    ("probe.lr: {loguniform: [1.0e-4, 1.0e-2]}", "{metric: acc@1}"),                 # a random search
+    ("probe.lr: {grid: [1.0e-3, 1.0e-2]}", "{metric: acc@1, scheduler: {name: asha}}"),  # early stopping
+])
+def test_a_search_on_held_out_data_is_refused(tmp_path, search, tune):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"study: probe\nsearch_space:\n  {search}\ntune: {tune}\n")
+    with pytest.raises(ConfigError, match=r"s\.yaml.*tune\.metric.*'acc@1' names no validation or dev split"):
+        load_sweep(str(path))
+    # the same search on a validation metric loads, and a plain grid of conditions may rank by anything
+    path.write_text(path.read_text().replace("metric: acc@1", "metric: val_acc@1"))
+    assert load_sweep(str(path)).spec.tune.metric == "val_acc@1"
+    path.write_text("study: probe\nsearch_space:\n  text.model: {grid: [minilm, tiny-bert]}\ntune: {metric: acc@1}\n")
+    assert load_sweep(str(path)).spec.tune.metric == "acc@1"
+
+
+@pytest.mark.parametrize("name, preset", [s for s in _shipped()])
+def test_every_shipped_search_selects_on_validation_data(name, preset, monkeypatch):
+    """Random search or ASHA in a shipped sweep ranks trials on a validation/dev metric (load_sweep checks)."""
+    from ausweep.sweep.spec import is_selection_metric
+
+    monkeypatch.chdir(REPO)
+    sweep = load_sweep(name, preset)
+    sampled = [k for k, d in sweep.space.items() if next(iter(d)) != "grid"]
+    if sampled or sweep.spec.tune.scheduler.name != "fifo":
+        assert is_selection_metric(sweep.spec.tune.metric)
