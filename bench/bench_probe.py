@@ -120,8 +120,8 @@ def planted(seeds: list[int], threads: int | None) -> None:
                 m = run(text, audio, labels, cfg).metrics
                 seconds = time.perf_counter() - start
                 s = run(text, shuffled, labels, ProbeConfig(restrict_to_span=restrict, procrustes=False)).metrics
-                print(f"{spectrum:>9} {seed:>4} {str(restrict):>5} {m['val_acc@1']:>6.3f} {m['test_acc@1']:>7.3f} "
-                      f"{m['test_perm_acc@1']:>7.3f} {m['test_procrustes_acc@1']:>8.3f} {s['test_acc@1']:>10.3f} {seconds:>5.1f}",
+                print(f"{spectrum:>9} {seed:>4} {str(restrict):>5} {m['val/acc@1']:>6.3f} {m['test/acc@1']:>7.3f} "
+                      f"{m['test/perm_acc@1']:>7.3f} {m['test/procrustes_acc@1']:>8.3f} {s['test/acc@1']:>10.3f} {seconds:>5.1f}",
                       flush=True)
 
 

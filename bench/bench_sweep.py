@@ -111,7 +111,7 @@ def write_sweep(path: Path, text: Path, audio: Path, space: dict[str, list], epo
             "probe": {"epochs": epochs},
         },
         "search_space": {k: {"grid": v} for k, v in space.items()},
-        "tune": {"metric": "val_acc@1", "mode": "max", "max_concurrent_trials": concurrency},
+        "tune": {"metric": "val/acc@1", "mode": "max", "max_concurrent_trials": concurrency},
         "resources": {"cpu": 1, "gpu": 0},
     }
     path.write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -56,7 +56,7 @@ def write_sweep(path: Path, data_root: Path, cache_dir: Path, text_models=TINY_T
             "probe": {"epochs": epochs, "shared_dim": 8, "n_splits": 5},
         },
         "search_space": {"text.model": {"grid": list(text_models)}, "probe.lr": {"grid": list(lrs)}},
-        "tune": {"metric": "val_acc@1", "mode": "max", "max_concurrent_trials": max_concurrent},
+        "tune": {"metric": "val/acc@1", "mode": "max", "max_concurrent_trials": max_concurrent},
         "resources": {"cpu": 1, "gpu": 0},
     }
     path.write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -5,8 +5,8 @@ audio embedding per class or per-clip audio embeddings with their labels. Two li
 both sides into a shared space, trained with CLIP's symmetric InfoNCE loss on a random 70 % of the
 classes; the probe is scored by how well each held-out class's audio vector retrieves its own text
 (accuracy@K, against chance). Nested: hyperparameters are judged by a selection probe on
-validation classes carved out of the training classes (``val_*``), never on the held-out classes
-(``test_*``). A permutation control (text rows shuffled among the training classes) and an
+validation classes carved out of the training classes (``val/*``), never on the held-out classes
+(``test/*``). A permutation control (text rows shuffled among the training classes) and an
 orthogonal Procrustes baseline are scored like the probe. With per-clip audio, a clip labelled on
 both sides of a split feeds neither (:mod:`.clips`). All splits, their selection probes and
 controls train together in one batched computation.

@@ -37,8 +37,8 @@ class ProbeConfig:
         0.2,
         help="Fraction of each split's training classes carved out as validation classes "
         "(round-half-up, seeded by (seed, split)). A selection probe trains on the rest and is scored on them "
-        "(val_acc@K): sweeps rank configurations by it. The reported probe trains on all training classes and is "
-        "scored on the held-out classes (test_acc@K), which no selection ever sees.",
+        "(val/acc@K): sweeps rank configurations by it. The reported probe trains on all training classes and is "
+        "scored on the held-out classes (test/acc@K), which no selection ever sees.",
     )
     seed: int = option(0, help="Seed of the splits, the validation classes, the initial weights and the permutation control.")
     ks: list[int] = option(

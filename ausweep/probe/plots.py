@@ -2,8 +2,8 @@
 
 Every "best" here is chosen on validation classes and reported on held-out classes: per group
 (an LM, layer and audio model, or an LM and audio model over its layers), the trial with the
-highest ``val_acc@1`` (ties broken by ``val_acc@K`` for the larger K, then by trial order) is
-*the* configuration, and its ``test_acc@K`` is the number shown. The maximum of ``test_acc@K``
+highest ``val/acc@1`` (ties broken by ``val/acc@K`` for the larger K, then by trial order) is
+*the* configuration, and its ``test/acc@K`` is the number shown. The maximum of ``test/acc@K``
 over trials is never taken: it would be a maximum over test data.
 
 * ``results.csv``: one line per trial, validation and held-out columns side by side, and
@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from ausweep.config import flatten
 
 GROUP = ["lm", "layer", "audio"]
-SELECT_ON = "val_acc@1"
+SELECT_ON = "val/acc@1"
 
 
 def results_table(rows: list[dict[str, Any]]):
@@ -50,11 +50,11 @@ def results_table(rows: list[dict[str, Any]]):
 
 
 def chosen_on_validation(table, by: Sequence[str]) -> list:
-    """Index of the trial chosen in each group of ``by``: highest ``val_acc@1``, ties broken by
-    ``val_acc@K`` for each larger K in turn, then by trial order. Held-out columns are never read."""
+    """Index of the trial chosen in each group of ``by``: highest ``val/acc@1``, ties broken by
+    ``val/acc@K`` for each larger K in turn, then by trial order. Held-out columns are never read."""
     if table.empty or SELECT_ON not in table.columns:
         return []
-    keys = [SELECT_ON] + [f"val_acc@{k}" for k in _ks(table, "val_acc@") if k != 1]
+    keys = [SELECT_ON] + [f"val/acc@{k}" for k in _ks(table, "val/acc@") if k != 1]
     ranked = table.sort_values(keys, ascending=False, kind="stable", na_position="last")
     return list(ranked.groupby(list(by), dropna=False, sort=False).head(1).index)
 
@@ -66,7 +66,7 @@ def selected_table(table):
     return table[table["chosen_on_val"]].sort_values(GROUP).reset_index(drop=True)
 
 
-def _ks(table, prefix: str = "test_acc@") -> list[int]:
+def _ks(table, prefix: str = "test/acc@") -> list[int]:
     return sorted(int(c[len(prefix):]) for c in table.columns if c.startswith(prefix) and not c.endswith("_se"))
 
 
@@ -77,7 +77,7 @@ def plot_summary(table, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    if SELECT_ON not in table.columns or "test_acc@1" not in table.columns or table.empty:
+    if SELECT_ON not in table.columns or "test/acc@1" not in table.columns or table.empty:
         return []
     out: list[Path] = []
     best = table.loc[chosen_on_validation(table, ["lm", "audio"])].reset_index(drop=True)
@@ -89,13 +89,13 @@ def plot_summary(table, out_dir: Path) -> list[Path]:
     width = 0.8 / max(len(best), 1)
     x = np.arange(len(ks))
     for i, row in best.iterrows():
-        acc = [row[f"test_acc@{k}"] for k in ks]
-        se = [row.get(f"test_acc@{k}_se", 0.0) for k in ks]
+        acc = [row[f"test/acc@{k}"] for k in ks]
+        se = [row.get(f"test/acc@{k}_se", 0.0) for k in ks]
         ax.bar(x + i * width, acc, width, yerr=se, capsize=2, label=f"{row['lm']} / {row['audio']}")
-    if f"test_chance@{ks[0]}" in best:
-        ax.plot(x + 0.4 - width / 2, [best[f"test_chance@{k}"].iloc[0] for k in ks], "k--", marker="_", label="chance")
-    if f"test_perm_acc@{ks[0]}" in best:
-        ax.plot(x + 0.4 - width / 2, [best[f"test_perm_acc@{k}"].mean() for k in ks], "r:", marker="x", label="shuffled pairs")
+    if f"test/chance@{ks[0]}" in best:
+        ax.plot(x + 0.4 - width / 2, [best[f"test/chance@{k}"].iloc[0] for k in ks], "k--", marker="_", label="chance")
+    if f"test/perm_acc@{ks[0]}" in best:
+        ax.plot(x + 0.4 - width / 2, [best[f"test/perm_acc@{k}"].mean() for k in ks], "r:", marker="x", label="shuffled pairs")
     ax.set_xticks(x + 0.4 - width / 2, [f"acc@{k}" for k in ks])
     ax.set_ylim(0, 1)
     ax.set_ylabel("held-out accuracy (mean ± s.e. over splits)")
@@ -105,7 +105,7 @@ def plot_summary(table, out_dir: Path) -> list[Path]:
     ax = axes[1]
     grid = np.full((len(lms), len(audios)), np.nan)
     for _, row in best.iterrows():
-        grid[lms.index(str(row["lm"])), audios.index(str(row["audio"]))] = row["test_acc@1"]
+        grid[lms.index(str(row["lm"])), audios.index(str(row["audio"]))] = row["test/acc@1"]
     top = max(1e-6, float(np.nanmax(grid)))
     im = ax.imshow(grid, vmin=0, vmax=top, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(audios)), audios, rotation=30, ha="right", fontsize=8)
@@ -126,10 +126,10 @@ def plot_summary(table, out_dir: Path) -> list[Path]:
         per_layer = selected_table(table)
         for (lm, audio), g in per_layer.groupby(["lm", "audio"]):
             g = g.sort_values("layer")
-            line = ax.plot(g["layer"], g["test_acc@1"], marker="o", label=f"{lm} / {audio} (held-out)")[0]
+            line = ax.plot(g["layer"], g["test/acc@1"], marker="o", label=f"{lm} / {audio} (held-out)")[0]
             ax.plot(g["layer"], g[SELECT_ON], ls=":", color=line.get_color(), label=f"{lm} / {audio} (validation)")
-        if "test_chance@1" in table:
-            ax.axhline(table["test_chance@1"].iloc[0], color="k", ls="--", label="chance (held-out)")
+        if "test/chance@1" in table:
+            ax.axhline(table["test/chance@1"].iloc[0], color="k", ls="--", label="chance (held-out)")
         ax.set_xlabel("LM hidden-state index (0 = embeddings)")
         ax.set_ylabel("accuracy@1, configuration chosen on validation")
         ax.legend(fontsize=7)

@@ -100,12 +100,12 @@ def run(text: np.ndarray, audio: np.ndarray | ClipTable, labels: Sequence[str], 
     are judged on validation classes, the reported accuracy is on held-out classes.
 
     Each of ``cfg.n_splits`` class splits holds out ``1 - train_frac`` of the classes (the *test*
-    side: ``test_*`` metrics) and carves ``val_fraction`` of its training classes into validation
+    side: ``test/*`` metrics) and carves ``val_fraction`` of its training classes into validation
     classes. Per split, three probes train together in one batched computation
     (:func:`~ausweep.probe.train.train_probes`):
 
     * the *selection* probe trains on the fit classes (training minus validation) and is scored on
-      the validation classes: ``val_*`` metrics, the ones a sweep ranks configurations by. Its
+      the validation classes: ``val/*`` metrics, the ones a sweep ranks configurations by. Its
       validation audio retrieves among the texts of the split's training classes (``candidates:
       all``) or of its validation classes only (``heldout``); held-out classes are never candidates;
     * the *reported* probe trains on all training classes and is scored on the held-out classes,
@@ -124,20 +124,20 @@ def run(text: np.ndarray, audio: np.ndarray | ClipTable, labels: Sequence[str], 
     Returns:
         :class:`ProbeResult` whose ``metrics`` are, for every K in ``cfg.ks``:
 
-        * ``val_acc@K``, ``val_acc@K_se``: validation accuracy@K, mean over splits and its
-          standard error, and ``val_chance@K``;
-        * ``test_acc@K``, ``test_acc@K_se``: held-out accuracy@K, and ``test_chance@K``
+        * ``val/acc@K``, ``val/acc@K_se``: validation accuracy@K, mean over splits and its
+          standard error, and ``val/chance@K``;
+        * ``test/acc@K``, ``test/acc@K_se``: held-out accuracy@K, and ``test/chance@K``
           (``min(1, K / n_candidates)``);
-        * ``test_perm_acc@K``, ``test_perm_acc@K_se``: the permutation control (if enabled);
-        * ``test_procrustes_acc@K``, ``test_procrustes_acc@K_se``: the Procrustes baseline (if enabled);
+        * ``test/perm_acc@K``, ``test/perm_acc@K_se``: the permutation control (if enabled);
+        * ``test/procrustes_acc@K``, ``test/procrustes_acc@K_se``: the Procrustes baseline (if enabled);
 
-        and ``test_above_chance@1`` (one-sided binomial p-value that test_acc@1 exceeds chance,
+        and ``test/above_chance@1`` (one-sided binomial p-value that test/acc@1 exceeds chance,
         pooling all held-out retrievals; see :func:`~ausweep.probe.metrics.above_chance_pvalue`),
         ``final_loss`` (mean over splits of the reported probes' train loss with their final
         weights), ``n_classes``, and per split ``n_train_classes`` (fit + validation),
         ``n_fit_classes``, ``n_val_classes``, ``n_test_classes``. With per-clip audio also
-        ``test_excluded_clips`` and ``val_excluded_clips`` (mean per split) and ``test_queries``,
-        ``val_queries`` (classes scored per split, fewer than ``n_test_classes`` /
+        ``test/excluded_clips`` and ``val/excluded_clips`` (mean per split) and ``test/queries``,
+        ``val/queries`` (classes scored per split, fewer than ``n_test_classes`` /
         ``n_val_classes`` when a class lost every clip).
 
     Raises:
@@ -163,8 +163,8 @@ def run(text: np.ndarray, audio: np.ndarray | ClipTable, labels: Sequence[str], 
                      row["split"], row["sides"], row["excluded_clips"], row["clips"],
                      row["train_classes_without_clips"], row["query_classes_without_clips"])
         n_excluded = np.array([row["excluded_clips"] for row in clip_log], dtype=float)
-        extra["test_excluded_clips"] = float(n_excluded[:n_splits].mean())
-        extra["val_excluded_clips"] = float(n_excluded[n_splits:].mean())
+        extra["test/excluded_clips"] = float(n_excluded[:n_splits].mean())
+        extra["val/excluded_clips"] = float(n_excluded[n_splits:].mean())
     else:
         class_audio = torch.as_tensor(audio)  # (C, da), the same for every probe
         has_audio = np.ones_like(train_side)
@@ -202,24 +202,24 @@ def run(text: np.ndarray, audio: np.ndarray | ClipTable, labels: Sequence[str], 
     n_test_candidates = int(test_candidates[0].sum())
     n_val_candidates = int(val_candidates[0].sum())
 
-    metrics = summarize_ranks(val_ranks, cfg.ks, prefix="val_")
+    metrics = summarize_ranks(val_ranks, cfg.ks, prefix="val/")
     for k in cfg.ks:
-        metrics[f"val_chance@{k}"] = chance_at_k(k, n_val_candidates)
-    metrics.update(summarize_ranks(test_ranks, cfg.ks, prefix="test_"))
+        metrics[f"val/chance@{k}"] = chance_at_k(k, n_val_candidates)
+    metrics.update(summarize_ranks(test_ranks, cfg.ks, prefix="test/"))
     for k in cfg.ks:
-        metrics[f"test_chance@{k}"] = chance_at_k(k, n_test_candidates)
+        metrics[f"test/chance@{k}"] = chance_at_k(k, n_test_candidates)
     scored = test_ranks >= 1
-    metrics["test_above_chance@1"] = above_chance_pvalue(
+    metrics["test/above_chance@1"] = above_chance_pvalue(
         int((scored & (test_ranks <= 1)).sum()), int(scored.sum()), chance_at_k(1, n_test_candidates)
     )
     if cfg.permutation_control:
         perm_ranks = masked_ranks(scores[2 * n_splits :], query_eff[:n_splits], test_candidates)
-        metrics.update(summarize_ranks(perm_ranks, cfg.ks, prefix="test_perm_"))
+        metrics.update(summarize_ranks(perm_ranks, cfg.ks, prefix="test/perm_"))
     if cfg.procrustes:
         split_audio = class_audio[:n_splits].cpu().numpy() if class_audio.ndim == 3 else audio
         p_scores = procrustes_scores(text, split_audio, train_eff[:n_splits], cfg.shared_dim, cfg.standardize)
         p_ranks = masked_ranks(p_scores, query_eff[:n_splits], test_candidates)
-        metrics.update(summarize_ranks(p_ranks, cfg.ks, prefix="test_procrustes_"))
+        metrics.update(summarize_ranks(p_ranks, cfg.ks, prefix="test/procrustes_"))
     metrics["final_loss"] = float(trained.final_loss[:n_splits].mean())
     metrics["n_classes"] = float(n_classes)
     metrics["n_train_classes"] = float(train[0].sum())
@@ -228,8 +228,8 @@ def run(text: np.ndarray, audio: np.ndarray | ClipTable, labels: Sequence[str], 
     metrics["n_test_classes"] = float(n_classes - train[0].sum())
     if extra:
         metrics.update(extra)
-        metrics["test_queries"] = float(query_eff[:n_splits].sum(axis=1).mean())
-        metrics["val_queries"] = float(query_eff[n_splits:].sum(axis=1).mean())
+        metrics["test/queries"] = float(query_eff[:n_splits].sum(axis=1).mean())
+        metrics["val/queries"] = float(query_eff[n_splits:].sum(axis=1).mean())
 
     return ProbeResult(
         metrics=metrics,

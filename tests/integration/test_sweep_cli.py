@@ -54,11 +54,11 @@ def test_cli_runs_sweep_and_mlflow_holds_parent_and_children(tiny, ray_session, 
     for c in children:
         assert c.info.status == "FINISHED"
         m = c.data.metrics
-        assert 0.0 <= m["test_acc_at_1"] <= m["test_acc_at_5"] <= 1.0
-        assert 0.0 <= m["val_acc_at_1"] <= m["val_acc_at_5"] <= 1.0
-        assert m["test_chance_at_1"] == pytest.approx(1 / 10)
-        assert m["val_chance_at_1"] == pytest.approx(1 / 7)  # validation retrieves among the 7 training classes
-        for key in ("test_acc_at_1_se", "test_perm_acc_at_1", "test_procrustes_acc_at_1", "test_excluded_clips"):
+        assert 0.0 <= m["test/acc_at_1"] <= m["test/acc_at_5"] <= 1.0
+        assert 0.0 <= m["val/acc_at_1"] <= m["val/acc_at_5"] <= 1.0
+        assert m["test/chance_at_1"] == pytest.approx(1 / 10)
+        assert m["val/chance_at_1"] == pytest.approx(1 / 7)  # validation retrieves among the 7 training classes
+        for key in ("test/acc_at_1_se", "test/perm_acc_at_1", "test/procrustes_acc_at_1", "test/excluded_clips"):
             assert key in m
         assert len(client.get_metric_history(c.info.run_id, "train_loss")) == 30  # one point per epoch
         tags = c.data.tags
@@ -70,9 +70,9 @@ def test_cli_runs_sweep_and_mlflow_holds_parent_and_children(tiny, ray_session, 
     parent_files = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"results.csv", "selected.csv", "acc_at_k.png"} <= parent_files
     # the parent's "best" is the trial best on validation; its held-out numbers ride along
-    best = max(children, key=lambda c: c.data.metrics["val_acc_at_1"])
-    assert parents[0].data.metrics["best_val_acc_at_1"] == best.data.metrics["val_acc_at_1"]
-    assert "best_test_acc_at_1" in parents[0].data.metrics
+    best = max(children, key=lambda c: c.data.metrics["val/acc_at_1"])
+    assert parents[0].data.metrics["best_val/acc_at_1"] == best.data.metrics["val/acc_at_1"]
+    assert "best_test/acc_at_1" in parents[0].data.metrics
 
 
 def _run_cli(args: list[str], cwd: Path, env: dict) -> subprocess.Popen:
@@ -169,8 +169,8 @@ def test_bring_your_own_embeddings_known_answer(tiny, ray_session):
     _, parents, children = _mlflow(uri, "probe")
     assert len(parents) == 1 and len(children) == 1  # lr and shared_dim fixed on the command line
     m = children[0].data.metrics
-    assert m["test_acc_at_1"] > 0.9 and m["test_chance_at_1"] == pytest.approx(1 / 60)
-    assert m["test_perm_acc_at_1"] < 0.15
+    assert m["test/acc_at_1"] > 0.9 and m["test/chance_at_1"] == pytest.approx(1 / 60)
+    assert m["test/perm_acc_at_1"] < 0.15
     assert children[0].data.tags["ausweep.clip_leakage"].startswith("unchecked")
 
 

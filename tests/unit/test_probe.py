@@ -255,10 +255,10 @@ def test_validation_metrics_never_see_the_heldout_classes():
     text2[test_idx] = rng.standard_normal((len(test_idx), text.shape[1]))
     audio2[test_idx] = rng.standard_normal((len(test_idx), audio.shape[1]))
     after = run(text2, audio2, _labels(60), cfg).metrics
-    val_keys = [k for k in before if k.startswith("val_")]
-    assert len(val_keys) == 12 and before["val_acc@1"] > 0.5
+    val_keys = [k for k in before if k.startswith("val/")]
+    assert len(val_keys) == 12 and before["val/acc@1"] > 0.5
     np.testing.assert_equal({k: after[k] for k in val_keys}, {k: before[k] for k in val_keys})  # NaN s.e.: one split
-    assert before["test_acc@1"] > 0.5 and after["test_acc@1"] < before["test_acc@1"]
+    assert before["test/acc@1"] > 0.5 and after["test/acc@1"] < before["test/acc@1"]
 
 
 # ----------------------------------------------------------------------------- Procrustes
@@ -289,7 +289,7 @@ def test_procrustes_baseline_retrieves_perfectly_under_a_rotation():
         ranks = masked_ranks(scores, ~train, candidates)
         assert (ranks[~train] == 1).all()
     cfg = ProbeConfig(epochs=1, n_splits=3, permutation_control=False, standardize=False, shared_dim=16)
-    assert run(text, audio, _labels(40), cfg).metrics["test_procrustes_acc@1"] == 1.0
+    assert run(text, audio, _labels(40), cfg).metrics["test/procrustes_acc@1"] == 1.0
 
 
 # ----------------------------------------------------------------------------- known answers end to end
@@ -310,10 +310,10 @@ def shuffled_result():
 
 def test_linear_relation_is_found(aligned_result):
     m = aligned_result.metrics
-    assert m["test_acc@1"] > 0.9 and m["val_acc@1"] > 0.9
-    assert m["test_acc@5"] >= m["test_acc@1"]
-    assert m["test_procrustes_acc@1"] > 0.9  # A is linear in T and PCA keeps all 32 directions
-    assert m["test_above_chance@1"] < 1e-10
+    assert m["test/acc@1"] > 0.9 and m["val/acc@1"] > 0.9
+    assert m["test/acc@5"] >= m["test/acc@1"]
+    assert m["test/procrustes_acc@1"] > 0.9  # A is linear in T and PCA keeps all 32 directions
+    assert m["test/above_chance@1"] < 1e-10
 
 
 def test_permutation_control_sits_at_chance(aligned_result):
@@ -321,18 +321,18 @@ def test_permutation_control_sits_at_chance(aligned_result):
     # binomial 99.9 % quantile happens less than once in a thousand (7/90 = 0.078 here).
     m = aligned_result.metrics
     n_trials = int(m["n_test_classes"]) * 5
-    assert m["test_perm_acc@1"] <= _chance_bound(n_trials, m["test_chance@1"])
-    assert m["test_perm_acc@5"] <= _chance_bound(n_trials, m["test_chance@5"])
+    assert m["test/perm_acc@1"] <= _chance_bound(n_trials, m["test/chance@1"])
+    assert m["test/perm_acc@5"] <= _chance_bound(n_trials, m["test/chance@5"])
 
 
 def test_shuffled_pairs_sit_at_chance(shuffled_result):
     m = shuffled_result.metrics
     n_trials = int(m["n_test_classes"]) * 5
-    assert m["test_acc@1"] <= _chance_bound(n_trials, m["test_chance@1"])
-    assert m["test_acc@5"] <= _chance_bound(n_trials, m["test_chance@5"])
-    assert m["test_above_chance@1"] > 0.001
+    assert m["test/acc@1"] <= _chance_bound(n_trials, m["test/chance@1"])
+    assert m["test/acc@5"] <= _chance_bound(n_trials, m["test/chance@5"])
+    assert m["test/above_chance@1"] > 0.001
     n_val_trials = int(m["n_val_classes"]) * 5
-    assert m["val_acc@1"] <= _chance_bound(n_val_trials, m["val_chance@1"])
+    assert m["val/acc@1"] <= _chance_bound(n_val_trials, m["val/chance@1"])
 
 
 # ----------------------------------------------------------------------------- the paper's regime
@@ -351,18 +351,18 @@ def test_paper_sized_planted_relation_is_found_with_default_settings(paper_sized
     spectrum, result, _ = paper_sized
     m = result.metrics
     assert m["n_train_classes"] == 70
-    assert m["test_acc@1"] >= 0.9, f"{spectrum} spectrum: held-out acc@1 {m['test_acc@1']:.3f}"
-    assert m["val_acc@1"] >= 0.9, f"{spectrum} spectrum: validation acc@1 {m['val_acc@1']:.3f}"
+    assert m["test/acc@1"] >= 0.9, f"{spectrum} spectrum: held-out acc@1 {m['test/acc@1']:.3f}"
+    assert m["val/acc@1"] >= 0.9, f"{spectrum} spectrum: validation acc@1 {m['val/acc@1']:.3f}"
     n_trials = int(m["n_test_classes"]) * 5
-    assert m["test_perm_acc@1"] <= _chance_bound(n_trials, m["test_chance@1"])
+    assert m["test/perm_acc@1"] <= _chance_bound(n_trials, m["test/chance@1"])
 
 
 def test_paper_sized_shuffled_pairs_sit_at_chance(paper_sized):
     spectrum, _, shuffled = paper_sized
     m = shuffled.metrics
     n_trials = int(m["n_test_classes"]) * 5
-    assert m["test_acc@1"] <= _chance_bound(n_trials, m["test_chance@1"]), spectrum
-    assert m["test_acc@5"] <= _chance_bound(n_trials, m["test_chance@5"]), spectrum
+    assert m["test/acc@1"] <= _chance_bound(n_trials, m["test/chance@1"]), spectrum
+    assert m["test/acc@5"] <= _chance_bound(n_trials, m["test/chance@5"]), spectrum
 
 
 def test_unrestricted_maps_miss_a_flat_relation():
@@ -371,7 +371,7 @@ def test_unrestricted_maps_miss_a_flat_relation():
     text, audio = planted_pair(100, 768, 527, spectrum="flat", noise=0.1, seed=0)
     cfg = ProbeConfig(restrict_to_span=False, permutation_control=False, n_splits=2)
     m = run(text, audio, _labels(100), cfg).metrics
-    assert m["test_acc@1"] < 0.3 and m["test_procrustes_acc@1"] > 0.9
+    assert m["test/acc@1"] < 0.3 and m["test/procrustes_acc@1"] > 0.9
 
 
 def test_row_span_basis_projects_like_numpy_and_trained_maps_stay_in_the_span():
@@ -399,18 +399,18 @@ def test_row_span_basis_projects_like_numpy_and_trained_maps_stay_in_the_span():
 def test_metric_names_and_per_class_rows(aligned_result):
     ks = [1, 3, 5, 10]
     expected = {"final_loss", "n_classes", "n_train_classes", "n_fit_classes", "n_val_classes", "n_test_classes",
-                "test_above_chance@1"}
+                "test/above_chance@1"}
     for k in ks:
-        expected |= {f"val_acc@{k}", f"val_acc@{k}_se", f"val_chance@{k}"}
-        expected |= {f"test_acc@{k}", f"test_acc@{k}_se", f"test_chance@{k}", f"test_perm_acc@{k}", f"test_perm_acc@{k}_se"}
-        expected |= {f"test_procrustes_acc@{k}", f"test_procrustes_acc@{k}_se"}
+        expected |= {f"val/acc@{k}", f"val/acc@{k}_se", f"val/chance@{k}"}
+        expected |= {f"test/acc@{k}", f"test/acc@{k}_se", f"test/chance@{k}", f"test/perm_acc@{k}", f"test/perm_acc@{k}_se"}
+        expected |= {f"test/procrustes_acc@{k}", f"test/procrustes_acc@{k}_se"}
     m = aligned_result.metrics
     assert set(m) == expected
     assert all(isinstance(v, float) for v in m.values())
     assert (m["n_classes"], m["n_train_classes"], m["n_test_classes"]) == (60, 42, 18)
     assert (m["n_fit_classes"], m["n_val_classes"]) == (34, 8)  # 0.2 * 42 = 8.4 -> 8
-    assert m["test_chance@1"] == pytest.approx(1 / 60)
-    assert m["val_chance@1"] == pytest.approx(1 / 42)  # validation audio retrieves among the training classes
+    assert m["test/chance@1"] == pytest.approx(1 / 60)
+    assert m["val/chance@1"] == pytest.approx(1 / 42)  # validation audio retrieves among the training classes
     assert len(aligned_result.loss_curve) == 300
     assert m["final_loss"] <= aligned_result.loss_curve[-1] + 1e-6
     rows = aligned_result.per_class
@@ -422,10 +422,10 @@ def test_heldout_candidates_change_chance():
     text, audio = _linear_pair(20, 12, 9)
     cfg = ProbeConfig(epochs=5, n_splits=2, candidates="heldout", procrustes=False, permutation_control=False)
     m = run(text, audio, _labels(20), cfg).metrics
-    assert m["test_chance@1"] == pytest.approx(1 / 6)  # 20 - 14 held-out candidates
-    assert m["val_chance@1"] == pytest.approx(1 / 3)  # 0.2 * 14 = 2.8 -> 3 validation candidates
-    assert m["test_chance@10"] == 1.0
-    assert "test_perm_acc@1" not in m and "test_procrustes_acc@1" not in m
+    assert m["test/chance@1"] == pytest.approx(1 / 6)  # 20 - 14 held-out candidates
+    assert m["val/chance@1"] == pytest.approx(1 / 3)  # 0.2 * 14 = 2.8 -> 3 validation candidates
+    assert m["test/chance@10"] == 1.0
+    assert "test/perm_acc@1" not in m and "test/procrustes_acc@1" not in m
 
 
 # ----------------------------------------------------------------------------- input and config errors

@@ -143,9 +143,9 @@ def test_probe_counts_and_logs_what_each_split_excludes(tree):
     assert [row["excluded_clips"] for row in result.clip_log] == expected
     assert [row["sides"] for row in result.clip_log] == ["train|heldout"] * 5 + ["fit|val"] * 5
     m = result.metrics
-    assert m["test_excluded_clips"] == pytest.approx(np.mean(expected[:5])) and m["test_excluded_clips"] > 0
-    assert m["val_excluded_clips"] == pytest.approx(np.mean(expected[5:]))
-    assert m["test_queries"] <= m["n_test_classes"] and m["val_queries"] <= m["n_val_classes"]
+    assert m["test/excluded_clips"] == pytest.approx(np.mean(expected[:5])) and m["test/excluded_clips"] > 0
+    assert m["val/excluded_clips"] == pytest.approx(np.mean(expected[5:]))
+    assert m["test/queries"] <= m["n_test_classes"] and m["val/queries"] <= m["n_val_classes"]
 
 
 def test_a_class_left_without_clips_drops_out_of_that_split(caplog):

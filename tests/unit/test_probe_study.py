@@ -78,8 +78,8 @@ def test_text_from_npz_audio_extracted(tmp_path):
 
 
 def _row(lm, layer, lr, val1, test1, val5=0.5):
-    metrics = {"val_acc@1": val1, "val_acc@5": val5, "test_acc@1": test1, "test_acc@1_se": 0.01, "test_acc@5": test1,
-               "test_chance@1": 0.1, "test_chance@5": 0.5, "test_perm_acc@1": 0.1, "test_perm_acc@5": 0.5}
+    metrics = {"val/acc@1": val1, "val/acc@5": val5, "test/acc@1": test1, "test/acc@1_se": 0.01, "test/acc@5": test1,
+               "test/chance@1": 0.1, "test/chance@5": 0.5, "test/perm_acc@1": 0.1, "test/perm_acc@5": 0.5}
     return {"config": {"text": {"model": lm, "layer": layer}, "audio": {"model": "ast"}, "probe": {"lr": lr}}, "metrics": metrics}
 
 
@@ -93,17 +93,17 @@ def test_summary_chooses_on_validation_and_reports_heldout(tmp_path):
     rows = [
         _row("bert", -1, 1e-3, val1=0.6, test1=0.9),  # best on the held-out classes, not on validation
         _row("bert", -1, 3e-4, val1=0.7, test1=0.5),  # best on validation: chosen
-        _row("bert", 3, 1e-3, val1=0.4, test1=0.4, val5=0.9),  # a tie on val_acc@1, broken by val_acc@5
+        _row("bert", 3, 1e-3, val1=0.4, test1=0.4, val5=0.9),  # a tie on val/acc@1, broken by val/acc@5
         _row("bert", 3, 3e-4, val1=0.4, test1=0.8, val5=0.6),
         _row("gpt2", -1, 1e-3, val1=0.2, test1=0.3),
     ]
     paths = summarize(rows, tmp_path)
     assert {p.name for p in paths} >= {"results.csv", "selected.csv", "acc_at_k.png", "acc_by_layer.png"}
     results = pd.read_csv(tmp_path / "results.csv")
-    assert {"val_acc@1", "test_acc@1", "chosen_on_val"} <= set(results.columns)
+    assert {"val/acc@1", "test/acc@1", "chosen_on_val"} <= set(results.columns)
     assert results["chosen_on_val"].tolist() == [False, True, True, False, True]
     selected = pd.read_csv(tmp_path / "selected.csv")
-    got = {(r.lm, r.layer): (r.lr, r["test_acc@1"]) for _, r in selected.iterrows()}
+    got = {(r.lm, r.layer): (r.lr, r["test/acc@1"]) for _, r in selected.iterrows()}
     assert got == {("bert", -1): (3e-4, 0.5), ("bert", 3): (1e-3, 0.4), ("gpt2", -1): (1e-3, 0.3)}
 
 
@@ -113,7 +113,7 @@ def test_every_probe_sweep_and_preset_ranks_trials_on_validation():
     sweep = load_sweep("probe")
     for preset in [None, *sweep.spec.presets]:
         tune = load_sweep("probe", preset).spec.tune
-        assert (tune.metric, tune.mode) == ("val_acc@1", "max"), preset
+        assert (tune.metric, tune.mode) == ("val/acc@1", "max"), preset
 
 
 @pytest.mark.parametrize(
