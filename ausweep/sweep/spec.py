@@ -10,7 +10,7 @@ A sweep file looks like::
     search_space:                   # dotted config keys -> a distribution or a fixed value
       text.model: {grid: [bert-base-uncased, gpt2]}
       probe.lr: {loguniform: [1.0e-4, 1.0e-2]}
-    tune: {metric: acc@1, mode: max, num_samples: 1}
+    tune: {metric: val/acc@1, mode: max, num_samples: 1}
     resources: {cpu: 1, gpu: 0}
     presets:                        # named variants: --preset demo
       demo: {config: ..., search_space: {...}, tune: {...}}
@@ -55,7 +55,7 @@ class SchedulerSpec:
 
 @dataclass(frozen=True)
 class TuneSettings:
-    metric: str = option("acc@1", help="Result key that ranks trials.")
+    metric: str = option("val/acc@1", help="Result key that ranks trials. Where the sweep samples values or stops trials early (ASHA) it must be a validation or dev metric (a `val` or `dev` part in its key).")
     mode: Literal["max", "min"] = option("max", help="Whether a larger or a smaller metric is better.")
     num_samples: int = option(1, help="Repeats of the grid; random axes are drawn afresh per repeat.")
     max_concurrent_trials: int | None = option(None, help="Trials at once; default: as many as the resources allow.")
@@ -264,7 +264,7 @@ def _check_selection(tune: TuneSettings, space: dict[str, dict[str, Any]], where
         why = "ASHA stops trials by it" if early_stop else f"it picks among sampled values of {', '.join(sampled)}"
         raise ConfigError(where, "tune.metric", f"'{tune.metric}' names no validation or dev split ({why}); "
                           f"select on a metric with a '{SELECTION_SPLITS[0]}' or '{SELECTION_SPLITS[1]}' part, "
-                          "e.g. val_acc@1 or pitch/dev/acc")
+                          "e.g. val/acc@1 or pitch/dev/acc")
 
 
 def _nested(d: dict[str, Any]) -> dict[str, Any]:
