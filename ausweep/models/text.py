@@ -307,7 +307,7 @@ def hub_errors(hub_id: str, revision: str | None) -> Iterator[None]:
             msg = f"could not load model '{hub_id}'{rev} from the Hugging Face hub or the local cache"
         raise ModelUnavailableError(
             f"{msg}. Pass a local folder instead, or fetch it on a machine with network: "
-            f"`huggingface-cli download {hub_id}{' --revision ' + revision if revision else ''}`. "
+            f"`hf download {hub_id}{' --revision ' + revision if revision else ''}`. "
             f"(transformers said: {str(e).splitlines()[0] if str(e) else type(e).__name__})"
         ) from e
 

@@ -176,7 +176,7 @@ def test_uncached_hub_id_offline_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelUnavailableError, match="not in the local Hugging Face cache and HF_HUB_OFFLINE") as e:
         load_text_encoder("ausweep-test/no-such-model")
-    assert "huggingface-cli download ausweep-test/no-such-model" in str(e.value)
+    assert "`hf download ausweep-test/no-such-model`" in str(e.value)
     with pytest.raises(ModelUnavailableError, match="local Hugging Face cache"):
         load_audio_encoder("ausweep-test/no-such-audio-model")
 
