@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import os
-import shutil
 import string
-import tempfile
-import time
 from pathlib import Path
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -406,60 +402,32 @@ def _smollm2_source() -> dict[str, Any]:
 def smollm2_folder() -> Path:
     """The de-quantised SmolLM2 folder under the ausweep cache, built on first use.
 
-    Built under a file lock in a temporary sibling folder and moved into place with ``os.replace``:
-    concurrent callers (several Ray actors on a cold cache) wait for one build and never see a
-    half-written folder.
+    Guarantees (:func:`ausweep.files.build_folder_once`): one build at a time across processes and
+    nodes sharing the cache, through a lock file created atomically beside the folder (not
+    ``fcntl.flock``, which some network file systems ignore); the folder is written to a temporary
+    sibling and renamed into place, so it is either absent, complete and outdated, or complete and
+    current, and it is returned only when its ``ausweep-source.json`` matches the installed package.
+    A rebuild that cannot replace the outdated folder raises instead of returning it.
     """
+    from ausweep.files import build_folder_once
+
     source = _smollm2_source()
-    final = ausweep_cache_dir() / "models" / "smollm2-135m"
-    stamp = final / "ausweep-source.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == source:
-        return final
-
-    import fcntl
-
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # One builder at a time (several trials on a cold cache): the others wait, then find it built.
-    # Without the lock a late builder would swap out a folder another process is reading.
-    with open(final.parent / ".smollm2-135m.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.is_file() and json.loads(stamp.read_text()) == source:
-            return final
-        _build_smollm2(source, final)
-    return final
+    return build_folder_once(ausweep_cache_dir() / "models" / "smollm2-135m", source,
+                             lambda tmp: _build_smollm2(source, tmp))
 
 
-def _build_smollm2(source: dict, final: Path) -> None:
+def _build_smollm2(source: dict, out: Path) -> None:
     import torch
     import transformers
 
-    stamp = final / "ausweep-source.json"
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-135m.", dir=final.parent))
-    try:
-        folder, gguf = str(Path(source["file"]).parent), Path(source["file"]).name
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-        loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
-        model = transformers.AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
-        model.load_state_dict(loaded.state_dict())
-        del loaded
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "ausweep-source.json").write_text(json.dumps(source))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared between users
-        if final.exists():  # stale (package upgraded): move it aside, then swap in the new one
-            stale = final.with_name(f".smollm2-135m.stale-{os.getpid()}-{time.time_ns()}")
-            try:
-                os.replace(final, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            except OSError:
-                pass
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not stamp.is_file():  # nobody else finished either: a real failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    folder, gguf = str(Path(source["file"]).parent), Path(source["file"]).name
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    del loaded
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def load_smollm2(name: str = "smollm2-135m", device: str = "cpu", revision: str | None = None, dtype: str = "float32", **options: Any) -> HFTextEncoder:

