@@ -4,6 +4,9 @@ Only the sweep driver writes to MLflow (through :class:`SweepTracker`); trials r
 and a Tune callback forwards their results here. One writer keeps a SQLite store safe and makes a
 retried or resumed trial land in the same child run instead of a duplicate.
 
+Every metric, param and tag key goes through :func:`ausweep.track.keys.mlflow_key` (user text such
+as a category "Sound & Music" is escaped reversibly; ``acc@1`` is ``acc_at_1``).
+
 Default store: ``sqlite:///<cwd>/mlruns.db`` with artifacts beside it in ``mlartifacts/``;
 ``MLFLOW_TRACKING_URI`` (a server on a cluster) overrides.
 """
@@ -17,6 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from ausweep.track.keys import mlflow_key
 
 TRIAL_TAG = "ausweep.trial_key"  # config hash of the trial: stable across Tune retries and restores
 SWEEP_TAG = "ausweep.sweep"
@@ -116,7 +121,7 @@ class SweepTracker:
             self.client.update_run(resume_id, status="RUNNING")
             self.parent_id = resume_id
             return resume_id
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**self.provenance(), **tags})
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=_tags({**self.provenance(), **tags}))
         self.parent_id = run.info.run_id
         self.log_params(self.parent_id, params)
         return self.parent_id
@@ -144,7 +149,7 @@ class SweepTracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
-            tags={**self.provenance(), **tags, PARENT_TAG: self.parent_id, TRIAL_TAG: trial_key, "ausweep.attempts": "1"},
+            tags=_tags({**self.provenance(), **tags, PARENT_TAG: self.parent_id, TRIAL_TAG: trial_key, "ausweep.attempts": "1"}),
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -160,7 +165,7 @@ class SweepTracker:
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, _param_str(v)) for k, v in sorted(params.items())]
+        items = [Param(mlflow_key(k), _param_str(v)) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
             self.client.log_batch(run_id, params=items[i : i + 100])
 
@@ -168,7 +173,7 @@ class SweepTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(_metric_key(k), float(v), now, step) for k, v in metrics.items() if _is_number(v)]
+        items = [Metric(mlflow_key(k), float(v), now, step) for k, v in metrics.items() if _is_number(v)]
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i : i + 1000])
 
@@ -177,13 +182,13 @@ class SweepTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(_metric_key(key), float(v), now, i) for i, v in enumerate(values)]
+        items = [Metric(mlflow_key(key), float(v), now, i) for i, v in enumerate(values)]
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i : i + 1000])
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(run_id, k, str(v))
+            self.client.set_tag(run_id, mlflow_key(k), str(v))
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
@@ -209,6 +214,5 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # drops NaN
 
 
-def _metric_key(k: str) -> str:
-    # MLflow keys allow letters, digits, _ - . / and spaces; "acc@1" becomes "acc_at_1".
-    return k.replace("@", "_at_")
+def _tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    return {mlflow_key(k): str(v) for k, v in tags.items()}
