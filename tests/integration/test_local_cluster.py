@@ -113,7 +113,7 @@ def test_sweep_submitted_as_ray_job_is_tracked_in_the_cluster_mlflow(cluster, tm
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert {float(c.data.params["probe.lr"]) for c in children} == {1e-2, 3e-3}
-    assert all("acc_at_1" in c.data.metrics for c in children)
+    assert all("val/acc_at_1" in c.data.metrics and "test/acc_at_1" in c.data.metrics for c in children)
 
 
 def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
@@ -318,5 +318,5 @@ def test_sweep_survives_losing_a_worker_node(cluster3, tmp_path):
     assert len(children) == 6 and all(c.info.status == "FINISHED" for c in children), summary
     assert len({c.data.tags["ausweep.trial_key"] for c in children}) == 6, summary
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
-    assert all("acc_at_1" in c.data.metrics for c in children), summary
+    assert all("val/acc_at_1" in c.data.metrics and "test/acc_at_1" in c.data.metrics for c in children), summary
     print(f"killed {victim} at {killed_at:.0f} s; job done at {time.time() - t0:.0f} s; children {summary}")
