@@ -324,6 +324,72 @@ def test_digest_changes_when_a_clip_file_changes(tmp_path):
     assert s.digest() != before
 
 
+
+def _clip_opens(monkeypatch, paths) -> list[str]:
+    """Record every ``open`` of one of ``paths`` by ausweep.data (the real open still runs)."""
+    import builtins
+
+    import ausweep.data as data
+
+    wanted, opened = {str(p) for p in paths}, []
+
+    def counting_open(file, *args, **kw):
+        if str(file) in wanted:
+            opened.append(str(file))
+        return builtins.open(file, *args, **kw)
+
+    monkeypatch.setattr(data, "open", counting_open, raising=False)
+    return opened
+
+
+def test_digest_reads_each_file_once_per_version_across_processes(tmp_path, monkeypatch):
+    """The first digest reads every clip; a second one, in this process or in a fresh one (a Tune
+    trial) sharing $AUSWEEP_CACHE, reads none; a changed clip is read again and changes the digest."""
+    import os
+
+    import ausweep.data as data
+
+    monkeypatch.setenv("AUSWEEP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "_IDENTITIES", {})
+    monkeypatch.setattr(data, "_LOADED", set())
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.wav")
+        sf.write(paths[-1], _sine(440 + 100 * i, 16000, 0.2), 16000)
+        os.utime(paths[-1], ns=(1_600_000_000 * 10**9,) * 2)  # settled files (not just written)
+    s = SoundSet("t", ("a",), {"a": "a"}, tuple(Clip(str(p), "a") for p in paths))
+    opened = _clip_opens(monkeypatch, paths)
+    first = s.digest()
+    assert sorted(opened) == sorted(map(str, paths))
+    opened.clear()
+    assert s.digest() == first and opened == []  # same process
+    monkeypatch.setattr(data, "_IDENTITIES", {})  # a fresh process: only the memo file is left
+    monkeypatch.setattr(data, "_LOADED", set())
+    assert s.digest() == first and opened == []
+    assert (tmp_path / "cache" / data.MEMO_NAME).is_file()
+    # same size, new content and mtime: read again, new digest
+    sf.write(paths[1], _sine(880, 16000, 0.2), 16000)
+    os.utime(paths[1], ns=(1_600_000_100 * 10**9,) * 2)
+    changed = s.digest()
+    assert opened == [str(paths[1])] and changed != first
+    opened.clear()
+    assert s.digest() == changed and opened == []
+
+
+def test_a_just_written_file_is_not_memoised(tmp_path, monkeypatch):
+    """Two writes within one clock tick can leave size and mtime alike: fresh files are always read."""
+    import ausweep.data as data
+
+    monkeypatch.setenv("AUSWEEP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "_IDENTITIES", {})
+    monkeypatch.setattr(data, "_LOADED", set())
+    path = tmp_path / "fresh.wav"
+    sf.write(path, _sine(440, 16000, 0.2), 16000)
+    opened = _clip_opens(monkeypatch, [path])
+    s = SoundSet("t", ("a",), {"a": "a"}, (Clip(str(path), "a"),))
+    assert s.digest() == s.digest() and len(opened) == 2
+
+
 # ----------------------------------------------------------------------------- config
 
 
