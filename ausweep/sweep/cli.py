@@ -15,6 +15,7 @@ examples:
   python -m ausweep.sweep probe probe.lr=3e-4       dotted overrides fix a value (also a searched one)
   python -m ausweep.sweep probe tune.max_concurrent_trials=2 resources.gpu=0.5   the sweep's own settings
   python -m ausweep.sweep probe --resume            continue the newest interrupted run of this sweep
+                                                    (refused if the sweep changed since; --resume-changed goes on)
   python -m ausweep.sweep probe --show              print the resolved config and search space, run nothing
   python -m ausweep.sweep probe --fields            every config field with its default and help
   ray job submit --working-dir . -- python -m ausweep.sweep probe    the same on a Ray cluster
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="a preset declared in the sweep file (e.g. demo)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue an interrupted run (default: the newest of this sweep); only unfinished trials run")
+    p.add_argument("--resume-changed", action="store_true",
+                   help="with --resume: continue even though the sweep's config, search space or Tune settings "
+                        "changed since the run started (the unfinished trials keep the old ones)")
     p.add_argument("--storage", help="where Tune keeps trial state (default $AUSWEEP_STORAGE or ./ausweep_runs)")
     p.add_argument("--show", action="store_true", help="print the resolved base config, search space and trial count; run nothing")
     p.add_argument("--fields", action="store_true", help="print every config field of the sweep's study with its help")
@@ -75,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.show:
             return _print_show(run_sweep(args.name, args.preset, overrides, dry_run=True))
-        outcome = run_sweep(args.name, args.preset, overrides, resume=args.resume, storage=args.storage, verbose=args.verbose)
+        if args.resume_changed and not args.resume:
+            raise ConfigError("--resume-changed", "", "only means something with --resume")
+        outcome = run_sweep(args.name, args.preset, overrides, resume=args.resume, storage=args.storage,
+                            verbose=args.verbose, resume_changed=args.resume_changed)
     except (ConfigError, UnknownNameError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,24 +1,30 @@
 """Run a sweep: resolve the file, prepare, run the Ray Tune ``Tuner``, mirror it all into MLflow.
 
 The same code runs on a laptop (a local ``ray.init()``) and on a cluster (``ray job submit`` sets
-``RAY_ADDRESS``). Each sweep run gets a directory ``<storage>/<sweep>[-<preset>]-<timestamp>``
-holding Tune's state and ``ausweep_sweep.json`` (the MLflow parent run id and the resolved sweep),
-which is what ``--resume`` continues from: only unfinished trials run again, into the same MLflow
-parent and child runs.
+``RAY_ADDRESS``). Each sweep run gets its own directory ``<storage>/<sweep>[-<preset>]-<timestamp>-<random>``
+(created exclusively, so two launches in the same second never share one) holding Tune's state and
+``ausweep_sweep.json`` (written atomically: the MLflow parent run id and the resolved sweep with its
+fingerprint), which is what ``--resume`` continues from: only unfinished trials run again, into the
+same MLflow parent and child runs. ``--resume`` refuses a sweep whose config, search space or Tune
+settings changed since the run started (Tune would run the remaining trials with the stored ones
+anyway), unless ``--resume-changed`` says go on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ausweep.config import ConfigError, config_hash, flatten, from_dict, to_dict
+from ausweep.files import write_text_atomic
 from ausweep.sweep.spec import Sweep, is_selection_metric, load_sweep, to_tune_space
 from ausweep.study import RUN_DIR_ENV, SUMMARY_METRICS, Study
 from ausweep.sweep.studies import STUDIES
@@ -61,8 +67,87 @@ def storage_root(sweep: Sweep, override: str | None = None) -> Path:
 
 def find_resumable(root: Path, label: str) -> Path | None:
     """The newest run directory of this sweep and preset that has ausweep state."""
-    runs = sorted((p for p in root.glob(f"{label}-2*") if (p / STATE_FILE).is_file()), key=lambda p: p.name)
+    runs = [p for p in root.glob(f"{label}-2*") if (p / STATE_FILE).is_file()]
+    # The name orders runs to the second; within one second the state file's age decides.
+    stamp = len(label) + 1 + len("20250101-120000")
+    runs.sort(key=lambda p: (p.name[:stamp], (p / STATE_FILE).stat().st_mtime))
     return runs[-1] if runs else None
+
+
+def new_run_dir(root: Path, label: str) -> Path:
+    """A fresh run directory ``<label>-<timestamp>-<6 hex>``, created here so no other launch gets it."""
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_dir = root / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+
+
+def sweep_fingerprint(sweep: Sweep) -> dict[str, Any]:
+    """What decides the trials' results: the study, the resolved config (sweep file, preset and
+    overrides merged), the search space and the Tune settings that pick trials. Not how they run
+    (resources, trials at once, retries), which a resumed run may change."""
+    tune = {k: v for k, v in flatten(to_dict(sweep.spec.tune)).items()
+            if k not in ("max_concurrent_trials", "max_failures")}
+    return json.loads(json.dumps({"study": sweep.spec.study, "config": flatten(sweep.base),
+                                  "search_space": sweep.space, "tune": tune}, sort_keys=True, default=str))
+
+
+def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_state(run_dir: Path, state: dict[str, Any]) -> Path:
+    """Write ``ausweep_sweep.json`` atomically: a crash mid-write leaves no state, never half of one."""
+    return write_text_atomic(run_dir / STATE_FILE, json.dumps(state, indent=2, default=str))
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """``ausweep_sweep.json`` of a run; an unreadable one is a ConfigError naming the file."""
+    path = run_dir / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "--resume: no sweep state here (not an ausweep run directory)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(str(path), "", f"--resume: the sweep state is not valid JSON ({e}); "
+                                         "the run cannot be resumed, start it again without --resume") from None
+    if not isinstance(state, dict) or not state.get("parent_run_id"):
+        raise ConfigError(str(path), "", "--resume: not a sweep state (no parent_run_id); "
+                                         "the run cannot be resumed, start it again without --resume")
+    return state
+
+
+def fingerprint_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> list[str]:
+    """``key: old -> new`` for the first ``limit`` dotted keys that differ (and how many more)."""
+    a, b = flatten(old), flatten(new)
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
+    out = [f"{k}: {json.dumps(a.get(k, '<unset>'))} -> {json.dumps(b.get(k, '<unset>'))}" for k in keys[:limit]]
+    if len(keys) > limit:
+        out.append(f"and {len(keys) - limit} more")
+    return out
+
+
+def check_resume(state: dict[str, Any], run_dir: Path, fingerprint: dict[str, Any], allow_changed: bool) -> list[str]:
+    """Refuse (ConfigError naming the state file and what differs) to resume a sweep that changed
+    since the run started, unless ``allow_changed``; returns the differences."""
+    if "fingerprint" not in state:
+        log.warning("%s has no sweep fingerprint (written by an older ausweep): changes are not checked",
+                    run_dir / STATE_FILE)
+        return []
+    if state.get("sweep_hash") == fingerprint_hash(fingerprint):
+        return []
+    changes = fingerprint_changes(state["fingerprint"], fingerprint)
+    if not allow_changed:
+        raise ConfigError(str(run_dir / STATE_FILE), "", "--resume: the sweep changed since this run started ("
+                          + "; ".join(changes) + "); the remaining trials would run with the old settings. "
+                          "Start a new run, or pass --resume-changed to continue anyway")
+    log.warning("resuming a changed sweep (--resume-changed): %s; unfinished trials keep the settings "
+                "Tune stored when the run started", "; ".join(changes))
+    return changes
 
 
 def _trainable(config: dict[str, Any], study_name: str, completed_dir: str) -> None:
@@ -105,8 +190,10 @@ def run_sweep(
     storage: str | None = None,
     dry_run: bool = False,
     verbose: bool = False,
+    resume_changed: bool = False,
 ) -> SweepOutcome | Sweep:
-    """Run sweep ``name`` end to end and return its outcome (``dry_run``: the resolved Sweep only)."""
+    """Run sweep ``name`` end to end and return its outcome (``dry_run``: the resolved Sweep only).
+    ``resume_changed``: with ``resume``, continue even if the sweep changed since the run started."""
     sweep = load_sweep(name, preset, overrides)
     study = STUDIES.get(sweep.spec.study)
     configs = _validate(sweep, study)
@@ -118,15 +205,17 @@ def run_sweep(
         return sweep
 
     root = storage_root(sweep, storage)
-    run_dir, state = None, {}
+    fingerprint = sweep_fingerprint(sweep)
+    run_dir, state, changes = None, {}, []
     if resume:
         run_dir = Path(resume).resolve() if isinstance(resume, str) else find_resumable(root, sweep.run_label)
-        if run_dir is None or not (run_dir / STATE_FILE).is_file():
+        if run_dir is None:
             raise ConfigError(str(root), "", f"--resume: no earlier run of '{sweep.run_label}' to resume here")
-        state = json.loads((run_dir / STATE_FILE).read_text())
+        state = read_state(run_dir)
+        changes = check_resume(state, run_dir, fingerprint, resume_changed)
         log.info("resuming %s", run_dir)
     else:
-        run_dir = root / f"{sweep.run_label}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = new_run_dir(root, sweep.run_label)
 
     # Trials must see the same relative paths as the driver, not their trial directory.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
@@ -153,14 +242,16 @@ def run_sweep(
                    "ausweep.config_hash": config_hash(sweep.base),
                    "ausweep.max_concurrent_trials": str(concurrency.max_concurrent or "none"),
                    "ausweep.max_concurrent_reason": concurrency.reason}
+    if changes:
+        parent_tags["ausweep.resumed_changed"] = "; ".join(changes)[:4000]
     parent_id = tracker.start_parent(run_dir.name, parent_params, parent_tags, resume_id=state.get("parent_run_id"))
 
     if not state:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / STATE_FILE).write_text(json.dumps({
+        write_state(run_dir, {
             "parent_run_id": parent_id, "tracking_uri": tracker.uri, "sweep": sweep.name, "preset": sweep.preset,
             "overrides": overrides or {}, "space": space, "started": time.time(),
-        }, indent=2, default=str))
+            "sweep_hash": fingerprint_hash(fingerprint), "fingerprint": fingerprint,
+        })
 
     tuner = _make_tuner(sweep, study, space, tracker, run_dir, resume=bool(state),
                         max_concurrent=concurrency.max_concurrent, verbose=verbose)
