@@ -25,9 +25,11 @@ from typing import Any, Iterable
 
 from ausweep.config import FileFormatError
 from ausweep.files import jsonl_records, write_jsonl_atomic
+from ausweep.track.keys import join_key
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SUFFIXES = (".jsonl", ".json", ".yaml", ".yml", ".csv")
+KEY_MAX = 250  # MLflow's limit on a metric key; checked on the longest key a category makes (dev/acc/<c>/<s>)
 
 
 class MCFormatError(FileFormatError):
@@ -106,8 +108,33 @@ def parse_item(rec: Any, path: str | os.PathLike, where: str, base: Path | None 
         if check_audio and not p.is_file():
             raise MCFormatError(path, where, "audio", f"audio file {p} does not exist")
         audio = str(p)
+    category = _category_name(rec.get("category"), path, where, "category")
+    subcategory = _category_name(rec.get("subcategory"), path, where, "subcategory")
+    if subcategory and not category:
+        raise MCFormatError(path, where, "subcategory", f"{subcategory!r} has no category; give the item a category too")
+    key = join_key("dev", "acc", *(n for n in (category, subcategory) if n))
+    if len(key) > KEY_MAX:
+        raise MCFormatError(path, where, "category" if len(join_key("dev", "acc", category)) > KEY_MAX else "subcategory",
+                            f"too long: the metric key {key[:60]!r}... would have {len(key)} characters "
+                            f"(MLflow keys hold {KEY_MAX}; characters outside letters, digits, _ - . and space take up to 9 each)")
     return MCItem(id=str(rec.get("id") or default_id), question=str(rec["question"]), options=options, answer=answer,
-                  category=str(rec.get("category") or ""), subcategory=str(rec.get("subcategory") or ""), audio=audio)
+                  category=category, subcategory=subcategory, audio=audio)
+
+
+def _category_name(value: Any, path: Any, where: str, field: str) -> str:
+    """A category or subcategory name as written (any characters: metric keys escape them), or ""
+    for none. Refused: a non-string, a name of only whitespace, leading or trailing whitespace (the
+    task map strips its entries, so such a category could never be paired)."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise MCFormatError(path, where, field, f"expected a name (a string), got {value!r}")
+    name = str(value)
+    if not name.strip():
+        raise MCFormatError(path, where, field, f"{name!r} is only whitespace; leave the field out for none")
+    if name != name.strip():
+        raise MCFormatError(path, where, field, f"{name!r} has leading or trailing whitespace")
+    return name
 
 
 def _answer_index(answer: Any, options: tuple[str, ...], path: Any, where: str) -> int:
@@ -218,29 +245,33 @@ def accuracy_metrics(items: list[MCItem], predicted: list[int | None]) -> dict[s
     * ``acc/<category>/<subcategory>``, ``n/<category>/<subcategory>``.
     * ``n``: all items.
 
+    Category and subcategory names are escaped into key levels with
+    :func:`ausweep.track.keys.join_key` ("Sound & Music" -> ``Sound _x26_ Music``, a ``/`` inside a
+    name -> ``_x2f_``; most names need nothing), so every key is one MLflow accepts and
+    :func:`ausweep.track.keys.split_key` gives the names back exactly.
+
     A prediction of None (an unparsable generation) counts as wrong.
     """
     if len(items) != len(predicted):
         raise ValueError(f"{len(items)} items but {len(predicted)} predictions")
     if not items:
         raise ValueError("no items to score")
-    groups: dict[str, list[bool]] = {}
+    groups: dict[tuple[str, ...], list[bool]] = {}
     categories: dict[str, list[bool]] = {}
     for it, p in zip(items, predicted):
         ok = p == it.answer
         categories.setdefault(it.category, []).append(ok)
-        keys = [""]
+        keys: list[tuple[str, ...]] = [()]
         if it.category:
-            keys.append(it.category)
+            keys.append((it.category,))
             if it.subcategory:
-                keys.append(f"{it.category}/{it.subcategory}")
+                keys.append((it.category, it.subcategory))
         for k in keys:
             groups.setdefault(k, []).append(ok)
     out: dict[str, float] = {}
     for k, oks in groups.items():
-        suffix = f"/{k}" if k else ""
-        out[f"acc{suffix}"] = sum(oks) / len(oks)
-        out[f"n{suffix}"] = float(len(oks))
+        out[join_key("acc", *k)] = sum(oks) / len(oks)
+        out[join_key("n", *k)] = float(len(oks))
     out["acc_micro"] = out.pop("acc")
     out["acc"] = sum(sum(oks) / len(oks) for oks in categories.values()) / len(categories)
     return out

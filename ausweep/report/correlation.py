@@ -8,7 +8,8 @@ two scores correlate (r = 0.71-0.82). Here the two sides are two finished sweeps
 * the *audio* sweep (``lalm_backbone``): child runs with the backbone in param ``lalm.llm``.
 
 **Tasks, not category names.** Both sides log ``acc/<category>/<subcategory>``
-(:func:`ausweep.benchmarks.mcq.accuracy_metrics`). The declared task map
+(:func:`ausweep.benchmarks.mcq.accuracy_metrics`); names are read back from the stored keys exactly
+as the question files wrote them (:func:`metric_name`). The declared task map
 (:mod:`ausweep.benchmarks.tasks`, ``configs/backbone_tasks.yaml``) says which categories ask the
 same question on each side; only those *paired* tasks are correlated. Tasks on one side and
 categories the map does not name are listed as unpaired. The headline row ``all`` is the macro
@@ -374,10 +375,21 @@ def child_runs(client: Any, parent: Any, backbone_param: str) -> list[Run]:
         if backbone is None:
             raise ReportError(f"run {c.info.run_id} of experiment {parent.info.experiment_id} has no param '{backbone_param}' "
                               f"(params: {', '.join(sorted(c.data.params)[:12])}); set the *_backbone_param option")
-        out.append(Run(c.info.run_id, backbone, dict(c.data.params), dict(c.data.metrics)))
+        out.append(Run(c.info.run_id, backbone, dict(c.data.params), {metric_name(k): v for k, v in c.data.metrics.items()}))
     if not out:
         raise ReportError(f"sweep run {parent.info.run_id} has no finished trials")
     return out
+
+
+def metric_name(key: str) -> str:
+    """A stored metric key as the sweep reported it, with category names as the question file wrote
+    them: ``acc/Sound _x26_ Music/pitch`` -> ``acc/Sound & Music/pitch``, ``val/acc_at_1`` -> ``val/acc@1``
+    (:mod:`ausweep.track.keys`). A level whose name holds a ``/`` stays escaped: the task map's
+    ``category/subcategory`` entries cannot name it, and it must not pass for a category and a
+    subcategory."""
+    from ausweep.track.keys import split_key
+
+    return "/".join(name if "/" not in name else level for level, name in zip(key.split("/"), split_key(key)))
 
 
 @dataclass

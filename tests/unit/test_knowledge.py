@@ -641,3 +641,32 @@ def test_shipped_sweep_and_presets():
     for name in demo.spec.presets:
         for cfg in load_sweep("knowledge_text", name).config_dicts():
             from_dict(KnowledgeConfig, cfg)
+
+
+def test_category_names_are_checked_at_load_and_any_text_round_trips(tmp_path):
+    import json
+
+    from ausweep.benchmarks.mcq import accuracy_metrics, load_mc
+    from ausweep.track.keys import split_key
+
+    def write(*cats):
+        path = tmp_path / "set.jsonl"
+        path.write_text("".join(json.dumps({"question": "?", "options": ["a", "b"], "answer": "a", **c}) + "\n" for c in cats))
+        return path
+
+    odd = {"category": "Sound & Music", "subcategory": "pitch: high/low"}
+    items = load_mc(write(odd, {"category": "naïve/ café", "subcategory": "_x26_ @1"}, {"category": 7}, {}))
+    assert [(it.category, it.subcategory) for it in items] == [tuple(odd.values()), ("naïve/ café", "_x26_ @1"), ("7", ""), ("", "")]
+    m = accuracy_metrics(items, [0, 1, 0, 0])
+    assert {split_key(k): v for k, v in m.items()}.items() >= {("acc", "Sound & Music", "pitch: high/low"): 1.0,
+                                                                ("acc", "naïve/ café", "_x26_ @1"): 0.0, ("n", "7"): 1.0}.items()
+    bad = [({"category": "  "}, 2, "category", "only whitespace"),
+           ({"category": "music", "subcategory": "\t"}, 2, "subcategory", "only whitespace"),
+           ({"category": " music"}, 2, "category", "leading or trailing whitespace"),
+           ({"subcategory": "pitch"}, 2, "subcategory", "has no category"),
+           ({"category": ["a"]}, 2, "category", "expected a name"),
+           ({"category": "&" * 60}, 2, "category", "too long"),
+           ({"category": "music", "subcategory": "x" * 240}, 2, "subcategory", "too long")]
+    for cat, line, field, message in bad:
+        with pytest.raises(MCFormatError, match=rf"set\.jsonl \(line {line}\): field '{field}': .*{message}"):
+            load_mc(write({"category": "fine"}, cat))

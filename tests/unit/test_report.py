@@ -298,3 +298,41 @@ def test_missing_sweep_and_wrong_param_are_clear_errors(tmp_path):
         run(CorrelationConfig(tracking_uri=uri, preset="other", log_to_mlflow=False))
     with pytest.raises(ReportError, match="no task of .*backbone_tasks.yaml is on both sides"):
         run(CorrelationConfig(tracking_uri=uri, audio_backbone_param="llm", log_to_mlflow=False))
+
+
+def test_category_names_come_back_from_mlflow_keys_as_written(tmp_path):
+    """A category "Sound & Music" is logged (escaped) and paired by the task map under its own name;
+    a category holding "/" is logged too and never passes for a category and a subcategory."""
+    from ausweep.benchmarks.mcq import MCItem, accuracy_metrics
+    from ausweep.report.correlation import metric_name
+
+    def items(cat, sub, right):  # `right` of 4 items answered correctly
+        return [MCItem(f"{cat}{sub}{i}", "?", ("a", "b"), 0, cat, sub) for i in range(4)], [0] * right + [1] * (4 - right)
+
+    def scores(per):  # {(category, subcategory): right} -> accuracy_metrics over all of them
+        its, pred = [], []
+        for (cat, sub), right in per.items():
+            i, p = items(cat, sub, right)
+            its, pred = its + i, pred + p
+        return accuracy_metrics(its, pred)
+
+    odd = {("Sound & Music", "pitch: high/low"): None, ("rhyme/stress", "x"): None, ("rhyme", "stress/x"): None}
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    _sweep(uri, "knowledge_text", "model", [(b, scores(dict.fromkeys(odd, r))) for b, r in zip("qls", (4, 2, 1))])
+    _sweep(uri, "lalm_backbone", "lalm.llm", [(b, scores(dict.fromkeys(odd, r))) for b, r in zip("qls", (3, 2, 0))])
+    task_map = tmp_path / "tasks.yaml"
+    task_map.write_text("tasks:\n  pitch:\n    text: ['Sound & Music/pitch: high/low']\n    audio: ['Sound & Music']\n"
+                        "  rhyme:\n    text: [rhyme/stress]\n    audio: [rhyme/stress]\n")
+    with pytest.raises(TaskMapError):  # the map's own syntax: one "/" at most
+        load_task_map(task_map)
+    task_map.write_text("tasks:\n  pitch:\n    text: ['Sound & Music']\n    audio: ['Sound & Music']\n"
+                        "  rhyme:\n    text: [rhyme/stress]\n    audio: [rhyme/stress]\n")
+    rep = report(CorrelationConfig(tracking_uri=uri, preset="demo", task_map=str(task_map), log_to_mlflow=False))
+    assert rep.metrics["n/pitch"] == 3 and rep.metrics["spearman_rho/pitch"] == pytest.approx(1.0)
+    # neither "rhyme/stress" + "x" nor "rhyme" + "stress/x" is the map's rhyme/stress
+    assert "n/rhyme" not in rep.metrics
+    assert {(r["side"], r["categories"]) for r in rep.unpaired} == {
+        (side, c) for side in ("text", "audio") for c in ("rhyme_x2f_stress/x", "rhyme/stress_x2f_x")}
+    logged = {metric_name(k) for k in scores(dict.fromkeys(odd, 1))}
+    assert {"acc/Sound & Music", "acc/Sound & Music/pitch_x3a_ high_x2f_low", "acc/rhyme_x2f_stress/x",
+            "acc/rhyme/stress_x2f_x", "n/rhyme"} <= logged
