@@ -101,6 +101,21 @@ def test_every_deepspeed_file_is_accepted_by_deepspeed(path):
         assert ds.bfloat16_config.enabled is (precision == "bf16")
 
 
+def test_the_file_globs_found_every_shipped_file():
+    """The parametrized tests above and below pass vacuously on an empty glob: check what they cover.
+    Every DeepSpeed file the code or a preset names must be among DS_FILES, and the shipped
+    presets among PRESETS."""
+    from ausweep.config import load_yaml
+
+    ds_names, preset_names = {p.name for p in DS_FILES}, {p.name for p in PRESETS}
+    assert {"demo.yaml", "qwen3-14b.yaml"} <= preset_names, PRESETS
+    named = {resolve_deepspeed_file(TrainConfig(zero_stage=z, offload_optimizer=o)).name
+             for z in (2, 3) for o in (False, True) if not (z == 2 and o)}
+    named |= {load_yaml(p).get("train", {}).get("deepspeed_config") for p in PRESETS} - {None}
+    assert named == {"zero2.json", "zero3.json", "zero3_offload.json", "qwen3-14b_zero3.json"}
+    assert named <= ds_names, f"named but not tested: {sorted(named - ds_names)}"
+
+
 def test_default_file_follows_stage_and_offload():
     assert resolve_deepspeed_file(TrainConfig(zero_stage=2)).name == "zero2.json"
     assert resolve_deepspeed_file(TrainConfig(zero_stage=3)).name == "zero3.json"
