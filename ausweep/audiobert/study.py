@@ -25,11 +25,10 @@ has a [MASK] pitch than the sound of a tuba"), and each of its two spans gets it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
-import queue
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -232,7 +231,7 @@ def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
     import torch
 
     from ausweep.audiobert.model import AudioBert, lora_param_formula
-    from ausweep.audiobert.train import fit
+    from ausweep.audiobert.train import fit_epochs
     from ausweep.models.heads import load_lm_with_head
 
     ctx = auditory_context(cfg)
@@ -246,26 +245,19 @@ def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
     def dev_eval(m: Any) -> dict[str, float]:  # selects the best epoch: dev only, never test or wiki
         return {"acc": score(m, data["dev"], cfg.task, tok, cfg.train.eval_batch_size)["acc"]}
 
-    rows: queue.Queue = queue.Queue()
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:  # fit() reports epochs through a callback; a generator must yield them
-        try:
-            outcome["result"] = fit(model, data["train"], cfg.train, eval_fn=dev_eval, metric="acc", log=rows.put)
-        except BaseException as e:  # re-raised in the trial's thread below
-            outcome["error"] = e
-        finally:
-            rows.put(None)
-
     torch.manual_seed(cfg.train.seed)
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    while (row := rows.get()) is not None:
-        yield {"train_loss": row["train_loss"], "dev/acc": row.get("dev_acc", float("nan")), "epoch": row["epoch"]}
-    worker.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    result = outcome["result"]
+    # Training runs in this generator's own thread, one epoch per row asked for: when Tune stops the
+    # trial (ASHA, a stopper) it stops asking or closes the generator, and no epoch runs after that.
+    # (A helper thread feeding a queue would train on beside the next trial of a reused actor.)
+    epochs = fit_epochs(model, data["train"], cfg.train, eval_fn=dev_eval, metric="acc")
+    with contextlib.closing(epochs):
+        while True:
+            try:
+                row = next(epochs)
+            except StopIteration as done:
+                result = done.value
+                break
+            yield {"train_loss": row["train_loss"], "dev/acc": row.get("dev_acc", float("nan")), "epoch": row["epoch"]}
 
     metrics: dict[str, Any] = dict(ctx["metrics"])
     per_item = []

@@ -4,7 +4,8 @@ Both are token-level classifiers trained with cross-entropy at *labelled* positi
 labels are the answer's word-piece ids at the ``[MASK]`` positions (masked-LM loss, -100 elsewhere);
 the span detector's labels are O/B/I tags on every real token (-100 on special and padding tokens).
 So one loop serves both: :func:`fit` takes a model, a dict of padded tensors with a ``labels`` key,
-and a :class:`~ausweep.audiobert.config.TrainConfig`.
+and a :class:`~ausweep.audiobert.config.TrainConfig`; :func:`fit_epochs` is the same loop as a
+generator of epochs, for a caller that reports each epoch as it ends (a Tune trial).
 
 The loop: AdamW over the parameters that require grad, cosine schedule with linear warm-up
 (``transformers.get_cosine_schedule_with_warmup``), gradient-norm clipping, a dev evaluation each
@@ -26,7 +27,7 @@ import random
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,7 +281,33 @@ def fit(
         eval_fn: ``eval_fn(model) -> {name: value}``, replacing the default dev evaluation (the span
             detector uses it to select on span F1). The model is in eval mode while it runs.
         metric: the dev metric that selects the best epoch; ``mode`` "max" or "min".
-        log: called with each epoch's history row (e.g. to print or to report to Tune).
+        log: called with each epoch's history row (e.g. to print).
+    """
+    epochs = fit_epochs(model, train_data, cfg, dev_data, eval_fn, metric, mode)
+    while True:
+        try:
+            row = next(epochs)
+        except StopIteration as done:
+            return done.value
+        if log is not None:
+            log(row)
+
+
+def fit_epochs(
+    model: nn.Module,
+    train_data: Batch,
+    cfg: TrainConfig,
+    dev_data: Batch | None = None,
+    eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
+    metric: str = "acc",
+    mode: str = "max",
+) -> Generator[dict[str, float], None, TrainResult]:
+    """:func:`fit` as a generator: yields each epoch's history row as soon as the epoch is done and
+    returns the :class:`TrainResult` (``result = yield from fit_epochs(...)``).
+
+    Training runs only while the caller asks for the next row, in the caller's thread: a caller
+    that stops asking (a Tune trial stopped by its scheduler) or closes the generator stops the
+    training there, and nothing keeps running behind it.
     """
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -308,8 +335,7 @@ def fit(
         else:
             best.offer(run.core, epoch, math.nan, always=True)  # no dev set: keep the last epoch
         history.append(row)
-        if log is not None:
-            log(row)
+        yield dict(row)
 
     if cfg.restore_best:
         load_trainable_state_dict(run.core, best.state)

@@ -655,3 +655,95 @@ def test_trial_picks_its_epoch_on_dev_and_scores_test_only_after_training(tmp_pa
     assert final["best_epoch"] == [r["dev/acc"] for r in epochs].index(final["dev/acc"])
     assert (final["test/n_in_train"], final["test/n_dropped"], final["test/n"]) == (60, 60, 4)
     assert final["tags"]["ausweep.n_dropped.test"] == 60 and final["tags"]["ausweep.cross_split_duplicates"] == "drop"
+
+
+def _threads_in(module_file: str) -> list[str]:
+    """Names of the threads, other than this one, running code of ``module_file`` right now."""
+    import sys
+    import threading
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return [names.get(ident, str(ident)) for ident, frame in sys._current_frames().items()
+            if ident != threading.get_ident() and any(f.filename == module_file for f in traceback.extract_stack(frame))]
+
+
+def test_a_stopped_trial_trains_no_further_epoch_and_leaves_no_thread(tmp_path, monkeypatch):
+    """Tune stops a trial (ASHA, a stopper) by no longer asking for rows and closing the trial's
+    generator; with actors reused, the next trial starts in the same process. After one row and a
+    close, no epoch may run and no thread may be left training."""
+    import time
+    from pathlib import Path
+
+    import yaml
+
+    from ausweep.audiobert import study, train
+
+    monkeypatch.setenv("AUSWEEP_CACHE", str(tmp_path / "cache"))
+    d = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "audiobert" / "demo.yaml").read_text())
+    d.update(max_items=16)
+    d["train"]["epochs"] = 4
+    d["retrieval"]["extract"]["cache_dir"] = str(tmp_path / "embeddings")
+    cfg = from_dict(study.AudioBertExperiment, d, where="demo.yaml")
+    epochs_run: list[int] = []
+    real = train._train_epoch
+
+    def counting_train_epoch(run, *args, **kw):  # counts AudioBERT's epochs (not the span detector's)
+        if isinstance(run.core, AudioBert):
+            epochs_run.append(1)
+        return real(run, *args, **kw)
+
+    monkeypatch.setattr(train, "_train_epoch", counting_train_epoch)
+    rows = study.trial(cfg)
+    first = next(rows)
+    assert first["epoch"] == 0.0 and len(epochs_run) == 1
+    time.sleep(0.5)  # what Tune's scheduler takes to decide: nothing trains meanwhile
+    assert len(epochs_run) == 1
+    rows.close()
+    deadline = time.monotonic() + 10.0
+    while _threads_in(train.__file__) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _threads_in(train.__file__) == []
+    assert len(epochs_run) == 1  # the stopped trial trained no further epoch
+
+
+def test_fit_epochs_yields_what_fit_logs():
+    """fit is fit_epochs drained: the same rows and the same best epoch for the same seed."""
+    from ausweep.audiobert.train import fit_epochs
+
+    torch.manual_seed(0)
+    x = torch.randn(24, 3, 4)
+    labels = torch.randint(0, 5, (24, 3))
+    data = {"x": x, "labels": labels}
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=1e-2, warmup_ratio=0.0, seed=1)
+
+    def run(drive):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 5)
+        wrapper = _XModel(model)
+        return drive(wrapper)
+
+    logged: list[dict] = []
+    result = run(lambda m: fit(m, data, cfg, dev_data=data, log=logged.append))
+    gen_rows: list[dict] = []
+
+    def drain(m):
+        epochs = fit_epochs(m, data, cfg, dev_data=data)
+        while True:
+            try:
+                gen_rows.append(next(epochs))
+            except StopIteration as done:
+                return done.value
+
+    result2 = run(drain)
+    assert logged == gen_rows == result.history == result2.history and len(gen_rows) == 3
+    assert result.best_epoch == result2.best_epoch
+
+
+class _XModel(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, 4) -> (B, T, 5)
+        return self.inner(x)
