@@ -670,3 +670,30 @@ def test_category_names_are_checked_at_load_and_any_text_round_trips(tmp_path):
     for cat, line, field, message in bad:
         with pytest.raises(MCFormatError, match=rf"set\.jsonl \(line {line}\): field '{field}': .*{message}"):
             load_mc(write({"category": "fine"}, cat))
+
+
+# ----------------------------------------------------------------------------- word list
+
+
+def test_no_blocked_word_in_the_pool_or_any_generated_item():
+    """resources/blocklist.txt words (see resources/SOURCE.md) never reach a question or an option:
+    not through the word pool, not in any generated set (phonology asked for more items than it
+    has homophones, so every homophone pair is drawn)."""
+    import re
+
+    from ausweep.knowledge_text.phonology import generate_phonology
+    from ausweep.knowledge_text.sets import load_set, set_names
+    from ausweep.knowledge_text.wordlist import blocked_words, common_words
+
+    blocked = blocked_words()
+    assert len(blocked) >= 30 and all(w == w.lower() and w.isalpha() for w in blocked)
+    assert len(blocked & set(common_words())) == 0
+    assert len(common_words()) == 8489  # 8,514 vendored, 25 of them blocked
+    pattern = re.compile(r"\b(" + "|".join(sorted(blocked)) + r")\b", re.IGNORECASE)
+    # the generated sets (AuditoryBench is a vendored benchmark, not made from the word list)
+    generated = [name for name in set_names() if name != "auditorybench"]
+    assert "phonology" in generated and "music" in generated
+    items = generate_phonology(1000, seed=0) + [it for name in generated for it in load_set(name, seed=0)]
+    assert len(items) > 3000
+    with_blocked = [it.id for it in items if any(pattern.search(text) for text in (it.question, *it.options))]
+    assert with_blocked == []  # item ids only: the words themselves stay out of test logs
