@@ -87,12 +87,12 @@ def new_run_dir(root: Path, label: str) -> Path:
 
 
 def sweep_fingerprint(sweep: Sweep) -> dict[str, Any]:
-    """What decides the trials' results: the study, the resolved config (sweep file, preset and
-    overrides merged), the search space and the Tune settings that pick trials. Not how they run
-    (resources, trials at once, retries), which a resumed run may change."""
+    """What decides the trials' results: the study, the preset, the resolved config (sweep file,
+    preset and overrides merged), the search space and the Tune settings that pick trials. Not how
+    they run (resources, trials at once, retries), which a resumed run may change."""
     tune = {k: v for k, v in flatten(to_dict(sweep.spec.tune)).items()
             if k not in ("max_concurrent_trials", "max_failures")}
-    return json.loads(json.dumps({"study": sweep.spec.study, "config": flatten(sweep.base),
+    return json.loads(json.dumps({"study": sweep.spec.study, "preset": sweep.preset, "config": flatten(sweep.base),
                                   "search_space": sweep.space, "tune": tune}, sort_keys=True, default=str))
 
 

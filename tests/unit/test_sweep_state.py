@@ -73,6 +73,11 @@ def test_resume_changed_goes_on_and_says_what_changed(tiny):
     with pytest.raises(ConfigError):
         check_resume(state, run_dir, changed, allow_changed=False)
     assert check_resume(state, run_dir, changed, allow_changed=True) == ["config.probe.epochs: 30 -> 7"]
+    other_preset = {**same, "preset": "demo"}  # resuming a run folder with another --preset
+    with pytest.raises(ConfigError, match='preset: null -> "demo"'):
+        check_resume(state, run_dir, other_preset, allow_changed=False)
+    # a state from before fingerprints is resumed unchecked
+    assert check_resume({"parent_run_id": "abc"}, run_dir, changed, allow_changed=False) == []
     # how trials run (resources, trials at once, retries) may change on resume
     how = sweep_fingerprint(load_sweep(str(sweep_file), None, {}))
     other = load_sweep(str(sweep_file), None, {"resources": {"cpu": 2}, "tune": {"max_concurrent_trials": 3}})
