@@ -10,7 +10,10 @@ systems and on NFSv3+ (unlike ``fcntl.flock``, which some network file systems i
 per node). It holds the owner's host, pid and start time; the owner touches it while it holds it,
 and a waiter breaks it when its owner is a dead process on the same host or it has not been touched
 for ``stale_after_s`` (an owner on another node that died). Clocks of the nodes must agree to well
-within ``stale_after_s``.
+within ``stale_after_s``. Breaking is a rename, so of several waiters only one breaks a given lock;
+only if a new owner takes the lock in the instant between a waiter's look and its rename, and a third
+process takes it before it is handed back, can two processes hold it (the build's atomic rename still
+leaves a complete folder).
 
 :func:`build_folder_once` builds a cache folder in a temporary sibling under that lock and renames
 it into place, so readers see the complete old folder, no folder, or the complete new one.
