@@ -126,11 +126,13 @@ class SweepTracker:
         self.log_params(self.parent_id, params)
         return self.parent_id
 
-    def child_for_trial(self, trial_key: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+    def child_for_trial(self, trial_key: str, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+                        attempt: bool = True) -> str:
         """The child run of ``trial_key``: the existing one (retry, resume) or a new one.
 
-        A FINISHED child is returned untouched (the trial is being replayed from its record); any
-        other existing child is reopened and its ``ausweep.attempts`` counter goes up.
+        A FINISHED child is returned untouched (the trial is being replayed from its record); with
+        ``attempt`` (the trial is starting again), any other existing child is reopened and its
+        ``ausweep.attempts`` counter goes up.
         """
         assert self.parent_id, "start_parent first"
         found = self.client.search_runs(
@@ -140,7 +142,7 @@ class SweepTracker:
         )
         if found:
             run = found[0]
-            if run.info.status == "FINISHED":
+            if run.info.status == "FINISHED" or not attempt:
                 return run.info.run_id
             self.client.update_run(run.info.run_id, status="RUNNING")
             attempts = int(run.data.tags.get("ausweep.attempts", "1")) + 1

@@ -8,8 +8,10 @@ Trials report a flat dict of numbers to Tune, plus optional extras under reserve
 
 A trial that is retried (worker died) or resumed (driver died) maps onto the same child run by its
 config hash (Tune may give a re-created trial a new id), so MLflow never shows duplicates; every
-child ends FINISHED or FAILED. Results flagged ``REPLAYED`` (a finished trial that Tune's last
-saved state did not know about, see :mod:`ausweep.sweep.runner`) are not logged twice.
+start of a trial (the first, a retry after a failure, a restart by a resumed driver) counts in the
+child's ``ausweep.attempts`` tag, and every child ends FINISHED or FAILED. Results flagged
+``REPLAYED`` (a finished trial that Tune's last saved state did not know about, see
+:mod:`ausweep.sweep.runner`) are not logged twice, and their finished child is left as it was.
 """
 
 from __future__ import annotations
@@ -47,19 +49,29 @@ class MLflowTrialLogger(Callback):
         self.tags = dict(tags or {})
         self.runs: dict[str, str] = {}  # tune trial id -> mlflow run id
 
-    def _run_id(self, trial: Any) -> str:
-        if trial.trial_id not in self.runs:
-            cfg = trial.config or {}
-            key = config_hash(cfg)
-            tags = {**self.tags, "ausweep.config_hash": key, "ausweep.trial_id": trial.trial_id}
-            self.runs[trial.trial_id] = self.tracker.child_for_trial(key, _run_name(cfg, self.swept_keys, trial.trial_id), flatten(cfg), tags)
-        return self.runs[trial.trial_id]
+    def _child(self, trial: Any, attempt: bool) -> str:
+        cfg = trial.config or {}
+        key = config_hash(cfg)
+        tags = {**self.tags, "ausweep.config_hash": key, "ausweep.trial_id": trial.trial_id}
+        run_id = self.tracker.child_for_trial(key, _run_name(cfg, self.swept_keys, trial.trial_id), flatten(cfg), tags,
+                                              attempt=attempt)
+        self.runs[trial.trial_id] = run_id
+        return run_id
 
+    def _run_id(self, trial: Any) -> str:
+        return self.runs.get(trial.trial_id) or self._child(trial, attempt=False)
+
+    # Tune calls on_trial_start each time a trial's actor starts: the first time, after a failure it
+    # retries (on_trial_recover came first), and after a resumed driver restarts it. Each is an attempt.
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._run_id(trial)
+        self._child(trial, attempt=True)
 
     def on_trial_restore(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._run_id(trial)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A failure Tune will retry: the child stays RUNNING; the next start counts the attempt."""
+        self.tracker.set_tags(self._run_id(trial), {"ausweep.error_file": getattr(trial, "error_file", None) or "unknown"})
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self._run_id(trial)
@@ -79,8 +91,10 @@ class MLflowTrialLogger(Callback):
             self.tracker.set_tags(run_id, result["tags"])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.last_result and trial.last_result.get(REPLAYED):
+            return  # its child run was finished by the driver that ran it
         self.tracker.end(self._run_id(trial), "FINISHED")
-        if self.completed_dir is not None and trial.last_result and not trial.last_result.get(REPLAYED):
+        if self.completed_dir is not None and trial.last_result:
             record = {k: v for k, v in trial.last_result.items() if k not in RESERVED and k != "config" and _plain(v)}
             write_completed(self.completed_dir, config_hash(trial.config or {}), record)
 
