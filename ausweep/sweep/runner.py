@@ -8,6 +8,11 @@ fingerprint), which is what ``--resume`` continues from: only unfinished trials 
 same MLflow parent and child runs. ``--resume`` refuses a sweep whose config, search space or Tune
 settings changed since the run started (Tune would run the remaining trials with the stored ones
 anyway), unless ``--resume-changed`` says go on.
+
+As a Ray job (``ray job submit``) the driver's folder is Ray's: the unpacked ``--working-dir``
+(``.../runtime_resources/working_dir_files/_ray_pkg_<hash>/``), deleted when the job ends. So a Ray
+job must name its storage (``--storage``, the sweep's ``storage_path`` or ``$AUSWEEP_STORAGE``), and
+no storage inside that folder is accepted (:func:`choose_storage`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ausweep.config import ConfigError, config_hash, flatten, from_dict, to_dict
 from ausweep.files import write_text_atomic
@@ -31,6 +36,9 @@ from ausweep.sweep.studies import STUDIES
 
 log = logging.getLogger(__name__)
 STATE_FILE = "ausweep_sweep.json"
+DEFAULT_STORAGE = "ausweep_runs"
+# Set by Ray's job supervisor for the entrypoint of `ray job submit` (its runtime_env and job id).
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 @dataclass
@@ -44,25 +52,54 @@ class SweepOutcome:
 
 
 def storage_root(sweep: Sweep, override: str | None = None) -> Path:
-    """Where run directories go: ``--storage``, the sweep's ``storage_path``, ``$AUSWEEP_STORAGE``, ./ausweep_runs.
+    """Where run directories go: ``--storage``, the sweep's ``storage_path``, ``$AUSWEEP_STORAGE``, ./ausweep_runs
+    (not as a Ray job: see :func:`choose_storage`)."""
+    return choose_storage(override, sweep.spec.storage_path, f"{sweep.path} (storage_path)")
+
+
+def in_ray_scratch(path: Path) -> bool:
+    """Whether ``path`` lies in a folder Ray unpacks for a job and deletes when it ends
+    (``<session>/runtime_resources/working_dir_files/_ray_pkg_<hash>/``, ``py_modules_files`` ...)."""
+    parts = path.parts
+    return any(p == "runtime_resources" and i + 1 < len(parts) and parts[i + 1].endswith("_files")
+               for i, p in enumerate(parts))
+
+
+def choose_storage(override: str | None = None, file_value: str | None = None, file_where: str = "storage_path",
+                   environ: Mapping[str, str] | None = None) -> Path:
+    """The storage root, first set of ``--storage`` (``override``), the sweep file's ``storage_path``
+    and ``$AUSWEEP_STORAGE``, else ./ausweep_runs; relative paths resolve against the current folder.
 
     A folder (``file://`` URIs too). Object-store URIs (``s3://``, ``gs://``) are refused: the
     driver keeps ``ausweep_sweep.json`` and the finished-trial records there and trials read them
     as files, so on a cluster use a shared file system (EFS, Filestore, a mounted bucket).
+    As a Ray job (``$RAY_JOB_CONFIG_JSON_ENV_VAR`` set, or the current folder is Ray's unpacked
+    working_dir) the ./ausweep_runs default is refused, and so is any root inside Ray's folder:
+    Ray deletes it when the job ends, and ``--resume`` would find nothing.
     """
-    for where, value in (("--storage", override), (f"{sweep.path} (storage_path)", sweep.spec.storage_path),
-                         ("$AUSWEEP_STORAGE", os.environ.get("AUSWEEP_STORAGE"))):
+    environ = os.environ if environ is None else environ
+    for where, value in (("--storage", override), (file_where, file_value),
+                         ("$AUSWEEP_STORAGE", environ.get("AUSWEEP_STORAGE"))):
         if value:
             break
     else:
-        where, value = "", "ausweep_runs"
+        where, value = "", DEFAULT_STORAGE
     scheme, sep, rest = value.partition("://")
     if sep and scheme.lower() == "file":
         value = rest
     elif sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
         raise ConfigError(where, "", f"{value!r}: ausweep keeps sweep state as files; give a folder on storage "
                                      f"every node sees (a shared file system or a mounted bucket), not a {scheme}:// URI")
-    return Path(value).expanduser().resolve()
+    root = Path(value).expanduser().resolve()
+    fix = "pass --storage /shared/path or set AUSWEEP_STORAGE (a folder every node sees)"
+    if not where and (environ.get(RAY_JOB_ENV) or in_ray_scratch(Path.cwd())):
+        raise ConfigError("--storage", "", f"as a Ray job, sweep state needs durable storage: the default "
+                                           f"./{DEFAULT_STORAGE} would be {root}, in the job's working folder, which "
+                                           f"Ray deletes (and --resume would find nothing); {fix}")
+    if in_ray_scratch(root):
+        raise ConfigError(where, "", f"{value!r} is {root}, inside the Ray job's unpacked working_dir, which Ray "
+                                     f"deletes when the job ends; {fix}")
+    return root
 
 
 def find_resumable(root: Path, label: str) -> Path | None:
