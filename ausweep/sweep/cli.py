@@ -54,8 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)  # options and key=value in any order
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # tensorboardX complains about every "acc@1"-style key Tune hands it; MLflow is our record.
-    for noisy in ("alembic", "mlflow", "urllib3", "filelock", "httpx", "tensorboardX"):
+    for noisy in ("alembic", "mlflow", "urllib3", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from ausweep.config import ConfigError, parse_overrides
     from ausweep.registry import UnknownNameError

@@ -39,6 +39,7 @@ STATE_FILE = "ausweep_sweep.json"
 DEFAULT_STORAGE = "ausweep_runs"
 # Set by Ray's job supervisor for the entrypoint of `ray job submit` (its runtime_env and job id).
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+TRIAL_ARTIFACTS = "trial_artifacts"  # <run_dir>/trial_artifacts/<trial id>/result_<n>/: the files of a trial's n-th result
 
 
 @dataclass
@@ -196,7 +197,8 @@ def _trainable(config: dict[str, Any], study_name: str, completed_dir: str) -> N
     """
     from ray import tune
 
-    from ausweep.track.tune_callback import REPLAYED, completed_path
+    from ausweep.track.artifacts import write_artifacts
+    from ausweep.track.tune_callback import ARTIFACT_DIR, REPLAYED, completed_path
 
     record = completed_path(completed_dir, config_hash(config))
     if record.is_file():
@@ -204,11 +206,33 @@ def _trainable(config: dict[str, Any], study_name: str, completed_dir: str) -> N
         return
     # The sweep's run folder on storage, for studies that keep their own files there (training
     # checkpoints a resumed sweep must find); the trial's Tune directory may be a local staging copy.
-    os.environ[RUN_DIR_ENV] = str(Path(completed_dir).parent)
+    run_dir = Path(completed_dir).parent
+    os.environ[RUN_DIR_ENV] = str(run_dir)
     study = STUDIES.get(study_name)
     cfg = from_dict(study.config_cls, config, where="trial config")
-    for result in study.trial(cfg):
+    trial_id = tune.get_context().get_trial_id()
+    for i, result in enumerate(study.trial(cfg)):
+        # Files go to the sweep's storage (every node and the driver read it), not through Tune:
+        # the result carries their folder's path, and the driver's MLflow logger uploads them.
+        result = dict(result)
+        artifacts = result.pop("artifacts", None)
+        if artifacts:
+            folder = write_artifacts(run_dir / TRIAL_ARTIFACTS / trial_id / f"result_{i:05d}", artifacts)
+            result[ARTIFACT_DIR] = str(folder)
         tune.report(result)
+
+
+def _tracker(name: str, state: dict[str, Any], run_dir: Path | None) -> Any:
+    """The sweep's MLflow handle; a resumed run's stored URI has its credentials redacted, and they
+    come back from ``$MLFLOW_TRACKING_URI`` (the same store) or the error names the state file."""
+    from ausweep.track.store import SweepTracker
+
+    try:
+        return SweepTracker(name, uri=state.get("tracking_uri"))
+    except ValueError as e:
+        if not state:
+            raise
+        raise ConfigError(str(Path(run_dir or ".") / STATE_FILE), "tracking_uri", str(e)) from None
 
 
 def _validate(sweep: Sweep, study: Study) -> list[Any]:
@@ -251,8 +275,11 @@ def run_sweep(
         state = read_state(run_dir)
         changes = check_resume(state, run_dir, fingerprint, resume_changed)
         log.info("resuming %s", run_dir)
-    else:
+    tracker = _tracker(sweep.name, state, run_dir)
+    if not resume:
         run_dir = new_run_dir(root, sweep.run_label)
+    log.info("sweep state: %s (continue it with --resume %s)", run_dir, run_dir)
+    log.info("MLflow: %s", tracker.shown_uri)
 
     # Trials must see the same relative paths as the driver, not their trial directory.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
@@ -268,9 +295,6 @@ def run_sweep(
     if concurrency.warning:
         log.warning("%s", concurrency.warning)
 
-    from ausweep.track.store import SweepTracker
-
-    tracker = SweepTracker(sweep.name, uri=state.get("tracking_uri"))
     parent_params = {f"base.{k}": v for k, v in flatten(sweep.base).items()}
     parent_params.update({f"space.{k}": json.dumps(v) for k, v in space.items()})
     parent_params.update({f"tune.{k}": v for k, v in flatten(to_dict(sweep.spec.tune)).items()})
@@ -285,14 +309,14 @@ def run_sweep(
 
     if not state:
         write_state(run_dir, {
-            "parent_run_id": parent_id, "tracking_uri": tracker.uri, "sweep": sweep.name, "preset": sweep.preset,
+            "parent_run_id": parent_id, "tracking_uri": tracker.shown_uri, "sweep": sweep.name, "preset": sweep.preset,
             "overrides": overrides or {}, "space": space, "started": time.time(),
             "sweep_hash": fingerprint_hash(fingerprint), "fingerprint": fingerprint,
         })
 
     tuner = _make_tuner(sweep, study, space, tracker, run_dir, resume=bool(state),
                         max_concurrent=concurrency.max_concurrent, verbose=verbose)
-    outcome = SweepOutcome(run_dir=run_dir, parent_run_id=parent_id, tracking_uri=tracker.uri)
+    outcome = SweepOutcome(run_dir=run_dir, parent_run_id=parent_id, tracking_uri=tracker.shown_uri)
     status = "FAILED"
     try:
         grid = tuner.fit()
@@ -340,7 +364,7 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
     from ray import tune
 
     from ausweep.sweep.spec import count_trials
-    from ausweep.track.tune_callback import MLflowTrialLogger, TrialProgress
+    from ausweep.track.tune_callback import MLflowTrialLogger, TensorBoardLogger, TrialProgress
 
     res = sweep.spec.resources
     trainable = tune.with_resources(
@@ -370,6 +394,10 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
     )
     callbacks = [MLflowTrialLogger(tracker, swept_keys=list(space), tags={"ausweep.sweep": sweep.name},
                                    completed_dir=str(run_dir / "completed"))]
+    try:  # Tune would add its own, which hands tensorboardX keys it must rename ("acc@1")
+        callbacks.append(TensorBoardLogger())
+    except ImportError:
+        pass  # no tensorboardX: Tune says so
     if not verbose:
         callbacks.append(TrialProgress(count_trials(space, settings.num_samples), settings.metric, settings.mode))
     run_config = tune.RunConfig(

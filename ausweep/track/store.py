@@ -9,6 +9,20 @@ as a category "Sound & Music" is escaped reversibly; ``acc@1`` is ``acc_at_1``).
 
 Default store: ``sqlite:///<cwd>/mlruns.db`` with artifacts beside it in ``mlartifacts/``;
 ``MLFLOW_TRACKING_URI`` (a server on a cluster) overrides.
+
+What the MLflow 3 UI shows: each experiment is marked a model-training experiment
+(``mlflow.experimentKind``), so it opens on its runs table rather than the GenAI overview; each run
+carries MLflow's source tags (entry point, git commit) and, when a trial reports its data
+(``ausweep.data`` / ``ausweep.data_digest`` tags), a dataset input with that digest and split.
+Logging is synchronous on purpose: a finished trial's record (:mod:`ausweep.track.tune_callback`)
+is written right after its child ends, and a resumed sweep replays from that record without
+logging again, so metrics still queued in MLflow's asynchronous logger when a driver dies would be
+lost for good.
+
+Credentials in the URI (``http://user:pass@host``) never leave the driver's memory: whatever is
+shown, logged, tagged, pickled or written shows ``***@`` (:func:`redact_uri`). For an HTTP server
+they move into ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, which is where MLflow's
+client reads them (:func:`split_credentials`); a database URI keeps them, as SQLAlchemy needs them.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 from typing import Any, Iterable, Mapping
 
 from ausweep.track.keys import mlflow_key
@@ -26,12 +41,70 @@ from ausweep.track.keys import mlflow_key
 TRIAL_TAG = "ausweep.trial_key"  # config hash of the trial: stable across Tune retries and restores
 SWEEP_TAG = "ausweep.sweep"
 PARENT_TAG = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, an assistant).
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+# What a trial reports about its data (result "tags"); either one makes a dataset input of the run.
+DATA_TAG, DATA_DIGEST_TAG, DATA_SPLIT_TAG = "ausweep.data", "ausweep.data_digest", "ausweep.data_split"
+_TAGS_PER_BATCH = 100  # MLflow caps a batch at 100 params or tags
 _PARAM_MAX = 6000  # MLflow's limit on a param value's length
 _PACKAGES = ("ausweep", "torch", "transformers", "ray", "mlflow", "numpy", "peft", "deepspeed")
 
 
+USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"  # MLflow's own names
+REDACTED = "***"
+
+
 def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlruns.db``; may hold credentials: show it
+    only through :func:`redact_uri`."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns.db'}"
+
+
+def _userinfo(uri: str) -> tuple[Any, str | None]:
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return parts, None
+    return parts, parts.netloc.rpartition("@")[0]
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with any ``user:pass@`` shown as ``***@``; scheme, host, port, path and query kept."""
+    parts, userinfo = _userinfo(uri)
+    if userinfo is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=f"{REDACTED}@{parts.netloc.rpartition('@')[2]}"))
+
+
+def strip_credentials(uri: str) -> str:
+    """``uri`` without its ``user:pass@`` (for processes that must not hold them)."""
+    parts, userinfo = _userinfo(uri)
+    return uri if userinfo is None else urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
+    """An HTTP(S) URI without its credentials, and the environment MLflow authenticates with
+    (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, percent-decoded). Other URIs
+    (``postgresql://user:pass@db/mlflow``) are returned whole: their driver reads the URI."""
+    parts, userinfo = _userinfo(uri)
+    if userinfo is None or parts.scheme.lower() not in ("http", "https"):
+        return uri, {}
+    user, _, password = userinfo.partition(":")
+    env = {USERNAME_ENV: unquote(user)}
+    if password:
+        env[PASSWORD_ENV] = unquote(password)
+    return strip_credentials(uri), env
+
+
+def unredact_uri(uri: str, environ: Mapping[str, str] | None = None) -> str:
+    """A stored URI (redacted, or stripped of credentials) with the credentials of
+    ``$MLFLOW_TRACKING_URI`` when that names the same store; else as it is, but a redacted one
+    cannot be used as it is."""
+    current = (os.environ if environ is None else environ).get("MLFLOW_TRACKING_URI", "")
+    if "@" in urlsplit(current).netloc and strip_credentials(current) == strip_credentials(uri):
+        return current
+    if f"{REDACTED}@" not in uri:
+        return uri
+    raise ValueError(f"this run tracked to {uri}; set MLFLOW_TRACKING_URI to that store, with its credentials, to continue it")
 
 
 def git_state(path: str | os.PathLike | None = None) -> dict[str, str]:
@@ -64,6 +137,54 @@ def provenance() -> dict[str, str]:
     return tags
 
 
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags: the entry point, and the commit when the code is a checkout."""
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_GIT_DIRTY, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
+
+    tags = {MLFLOW_SOURCE_NAME: _source_name(), MLFLOW_SOURCE_TYPE: "LOCAL"}
+    git = git_state()
+    if git["git_sha"] != "unknown":
+        tags[MLFLOW_GIT_COMMIT] = git["git_sha"]
+        tags[MLFLOW_GIT_DIRTY] = git["git_dirty"]
+    return tags
+
+
+def _source_name() -> str:
+    """``python -m ausweep.sweep`` for a module of this package run with ``-m``, else the script."""
+    import sys
+
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    path = Path(argv0).resolve() if argv0 else None
+    package = Path(__file__).resolve().parents[1]
+    if path is not None and path.suffix == ".py" and path.is_relative_to(package):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        return "python -m " + ".".join(parts[:-1] if parts[-1] == "__main__" else parts)
+    return argv0 or "python"
+
+
+def dataset_of(tags: Mapping[str, Any], params: Mapping[str, str]) -> dict[str, str] | None:
+    """The dataset a trial's result tags describe (name, digest, source, context), or None.
+
+    ``ausweep.data`` names the data, ``ausweep.data_digest`` identifies its content and
+    ``ausweep.data_split`` says which split; what they leave out comes from the trial's config
+    (params ``data.source``, ``data.root``, ``data.split``). Without a digest, the name and source
+    stand for the content (a vendored or generated set that its name identifies).
+    """
+    import hashlib
+
+    if DATA_TAG not in tags and DATA_DIGEST_TAG not in tags:
+        return None
+
+    def given(v: Any) -> str | None:
+        return None if v is None or str(v) in ("", "None") else str(v)
+
+    name = given(tags.get(DATA_TAG)) or given(params.get("data.source")) or "data"
+    source = given(params.get("data.root")) or name
+    digest = given(tags.get(DATA_DIGEST_TAG)) or hashlib.sha256(f"{name}\n{source}".encode()).hexdigest()[:16]
+    context = given(tags.get(DATA_SPLIT_TAG)) or given(params.get("data.split")) or "all"
+    return {"name": name, "digest": digest[:36], "source": source, "context": context}
+
+
 def _param_str(v: Any) -> str:
     s = str(v)
     return s if len(s) <= _PARAM_MAX else s[: _PARAM_MAX - 3] + "..."
@@ -75,7 +196,7 @@ class SweepTracker:
     def __init__(self, experiment: str, uri: str | None = None):
         from mlflow.tracking import MlflowClient
 
-        self.uri = uri or tracking_uri()
+        self.uri = self._connect(uri or tracking_uri())
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_id = self._experiment(experiment)
         self.parent_id: str | None = None
@@ -87,31 +208,60 @@ class SweepTracker:
             self._provenance = provenance()
         return self._provenance
 
+    def source_tags(self) -> dict[str, str]:
+        """:func:`source_tags`, read once per sweep."""
+        if getattr(self, "_source", None) is None:
+            self._source = source_tags()
+        return self._source
+
     # Tune pickles its callbacks with the experiment state (for Tuner.restore); the client holds
     # a DB connection, so it is dropped and rebuilt from the URI.
+    # The pickle is written to storage, so it holds the redacted URI; credentials come back from
+    # the environment of the driver that restores it.
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.pop("client", None)
+        state["uri"] = redact_uri(self.uri)
         return state
 
     def __setstate__(self, state: dict) -> None:
         from mlflow.tracking import MlflowClient
 
         self.__dict__.update(state)
+        self.uri = self._connect(self.uri)
         self.client = MlflowClient(tracking_uri=self.uri)
+
+    @property
+    def shown_uri(self) -> str:
+        """The URI to print, log, tag or store: no credentials."""
+        return redact_uri(self.uri)
+
+    @staticmethod
+    def _connect(uri: str) -> str:
+        """The URI the client uses; an HTTP server's credentials go to this process's environment,
+        where MLflow reads them (explicit ``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD`` win)."""
+        uri, env = split_credentials(unredact_uri(uri))
+        for k, v in env.items():
+            os.environ.setdefault(k, v)
+        return uri
 
     def _experiment(self, name: str) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            # An experiment made before ausweep set the kind, or whose kind the UI only inferred;
+            # a kind a user chose in the UI stays.
+            kind = exp.tags.get(EXPERIMENT_KIND_TAG, "")
+            if kind in ("", "no_inferred_type") or kind.endswith("_inferred"):
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
             return exp.experiment_id
         location = None
         if self.uri.startswith("sqlite:///"):
             # Keep artifacts next to the database, not wherever the process happens to run.
             db = Path(self.uri[len("sqlite:///"):])
             location = (db.parent / "mlartifacts" / name).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
 
     # -- runs
 
@@ -121,7 +271,7 @@ class SweepTracker:
             self.client.update_run(resume_id, status="RUNNING")
             self.parent_id = resume_id
             return resume_id
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=_tags({**self.provenance(), **tags}))
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**self.source_tags(), **_tags({**self.provenance(), **tags})})
         self.parent_id = run.info.run_id
         self.log_params(self.parent_id, params)
         return self.parent_id
@@ -151,7 +301,8 @@ class SweepTracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
-            tags=_tags({**self.provenance(), **tags, PARENT_TAG: self.parent_id, TRIAL_TAG: trial_key, "ausweep.attempts": "1"}),
+            tags={**self.source_tags(), **_tags({**self.provenance(), **tags, PARENT_TAG: self.parent_id, TRIAL_TAG: trial_key,
+                                                  "ausweep.attempts": "1"})},
         )
         self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -189,8 +340,27 @@ class SweepTracker:
             self.client.log_batch(run_id, metrics=items[i : i + 1000])
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(run_id, mlflow_key(k), str(v))
+        """Tags in batches of 100; tags that describe the trial's data (:func:`dataset_of`) also
+        make a dataset input of the run."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, v) for k, v in _tags(tags).items()]
+        for i in range(0, len(items), _TAGS_PER_BATCH):
+            self.client.log_batch(run_id, tags=items[i : i + _TAGS_PER_BATCH])
+        if DATA_TAG in tags or DATA_DIGEST_TAG in tags:
+            data = dataset_of(tags, self.client.get_run(run_id).data.params)
+            self.log_dataset(run_id, **data)
+
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str) -> None:
+        """``name`` (content ``digest``, found at ``source``) as an input of the run, used as ``context``
+        (a split). Logging the same dataset and context again adds nothing."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}))
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
@@ -210,6 +380,10 @@ class SweepTracker:
 
     def log_file(self, run_id: str, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_artifacts(self, run_id: str, folder: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Every file under ``folder`` (a trial's artifact folder), at its relative path in the run."""
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
 
 
 def _is_number(v: Any) -> bool:

@@ -3,7 +3,11 @@
 Trials report a flat dict of numbers to Tune, plus optional extras under reserved keys:
 
 * ``"series"``: ``{name: [v0, v1, ...]}`` curves logged as one metric with a step per value;
-* ``"artifacts"``: ``{relative_path: text or bytes}`` small files (per-class CSV, resolved YAML, PNG plots);
+* ``ARTIFACT_DIR``: the path of a folder on the sweep's storage whose files (per-class CSV,
+  resolved YAML, PNG plots) are logged into the child run at their relative paths. A study's
+  ``"artifacts"`` never reach Tune: the sweep's trainable writes them to that folder
+  (:func:`ausweep.track.artifacts.write_artifacts`), so Tune's result.json, progress.csv and
+  experiment state hold numbers and paths, not file contents;
 * ``"tags"``: ``{name: value}`` (dataset digest...).
 
 A trial that is retried (worker died) or resumed (driver died) maps onto the same child run by its
@@ -19,25 +23,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+from numbers import Number
 from pathlib import Path
 from typing import Any, Mapping
 
 from ray.tune import Callback
+from ray.tune.logger import TBXLoggerCallback
 
 from ausweep.config import config_hash, flatten
+from ausweep.track.keys import mlflow_key
 from ausweep.track.store import SweepTracker
 
 log = logging.getLogger(__name__)
 
 RESERVED = ("series", "artifacts", "tags")
 REPLAYED = "ausweep_replayed"
+ARTIFACT_DIR = "ausweep_artifact_dir"  # a result's artifact folder, written by the trial, read by the driver
 # Bookkeeping Tune adds to every result; not worth a metric column in the UI.
 _TUNE_KEYS = {
     "time_this_iter_s", "time_total_s", "timestamp", "training_iteration", "iterations_since_restore",
     "time_since_restore", "done", "pid", "date", "hostname", "node_ip", "experiment_tag", "trial_id",
     "checkpoint_dir_name", "should_checkpoint",
 }
-NOT_METRICS = _TUNE_KEYS | set(RESERVED) | {REPLAYED, "config"}
+NOT_METRICS = _TUNE_KEYS | set(RESERVED) | {REPLAYED, ARTIFACT_DIR, "config"}
 
 
 class MLflowTrialLogger(Callback):
@@ -82,11 +91,13 @@ class MLflowTrialLogger(Callback):
         self.tracker.log_metrics(run_id, metrics, step=step)
         for name, values in (result.get("series") or {}).items():
             self.tracker.log_series(run_id, name, values)
-        for path, content in (result.get("artifacts") or {}).items():
-            if isinstance(content, bytes):
-                self.tracker.log_bytes(run_id, content, path)
-            else:
-                self.tracker.log_text(run_id, content, path)
+        if result.get(ARTIFACT_DIR):
+            folder = Path(result[ARTIFACT_DIR])
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"trial {trial.trial_id}: its artifact folder {folder} is not visible to the sweep driver; "
+                    "on a cluster the sweep's storage (--storage, $AUSWEEP_STORAGE) must be a file system every node shares")
+            self.tracker.log_artifacts(run_id, folder)
         if result.get("tags"):
             self.tracker.set_tags(run_id, result["tags"])
 
@@ -132,6 +143,26 @@ def write_completed(completed_dir: str, key: str, record: Mapping[str, Any]) -> 
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(record, default=str))
     os.replace(tmp, path)
+
+
+_TB_REFUSED = re.compile(r"[^-/\w.]")  # what tensorboardX renames in a summary name (with a message)
+
+
+def tensorboard_name(key: str) -> str:
+    """A metric's name in TensorBoard: its MLflow key (``acc@1`` -> ``acc_at_1``, ``&`` -> ``_x26_``)
+    with the characters TensorBoard still refuses (spaces) as ``_``."""
+    return _TB_REFUSED.sub("_", mlflow_key(key))
+
+
+class TensorBoardLogger(TBXLoggerCallback):
+    """Tune's TensorBoard logger, given only the numbers of each result under names TensorBoard
+    accepts (:func:`tensorboard_name`): no curves, tags or paths, nothing for tensorboardX to rename
+    or refuse. Tune's own bookkeeping keys pass as they are (it reads its step from them)."""
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        numbers = {k if k in _TUNE_KEYS else tensorboard_name(k): v for k, v in result.items()
+                   if k in _TUNE_KEYS or (k not in NOT_METRICS and isinstance(v, Number))}
+        super().log_trial_result(iteration, trial, numbers)
 
 
 class TrialProgress(Callback):
