@@ -51,10 +51,22 @@ def init_ray(num_cpus: int | None = None, address: str | None = None) -> None:
     if address is None:
         # A laptop run: no dashboard (saves ~1 s and a port). On a cluster the job's own
         # runtime_env (working dir, env vars) applies and must not be overridden here.
-        env = {k: os.environ[k] for k in _PROPAGATED if k in os.environ}
+        env = worker_env(os.environ)
         kwargs.update(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env} if env else None)
     ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING, **kwargs)
     log.info("ray: %s", ray.cluster_resources())
+
+
+def worker_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a local Ray gives its workers: ``_PROPAGATED`` from ``environ``, with no
+    tracking credentials. Only the driver writes to MLflow, and a runtime_env's variables are
+    shown in the Ray dashboard, so the URI travels without its ``user:pass@``."""
+    from ausweep.track.store import strip_credentials
+
+    env = {k: environ[k] for k in _PROPAGATED if k in environ}
+    if "MLFLOW_TRACKING_URI" in env:
+        env["MLFLOW_TRACKING_URI"] = strip_credentials(env["MLFLOW_TRACKING_URI"])
+    return env
 
 
 def cluster_gpus() -> float:
