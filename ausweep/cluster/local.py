@@ -442,6 +442,9 @@ def _up(cfg: LocalClusterConfig, dir: Path, log) -> dict[str, Any]:
            if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
     # A job submitted here tracks to this cluster's server unless its runtime_env says otherwise.
     ray_env = {**env, **_RAY_ENV, "RAY_AUTH_MODE": cfg.auth, "MLFLOW_TRACKING_URI": state["mlflow"]["tracking_uri"]}
+    # ...and keeps its sweep state in the cluster's folder, which every node here sees and Ray never
+    # deletes (a job's own working folder is deleted, so the runner refuses it as storage).
+    ray_env.setdefault("AUSWEEP_STORAGE", str(dir / "runs"))
     if cfg.auth == "token":
         _write_token(token_file)
         ray_env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
