@@ -25,6 +25,7 @@ import psutil
 import pytest
 import yaml
 
+from ausweep.track.store import ui_url
 from tests.tiny import make_fsd50k, write_sweep
 
 pytestmark = pytest.mark.integration
@@ -91,8 +92,11 @@ def test_sweep_submitted_as_ray_job_is_tracked_in_the_cluster_mlflow(cluster, tm
     sweep = write_sweep(tmp_path / "tiny.yaml", root, tmp_path / "cache", text_models=["tiny-bert"], lrs=(1e-2, 3e-3),
                         num_actors=0)
     client = _job_client(exports)
+    # No --storage: the job's own working folder is deleted by Ray, so the sweep keeps its state where
+    # up-local's nodes point AUSWEEP_STORAGE (the cluster folder), unless this process set one first.
+    storage = Path(os.environ.get("AUSWEEP_STORAGE") or d / "runs")
     job_id = client.submit_job(
-        entrypoint=f"python -m ausweep.sweep {sweep} --storage {tmp_path / 'runs'}",
+        entrypoint=f"python -m ausweep.sweep {sweep}",
         runtime_env={
             "working_dir": str(REPO),
             "excludes": [".git", "tests", "bench"],
@@ -114,6 +118,8 @@ def test_sweep_submitted_as_ray_job_is_tracked_in_the_cluster_mlflow(cluster, tm
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert {float(c.data.params["probe.lr"]) for c in children} == {1e-2, 3e-3}
     assert all("val/acc_at_1" in c.data.metrics and "test/acc_at_1" in c.data.metrics for c in children)
+    states = list(storage.glob("tiny-*/ausweep_sweep.json"))
+    assert len(states) == 1, f"no durable sweep state under {storage}: {sorted(storage.glob('*'))}"
 
 
 def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
@@ -121,6 +127,14 @@ def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp}", "--virtual-time-budget=15000"]
     return subprocess.run(["chromium", *flags, *args], capture_output=True, timeout=120, check=False)
+
+
+def _page_text(url: str, tmp: Path) -> str:
+    """The visible text of the page at ``url`` once its scripts ran, in one line."""
+    dom = _chromium("--dump-dom", "--window-size=1920,1080", url, tmp=tmp)
+    assert dom.returncode == 0, dom.stderr.decode(errors="replace")[-3000:]
+    html = dom.stdout.decode(errors="replace")
+    return " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"(?s)<(script|style)\b.*?</\1>", " ", html)).split())
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not on PATH (`make install` installs it)")
@@ -136,19 +150,26 @@ def test_mlflow_ui_in_headless_chromium_shows_the_sweep_runs(cluster, tmp_path):
     runs = mlflow.search_runs([exp.experiment_id], max_results=100)
     names = {r.info.run_name for r in runs}
     assert len(runs) == 3 and len(names) == 3, names  # the parent and its two children
-    # The experiment's default page (MLflow 3) is the GenAI overview; the runs table nests children
-    # under their parent (collapsed) unless sorted by something other than the date.
-    url = (f"{exports['MLFLOW_TRACKING_URI']}/#/experiments/{exp.experiment_id}/runs"
-           "?orderByKey=attributes.run_name&orderByAsc=true")
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development", exp.tags
+    # The experiment's page, without a tab, as ausweep links it (ui_url): MLflow 3.17 opens the GenAI
+    # overview there unless the link asks for the model-training view. The runs table nests the
+    # children under their parent (collapsed); the parent's row lists the trials' dataset.
+    url = ui_url(exports["MLFLOW_TRACKING_URI"], exp.experiment_id)
+    assert f"/#/experiments/{exp.experiment_id}?" in url
 
-    dom = _chromium("--dump-dom", url, tmp=tmp_path / "profile-dom")
-    assert dom.returncode == 0, dom.stderr.decode(errors="replace")[-3000:]
-    html = dom.stdout.decode(errors="replace")
-    text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"(?s)<(script|style)\b.*?</\1>", " ", html)).split())
-    assert "Training runs" in text and "tiny" in text, text[:2000]
+    text = _page_text(url, tmp=tmp_path / "profile-dom")
+    assert text.startswith("Runs - Experiment") and "tiny" in text, text[:2000]  # not "Overview": GenAI's
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    data = next(i.dataset for i in mlflow.get_run(parent.info.run_id).inputs.dataset_inputs)
+    assert parent.info.run_name in text and f"{data.name} ({data.digest})" in text, text[:3000]
+    assert "Dataset" in text and "Source" in text and "3 matching runs" in text, text[:3000]
+
+    # Sorted by name, the children come out from under their parent: every run is on the page.
+    text = _page_text(url.replace("?", "/runs?") + "&orderByKey=attributes.run_name&orderByAsc=true",
+                      tmp=tmp_path / "profile-sorted")
     missing = {n for n in names if n not in text}
     assert not missing, f"run names not rendered: {missing}; page text: {text[:3000]}"
-    assert "3 matching runs" in text, text[:3000]
+    assert "python -m ausweep.sweep" in text, text[:3000]  # the Source column of the trials
 
     png = tmp_path / "mlflow.png"
     shot = _chromium(f"--screenshot={png}", "--window-size=1400,900", url, tmp=tmp_path / "profile-shot")
