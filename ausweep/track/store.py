@@ -11,7 +11,8 @@ Default store: ``sqlite:///<cwd>/mlruns.db`` with artifacts beside it in ``mlart
 ``MLFLOW_TRACKING_URI`` (a server on a cluster) overrides.
 
 What the MLflow 3 UI shows: each experiment is marked a model-training experiment
-(``mlflow.experimentKind``), so it opens on its runs table rather than the GenAI overview; each run
+(``mlflow.experimentKind``); MLflow 3.17's UI still opens any experiment on its GenAI overview
+unless the link asks for the model-training view, which :func:`ui_url`'s link does. Each run
 carries MLflow's source tags (entry point, git commit) and, when a trial reports its data
 (``ausweep.data`` / ``ausweep.data_digest`` tags), a dataset input with that digest and split.
 Logging is synchronous on purpose: a finished trial's record (:mod:`ausweep.track.tune_callback`)
@@ -41,7 +42,8 @@ from ausweep.track.keys import mlflow_key
 TRIAL_TAG = "ausweep.trial_key"  # config hash of the trial: stable across Tune retries and restores
 SWEEP_TAG = "ausweep.sweep"
 PARENT_TAG = "mlflow.parentRunId"
-# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, an assistant).
+# The experiment's kind in MLflow 3 (shown in the UI's experiment list, and what UIs before 3.17
+# chose the experiment's first page by; 3.17 follows a browser-wide setting, see ui_url).
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 # What a trial reports about its data (result "tags"); either one makes a dataset input of the run.
 DATA_TAG, DATA_DIGEST_TAG, DATA_SPLIT_TAG = "ausweep.data", "ausweep.data_digest", "ausweep.data_split"
@@ -159,7 +161,7 @@ def _source_name() -> str:
     if path is not None and path.suffix == ".py" and path.is_relative_to(package):
         parts = path.relative_to(package.parent).with_suffix("").parts
         return "python -m " + ".".join(parts[:-1] if parts[-1] == "__main__" else parts)
-    return argv0 or "python"
+    return "python" if argv0 in ("", "-", "-c") else argv0  # "-": a script on stdin
 
 
 def dataset_of(tags: Mapping[str, Any], params: Mapping[str, str]) -> dict[str, str] | None:
@@ -183,6 +185,17 @@ def dataset_of(tags: Mapping[str, Any], params: Mapping[str, str]) -> dict[str, 
     digest = given(tags.get(DATA_DIGEST_TAG)) or hashlib.sha256(f"{name}\n{source}".encode()).hexdigest()[:16]
     context = given(tags.get(DATA_SPLIT_TAG)) or given(params.get("data.split")) or "all"
     return {"name": name, "digest": digest[:36], "source": source, "context": context}
+
+
+def ui_url(server: str, experiment_id: str) -> str:
+    """The page of the experiment in the MLflow UI at ``server``, on its runs.
+
+    MLflow 3.17's UI picks an experiment's view from one browser-wide setting (GenAI or model
+    training, default GenAI) and not from the experiment's ``mlflow.experimentKind``, so a plain
+    ``#/experiments/<id>`` opens the GenAI overview; ``workflowType`` in the link selects the
+    model-training view (and the UI keeps it while the user browses from there).
+    """
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
 def _param_str(v: Any) -> str:
@@ -350,6 +363,10 @@ class SweepTracker:
         if DATA_TAG in tags or DATA_DIGEST_TAG in tags:
             data = dataset_of(tags, self.client.get_run(run_id).data.params)
             self.log_dataset(run_id, **data)
+            if self.parent_id and run_id != self.parent_id:
+                # The runs table shows children collapsed under the parent: the sweep's row lists
+                # every dataset its trials read.
+                self.log_dataset(self.parent_id, **data)
 
     def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str) -> None:
         """``name`` (content ``digest``, found at ``source``) as an input of the run, used as ``context``

@@ -102,3 +102,114 @@ def test_every_key_the_tracker_writes_is_sanitised(tmp_path):
     assert {split_key(k) for k in data.tags} >= {("ausweep.by: whom?",), ("ausweep.data%digest",)}
     assert ("text_filter.Sound & Music",) in {split_key(k) for k in client.get_run(parent).data.params}
     assert ("ausweep.note@1",) in {split_key(k) for k in client.get_run(parent).data.tags}
+
+
+# ----------------------------------------------------------------------------- what the MLflow 3 UI shows
+
+
+def test_experiments_open_on_the_runs_table_new_or_reused(tmp_path):
+    """MLflow 3's UI opens an experiment without ``mlflow.experimentKind`` on its GenAI overview."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    client = MlflowClient(tracking_uri=uri)
+    new = SweepTracker("new", uri=uri).experiment_id
+    assert client.get_experiment(new).tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client.create_experiment("old")  # as ausweep made them before (and as the UI leaves them)
+    inferred = client.create_experiment("inferred", tags={"mlflow.experimentKind": "genai_development_inferred"})
+    chosen = client.create_experiment("chosen", tags={"mlflow.experimentKind": "genai_development"})
+    for name in ("old", "inferred", "chosen"):
+        SweepTracker(name, uri=uri)
+    kinds = {e: client.get_experiment(e).tags["mlflow.experimentKind"] for e in (old, inferred, chosen)}
+    assert kinds == {old: "custom_model_development", inferred: "custom_model_development", chosen: "genai_development"}
+
+
+def test_runs_carry_mlflow_source_tags(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    import ausweep
+
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    t = SweepTracker("exp", uri=uri)
+    parent = t.start_parent("p", {}, {})
+    child = t.child_for_trial("k", "t", {}, {})
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(ausweep.__file__).parent, capture_output=True, text=True).stdout.strip()
+    client = MlflowClient(tracking_uri=uri)
+    for run in (parent, child):
+        tags = client.get_run(run).data.tags
+        assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"]
+        if head:  # a checkout (an installed wheel has no commit to show)
+            assert tags["mlflow.source.git.commit"] == head == tags["ausweep.git_sha"]
+
+
+def test_source_name_of_a_module_run_with_dash_m(monkeypatch):
+    from pathlib import Path
+
+    import ausweep
+    from ausweep.track.store import _source_name
+
+    pkg = Path(ausweep.__file__).resolve().parent
+    monkeypatch.setattr("sys.argv", [str(pkg / "sweep" / "__main__.py"), "probe"])
+    assert _source_name() == "python -m ausweep.sweep"
+    monkeypatch.setattr("sys.argv", ["/somewhere/train.py"])
+    assert _source_name() == "/somewhere/train.py"
+
+
+def _inputs(client, run):
+    return sorted((i.dataset.name, i.dataset.digest, i.dataset.source_type, i.dataset.source,
+                   {t.key: t.value for t in i.tags}["mlflow.data.context"]) for i in client.get_run(run).inputs.dataset_inputs)
+
+
+def test_reported_data_becomes_a_dataset_input_of_the_run(tmp_path):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    t = SweepTracker("exp", uri=uri)
+    parent = t.start_parent("p", {}, {})
+    client = MlflowClient(tracking_uri=uri)
+    # a digest reported by the trial; name, source and split from its config
+    fsd = t.child_for_trial("a", "a", {"data.source": "fsd50k", "data.root": "/data/FSD50K", "data.split": "eval"}, {})
+    t.set_tags(fsd, {"ausweep.data_digest": "0123456789abcdef", "ausweep.text_dim": 8})
+    t.set_tags(fsd, {"ausweep.data_digest": "0123456789abcdef"})  # a retry reports it again: still one input
+    assert _inputs(client, fsd) == [("fsd50k", "0123456789abcdef", "local", json.dumps({"uri": "/data/FSD50K"}), "eval")]
+    assert client.get_run(fsd).data.tags["ausweep.data_digest"] == "0123456789abcdef"
+    # a named set without a digest: the name stands for its content; an explicit split wins
+    bench = t.child_for_trial("b", "b", {"data_root": None}, {})
+    t.set_tags(bench, {"ausweep.data": "auditorybench/mcq", "ausweep.data_split": "test"})
+    (name, digest, _, source, context), = _inputs(client, bench)
+    assert (name, source, context) == ("auditorybench/mcq", json.dumps({"uri": "auditorybench/mcq"}), "test")
+    assert len(digest) == 16 and int(digest, 16) >= 0
+    other = t.child_for_trial("c", "c", {}, {})
+    t.set_tags(other, {"ausweep.data": "auditorybench/mcq", "ausweep.data_split": "test"})
+    assert _inputs(client, other) == _inputs(client, bench)  # same data, same digest
+    # tags that say nothing about the data log no dataset
+    plain = t.child_for_trial("d", "d", {}, {})
+    t.set_tags(plain, {"ausweep.lm_kind": "causal"})
+    assert _inputs(client, plain) == []
+    # the parent's row (children collapse under it in the UI) lists every dataset its trials read
+    assert {(n, d) for n, d, *_ in _inputs(client, parent)} == {("fsd50k", "0123456789abcdef"), ("auditorybench/mcq", digest)}
+
+
+def test_ui_url_opens_the_experiment_on_its_runs():
+    from ausweep.track.store import ui_url
+
+    assert ui_url("http://127.0.0.1:5000/", "7") == "http://127.0.0.1:5000/#/experiments/7?workflowType=machine_learning"
+
+
+def test_set_tags_batches_past_mlflows_limit_of_100_per_request(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from ausweep.track.keys import split_key
+
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    t = SweepTracker("exp", uri=uri)
+    run = t.start_parent("p", {}, {})
+    tags = {f"ausweep.n_dropped.Sound & Music {i}": i for i in range(250)}
+    t.set_tags(run, tags)
+    stored = {split_key(k)[0]: v for k, v in MlflowClient(tracking_uri=uri).get_run(run).data.tags.items()}
+    assert all(stored[k] == str(v) for k, v in tags.items())
