@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import textwrap
 from collections import defaultdict
@@ -350,9 +351,11 @@ def plot_scatter(points: list[dict[str, Any]], table: list[dict[str, Any]], path
 
 def latest_sweep(client: Any, experiment: str, preset: str | None) -> Any:
     """The most recent finished parent run of ``experiment`` (with ``preset``, if given)."""
+    from ausweep.track.store import redact_uri
+
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        raise ReportError(f"no MLflow experiment '{experiment}' at {client.tracking_uri}: run `python -m ausweep.sweep {experiment}` first")
+        raise ReportError(f"no MLflow experiment '{experiment}' at {redact_uri(client.tracking_uri)}: run `python -m ausweep.sweep {experiment}` first")
     filt = "attributes.status = 'FINISHED' and tags.`ausweep.sweep` != ''"
     if preset is not None:
         filt += f" and tags.`ausweep.preset` = '{preset}'"
@@ -415,11 +418,15 @@ def report(cfg: CorrelationConfig) -> Report:
     from mlflow.tracking import MlflowClient
 
     from ausweep.benchmarks.tasks import load_task_map
-    from ausweep.track.store import SweepTracker, tracking_uri
+    from ausweep.track.store import SweepTracker, split_credentials, tracking_uri
 
     task_map = load_task_map(cfg.task_map)
     uri = cfg.tracking_uri or tracking_uri()
-    client = MlflowClient(tracking_uri=uri)
+    # as the sweep's tracker does: credentials travel in MLflow's own variables, never in a URI we print
+    bare, credentials = split_credentials(uri)
+    for key, value in credentials.items():
+        os.environ.setdefault(key, value)
+    client = MlflowClient(tracking_uri=bare)
     parents, selections, per_task, unmapped = {}, {}, {}, {}
     for side, exp, run_id, param, wanted in (
             ("text", cfg.text_experiment, cfg.text_run, cfg.text_backbone_param, cfg.text_filter),
