@@ -131,8 +131,14 @@ def _print_outcome(outcome) -> int:
     print(f"  MLflow:       {outcome.tracking_uri}  (parent run {outcome.parent_run_id})")
     for p in outcome.artifacts:
         print(f"  artifact:     {p}")
+    from ausweep.track.store import ui_url
+
+    # MLflow 3.17's UI opens an experiment on its GenAI overview unless the link asks for the runs
     if outcome.tracking_uri.startswith("sqlite:"):
         print(f"  open the UI:  mlflow ui --backend-store-uri {outcome.tracking_uri}")
+        print(f"                then {ui_url('http://127.0.0.1:5000', outcome.experiment_id)}")
+    elif outcome.tracking_uri.startswith(("http://", "https://")):
+        print(f"  open the UI:  {ui_url(outcome.tracking_uri, outcome.experiment_id)}")
     if outcome.n_errors:
         print(f"  resume with:  python -m ausweep.sweep ... --resume {outcome.run_dir}", file=sys.stderr)
         return 1

@@ -48,6 +48,7 @@ class SweepOutcome:
     parent_run_id: str
     tracking_uri: str
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per trial: config, metrics, seconds
+    experiment_id: str = ""
     n_errors: int = 0
     artifacts: list[Path] = field(default_factory=list)
 
@@ -316,7 +317,8 @@ def run_sweep(
 
     tuner = _make_tuner(sweep, study, space, tracker, run_dir, resume=bool(state),
                         max_concurrent=concurrency.max_concurrent, verbose=verbose)
-    outcome = SweepOutcome(run_dir=run_dir, parent_run_id=parent_id, tracking_uri=tracker.shown_uri)
+    outcome = SweepOutcome(run_dir=run_dir, parent_run_id=parent_id, tracking_uri=tracker.shown_uri,
+                           experiment_id=str(tracker.experiment_id))
     status = "FAILED"
     try:
         grid = tuner.fit()
