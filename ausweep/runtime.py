@@ -201,10 +201,8 @@ def decide_max_concurrent(trial: Mapping[str, float], file_value: int | None = N
 def cluster_capacity() -> Capacity | None:
     """The largest cluster this driver's trials can use, where it can be known (needs Ray up)."""
     import ray
-    from ray._private import worker
 
-    node = getattr(worker.global_worker, "node", None)
-    if node is not None and node.is_head():
+    if _ray_started_here():
         # ray.init() started this Ray in this process: it has no autoscaler.
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         groups = tuple(NodeGroup(dict(n.get("Resources") or {}), 1) for n in nodes)
@@ -223,10 +221,30 @@ def cluster_capacity() -> Capacity | None:
     return None
 
 
-def _gcs_capacity() -> Capacity | None:
-    """The node groups an autoscaler reported to the GCS (not every autoscaler reports them)."""
+def _ray_started_here() -> bool:
+    """Whether ray.init() in this process started the Ray it is connected to (rather than joining
+    one). Only public APIs: a Ray that this process started runs its GCS server as a child of
+    this process; joining an existing Ray starts no GCS server. (Ray's own flag for this sits in
+    ``ray._private.worker``, which changes between Ray releases.)"""
+    import psutil
+
     try:
-        from ray._private.state import state
+        return any(c.name() == "gcs_server" for c in psutil.Process().children())
+    except psutil.Error:
+        return False
+
+
+def _gcs_capacity() -> Capacity | None:
+    """The node groups an autoscaler reported to the GCS (not every autoscaler reports them).
+
+    Ray has no public API for this cluster config: Ray Data's and Ray Train V2's autoscaling read
+    it with the same private call. It is the one private Ray API ausweep uses; any failure means
+    "not known" (the caller then falls back to the launcher's file, else no cap), and
+    tests/integration/test_runtime_caps_ray.py calls it on a real Ray so an upgrade that moves it
+    shows there rather than as a silently uncapped sweep.
+    """
+    try:
+        from ray._private.state import state  # no public equivalent, see the docstring
 
         config = state.get_cluster_config()
     except Exception as e:  # a private API: absent or changed in another Ray is not an error
