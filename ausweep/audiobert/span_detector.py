@@ -39,7 +39,7 @@ from ausweep.audiobert.train import IGNORE_INDEX, TrainResult, fit
 Span = tuple[int, int]  # character offsets [start, end) in the sentence
 
 SCHEMES: dict[str, tuple[str, ...]] = {"bio": ("O", "B", "I"), "binary": ("O", "AUD")}
-O, B, I = 0, 1, 2  # BIO tag ids; in the binary scheme AUD = 1
+O, B, I = 0, 1, 2  # noqa: E741 -- the BIO tag names; in the binary scheme AUD = 1
 
 
 # ----------------------------------------------------------------------------- labels

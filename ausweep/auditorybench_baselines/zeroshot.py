@@ -136,7 +136,7 @@ def _mlm(lm: LMWithHead, items: list[Item], batch_size: int, length_norm: bool, 
 
     argmax, scores = _run_masked(lm, inputs, wanted, batch_size, length_norm, progress)
     rows = []
-    for i, (it, (gold, cands)) in enumerate(zip(items, plans)):
+    for it, (gold, cands) in zip(items, plans):
         cand_scores = [scores[u][t] for u, t in cands]
         row: dict[str, Any] = {"index": it.index, "sentence": it.sentence, "answer": it.answer}
         if it.task == "animal":

@@ -237,7 +237,7 @@ def write_sakura(items: Iterable[tuple[str, str, str]], root: str | os.PathLike)
     for a, rows in by_attr.items():
         folder = root / a
         folder.mkdir(parents=True, exist_ok=True)
-        text = "file_name,attribute_label\n" + "".join(f"{n},{l}\n" for n, l in rows)
+        text = "file_name,attribute_label\n" + "".join(f"{n},{label}\n" for n, label in rows)
         write_text_atomic(folder / METADATA, text)
     return root
 

@@ -111,7 +111,7 @@ def choose_enhancement(rows: Sequence[Mapping[str, Any]]):
     for (_, a), cands in groups.items():
         def order(c: tuple[dict[str, Any], Mapping[str, Any]]) -> tuple:
             e = c[0]["enhance"]
-            return (-_num(c[1][f"{a}/enhance/acc_A"]), abs(float(e["coef"])), int(e["source"]))
+            return (-_num(c[1][f"{a}/enhance/acc_A"]), abs(float(e["coef"])), int(e["source"]))  # noqa: B023 -- min() calls it now
 
         cfg, m = min(cands, key=order)
         e = cfg["enhance"]

@@ -80,7 +80,7 @@ def choose_storage(override: str | None = None, file_value: str | None = None, f
     Ray deletes it when the job ends, and ``--resume`` would find nothing.
     """
     environ = os.environ if environ is None else environ
-    for where, value in (("--storage", override), (file_where, file_value),
+    for where, value in (("--storage", override), (file_where, file_value),  # noqa: B007 -- used after the break
                          ("$AUSWEEP_STORAGE", environ.get("AUSWEEP_STORAGE"))):
         if value:
             break
