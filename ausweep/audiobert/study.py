@@ -34,11 +34,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ausweep.audiobert.config import TrainConfig
+from ausweep.audiobert.config import AudioBertExperiment, TrainConfig
 from ausweep.config import config_hash, to_dict
 from ausweep.study import Study
 from ausweep.track.artifacts import rows_to_csv
-from ausweep.audiobert.config import AudioBertExperiment
 
 log = logging.getLogger(__name__)
 CONTEXT_VERSION = 3  # 2: all spans per sentence (span (N, K, 2), audio (N, K, d), clip (N, K)); 3: cross_split_duplicates
@@ -63,8 +62,8 @@ def _splits(cfg: AudioBertExperiment) -> list[str]:
 
 def clap_text_tower(name: str, device: str = "cpu"):
     """The CLAP text tower matching audio registry name ``name`` (same checkpoint, same space)."""
-    from ausweep.models.clap import ClapTextAudio
     from ausweep.models.catalog import AUDIO_HUB
+    from ausweep.models.clap import ClapTextAudio
 
     if name == "tiny-clap-joint":
         return ClapTextAudio.tiny(device=device)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ausweep.auditorybench_baselines.config import BaselineConfig
 from ausweep.benchmarks.auditorybench import (
     REFERENCE,
     REFERENCE_FOR_MODEL,
@@ -37,7 +38,6 @@ from ausweep.benchmarks.auditorybench import (
 from ausweep.config import ConfigError, to_dict
 from ausweep.study import Study
 from ausweep.track.artifacts import rows_to_csv
-from ausweep.auditorybench_baselines.config import BaselineConfig
 
 log = logging.getLogger(__name__)
 

@@ -24,12 +24,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ausweep.config import ConfigError, to_dict
-from ausweep.cascade.describe import Describer, check_describer, get_describer
 from ausweep.benchmarks.mcq import MCItem
+from ausweep.cascade.config import CascadeConfig
+from ausweep.cascade.describe import Describer, check_describer, get_describer
+from ausweep.config import ConfigError, to_dict
 from ausweep.study import Study
 from ausweep.track.artifacts import rows_to_csv
-from ausweep.cascade.config import CascadeConfig
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ausweep.config import ConfigError, to_dict
 from ausweep.benchmarks.mcq import MCItem
+from ausweep.config import ConfigError, to_dict
+from ausweep.knowledge_text.config import KnowledgeConfig
 from ausweep.study import Study
 from ausweep.track.artifacts import rows_to_csv
-from ausweep.knowledge_text.config import KnowledgeConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,9 @@ def load_items(cfg: KnowledgeConfig) -> dict[str, list[MCItem]]:
 
 def evaluate_config(cfg: KnowledgeConfig) -> Outcome:
     """Load the LM once, score every set of ``cfg``; metrics pool all sets."""
-    from ausweep.extract.worker import resolve_device
     from ausweep.benchmarks.mcq import accuracy_metrics
     from ausweep.benchmarks.scoring import evaluate_items
+    from ausweep.extract.worker import resolve_device
     from ausweep.models.heads import load_lm_with_head
 
     sets = load_items(cfg)

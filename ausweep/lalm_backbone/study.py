@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ausweep.config import ConfigError, config_hash, to_dict
+from ausweep.lalm_backbone.config import LALMBackboneConfig, LALMDataConfig
 from ausweep.study import RUN_DIR_ENV, Study
 from ausweep.track.artifacts import rows_to_csv
-from ausweep.lalm_backbone.config import LALMBackboneConfig, LALMDataConfig
 
 log = logging.getLogger(__name__)
 

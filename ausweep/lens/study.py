@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 
 from ausweep.config import ConfigError, to_dict
-from ausweep.study import Study
 from ausweep.lens.analysis import Enhancement, Outcome, trial_artifacts
 from ausweep.lens.config import LensConfig
+from ausweep.study import Study
 
 log = logging.getLogger(__name__)
 

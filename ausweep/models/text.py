@@ -16,8 +16,8 @@ import contextlib
 import inspect
 import os
 import string
-from pathlib import Path
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np

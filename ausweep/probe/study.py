@@ -22,11 +22,11 @@ from ausweep.data.fsd50k import object_name
 from ausweep.data.sources import load_soundset
 from ausweep.extract import audio_clip_table, text_embeddings
 from ausweep.probe.clips import ClipTable
+from ausweep.probe.config import ProbeExperiment
 from ausweep.probe.run import ProbeResult
 from ausweep.probe.run import run as run_probe
 from ausweep.study import Study
 from ausweep.track.artifacts import rows_to_csv
-from ausweep.probe.config import ProbeExperiment
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from typing import Any, Mapping
 
 from ausweep.config import ConfigError, config_hash, flatten, from_dict, to_dict
 from ausweep.files import write_text_atomic
-from ausweep.sweep.spec import Sweep, is_selection_metric, load_sweep, to_tune_space
 from ausweep.study import RUN_DIR_ENV, SUMMARY_METRICS, Study
+from ausweep.sweep.spec import Sweep, is_selection_metric, load_sweep, to_tune_space
 from ausweep.sweep.studies import STUDIES
 
 log = logging.getLogger(__name__)

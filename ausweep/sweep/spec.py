@@ -25,8 +25,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import re
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal

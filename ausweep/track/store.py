@@ -34,8 +34,8 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
 from typing import Any, Iterable, Mapping
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ausweep.track.keys import mlflow_key
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from ausweep.audiobert.config import AudioBertConfig, TrainConfig
 from ausweep.audiobert.model import (
     NO_SPAN,
     AudioBert,
@@ -22,13 +23,11 @@ from ausweep.audiobert.model import (
     lora_param_formula,
     projection_param_formula,
 )
-from ausweep.audiobert.config import AudioBertConfig, TrainConfig
 from ausweep.audiobert.retrieval import (
     AudioIndex,
     recall_at_k,
     retrieve_audio_embeddings,
 )
-from ausweep.models.clap import ClapTextAudio
 from ausweep.audiobert.span_detector import (
     B,
     I,
@@ -50,6 +49,7 @@ from ausweep.audiobert.train import (
     trainable_state_dict,
 )
 from ausweep.config import ConfigError, from_dict
+from ausweep.models.clap import ClapTextAudio
 from ausweep.models.tiny import build_tiny_text, tiny_text_config
 
 D_AUDIO = 16
@@ -574,7 +574,6 @@ def test_audiobert_skips_items_without_exactly_one_mask():
     """Animal train has sentences with two [MASK]s; the full lora_rank sweep must not crash on them."""
     from ausweep.audiobert.study import AudioBertExperiment, _items
     from ausweep.benchmarks.auditorybench import load_auditorybench
-
     from ausweep.config import from_dict
 
     cfg = from_dict(AudioBertExperiment, {"task": "animal"})

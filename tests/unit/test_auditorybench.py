@@ -506,10 +506,9 @@ def test_study_config_validation_and_prepare():
 
 
 def test_shipped_sweep_and_presets():
+    from ausweep.auditorybench_baselines.study import SELECTION_METRIC
     from ausweep.sweep.spec import load_sweep
     from ausweep.sweep.studies import STUDIES
-
-    from ausweep.auditorybench_baselines.study import SELECTION_METRIC
 
     main = load_sweep("auditorybench_baselines")
     assert main.space["model"]["grid"] == ["bert-base-uncased", "bert-large-uncased", "llama-3.1-8b", "qwen2.5-7b"]

@@ -2,11 +2,10 @@
 
 import os
 
-import ausweep.extract.cache as cache_mod
-
 import numpy as np
 import pytest
 
+import ausweep.extract.cache as cache_mod
 from ausweep.extract.cache import CorruptCacheEntry, EmbeddingCache
 
 

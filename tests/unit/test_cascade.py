@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ausweep.config import ConfigError, from_dict
-from ausweep.data.audio import AudioReadError
+from ausweep.benchmarks.mcq import MCItem, save_jsonl
+from ausweep.benchmarks.scoring import evaluate_items
 from ausweep.cascade import describe as D
 from ausweep.cascade.study import (
     CascadeConfig,
@@ -28,8 +28,8 @@ from ausweep.cascade.study import (
     run_cascade,
     summarize,
 )
-from ausweep.benchmarks.mcq import MCItem, save_jsonl
-from ausweep.benchmarks.scoring import evaluate_items
+from ausweep.config import ConfigError, from_dict
+from ausweep.data.audio import AudioReadError
 from ausweep.registry import UnknownNameError
 from ausweep.sweep.studies import STUDIES
 

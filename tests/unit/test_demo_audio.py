@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ausweep.data.audio import read_audio
 from ausweep.benchmarks.mcq import LETTERS, load_mc
 from ausweep.data import demo_mc as dd
+from ausweep.data.audio import read_audio
 
 pytestmark = pytest.mark.skipif(not (dd.shutil.which("sox") and dd.shutil.which("espeak-ng")),
                                 reason="needs sox and espeak-ng")

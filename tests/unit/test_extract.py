@@ -14,7 +14,6 @@ import soundfile as sf
 from ausweep.data import Clip
 from ausweep.data.audio import read_audio
 from ausweep.data.fsd50k import load_fsd50k
-from ausweep.extract import run as extract_run
 from ausweep.extract import (
     ExtractConfig,
     ExtractionError,
@@ -22,6 +21,7 @@ from ausweep.extract import (
     audio_clip_table,
     text_embeddings,
 )
+from ausweep.extract import run as extract_run
 from ausweep.extract.worker import Extractor
 from tests.tiny import TINY_AUDIO_MODEL, TINY_TEXT_MODELS, make_fsd50k
 

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from ausweep.config import ConfigError, from_dict
 from ausweep.benchmarks.mcq import MCFormatError, MCItem
+from ausweep.config import ConfigError, from_dict
 from ausweep.registry import UnknownNameError
 
 

@@ -15,9 +15,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from ausweep.benchmarks.mcq import MCItem
 from ausweep.config import ConfigError, from_dict
 from ausweep.data.audio import AudioReadError
-from ausweep.benchmarks.mcq import MCItem
 from ausweep.lalm.data import (
     Collator,
     InstructionExample,

@@ -11,10 +11,10 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from ausweep.sweep.spec import list_sweeps, load_sweep
 from ausweep.sweep.studies import STUDIES
