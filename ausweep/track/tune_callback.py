@@ -15,7 +15,9 @@ config hash (Tune may give a re-created trial a new id), so MLflow never shows d
 start of a trial (the first, a retry after a failure, a restart by a resumed driver) counts in the
 child's ``ausweep.attempts`` tag, and every child ends FINISHED or FAILED. Results flagged
 ``REPLAYED`` (a finished trial that Tune's last saved state did not know about, see
-:mod:`ausweep.sweep.runner`) are not logged twice, and their finished child is left as it was.
+:mod:`ausweep.sweep.runner`) are not logged twice, and their finished child is left as it was. A
+trial's completed record is written before its child ends, so a driver killed in between leaves a
+RUNNING child with a record, which the replay ends FINISHED.
 """
 
 from __future__ import annotations
@@ -102,12 +104,19 @@ class MLflowTrialLogger(Callback):
             self.tracker.set_tags(run_id, result["tags"])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self._run_id(trial)
         if trial.last_result and trial.last_result.get(REPLAYED):
-            return  # its child run was finished by the driver that ran it
-        self.tracker.end(self._run_id(trial), "FINISHED")
+            # Finished by the driver that ran it, unless that driver died between writing the
+            # record and ending the child: end it now, leaving a FINISHED child's end time as it was.
+            if self.tracker.client.get_run(run_id).info.status == "RUNNING":
+                self.tracker.end(run_id, "FINISHED")
+            return
+        # The record first: a driver killed before the child ends leaves a RUNNING child that the
+        # replay ends; the other order left a FINISHED child whose trial --resume ran again.
         if self.completed_dir is not None and trial.last_result:
             record = {k: v for k, v in trial.last_result.items() if k not in RESERVED and k != "config" and _plain(v)}
             write_completed(self.completed_dir, config_hash(trial.config or {}), record)
+        self.tracker.end(run_id, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._run_id(trial)

@@ -1,6 +1,7 @@
 """MLflowTrialLogger against a real SQLite MLflow store, its hooks called as Tune's controller calls
 them (through ray.tune's CallbackList, on real ray.tune Trial objects): one child run per trial
-through retries, errors and a resumed driver; attempts counted; replayed trials not logged twice;
+through retries, errors and a resumed driver (one killed as a trial completed too); attempts counted;
+replayed trials not logged twice;
 category names with any characters logged and read back as written."""
 
 import json
@@ -159,6 +160,35 @@ def test_after_resume_a_replayed_trial_is_not_logged_twice_and_an_unfinished_one
     assert resumed.data.tags["ausweep.attempts"] == "2"
     assert sorted(m.value for m in r.tracker.client.get_metric_history(resumed.info.run_id, "acc")) == [0.25, 0.5]
 
+
+class Killed(BaseException):
+    """The driver killed (SIGKILL, node lost) in the middle of a callback."""
+
+
+def test_a_driver_killed_as_a_trial_completes_leaves_its_record_and_the_replay_ends_its_child(uri, tmp_path):
+    d = Driver(uri, tmp_path)
+    t = _trial({"model": "q", "lr": 0.1})
+    d.start(t)
+    d.result(t, 1, acc=0.75)
+
+    def killed(run_id, status="FINISHED"):
+        raise Killed
+
+    d.tracker.end = killed  # the driver dies as it ends the child run
+    with pytest.raises(Killed):
+        d.complete(t)
+    key = _child(d, t).data.tags["ausweep.config_hash"]
+    record_file = completed_path(str(tmp_path / "completed"), key)
+    assert record_file.is_file(), "the record is written before the child ends"
+    assert _child(d, t).info.status == "RUNNING"
+    r = Driver(uri, tmp_path, resume_id=d.parent)  # --resume: the trainable finds the record and replays it
+    again = _trial(dict(t.config))
+    r.start(again)
+    r.result(again, 1, **{**json.loads(record_file.read_text()), REPLAYED: 1})
+    r.complete(again)
+    (child,) = _children(r).values()
+    assert child.info.status == "FINISHED" and child.info.end_time is not None
+    assert [m.value for m in r.tracker.client.get_metric_history(child.info.run_id, "acc")] == [0.75]
 
 def test_category_names_with_any_characters_are_logged_and_read_back(uri, tmp_path):
     from ausweep.benchmarks.mcq import MCItem, accuracy_metrics
