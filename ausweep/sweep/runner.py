@@ -17,6 +17,7 @@ no storage inside that folder is accepted (:func:`choose_storage`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from ausweep.config import ConfigError, config_hash, flatten, from_dict, to_dict
 from ausweep.files import write_text_atomic
@@ -198,8 +199,7 @@ def _trainable(config: dict[str, Any], study_name: str, completed_dir: str) -> N
     """
     from ray import tune
 
-    from ausweep.track.artifacts import write_artifacts
-    from ausweep.track.tune_callback import ARTIFACT_DIR, REPLAYED, completed_path
+    from ausweep.track.tune_callback import REPLAYED, completed_path
 
     record = completed_path(completed_dir, config_hash(config))
     if record.is_file():
@@ -212,15 +212,31 @@ def _trainable(config: dict[str, Any], study_name: str, completed_dir: str) -> N
     study = STUDIES.get(study_name)
     cfg = from_dict(study.config_cls, config, where="trial config")
     trial_id = tune.get_context().get_trial_id()
-    for i, result in enumerate(study.trial(cfg)):
-        # Files go to the sweep's storage (every node and the driver read it), not through Tune:
-        # the result carries their folder's path, and the driver's MLflow logger uploads them.
-        result = dict(result)
-        artifacts = result.pop("artifacts", None)
-        if artifacts:
-            folder = write_artifacts(run_dir / TRIAL_ARTIFACTS / trial_id / f"result_{i:05d}", artifacts)
-            result[ARTIFACT_DIR] = str(folder)
-        tune.report(result)
+    _report_results(study.trial(cfg), tune.report, run_dir / TRIAL_ARTIFACTS / trial_id)
+
+
+def _report_results(results: Iterable[Mapping[str, Any]], report: Callable[[dict[str, Any]], Any],
+                    artifact_root: Path) -> None:
+    """Report a trial's results one by one, the i-th one's artifacts written under ``artifact_root/result_<i>``.
+
+    The study's generator is closed however this ends: Tune stops a trial by raising (SystemExit)
+    out of ``report``, and an unclosed generator would keep its ``finally`` (freeing a loaded model)
+    waiting for the garbage collector.
+    """
+    from ausweep.track.artifacts import write_artifacts
+    from ausweep.track.tune_callback import ARTIFACT_DIR
+
+    results = iter(results)
+    with contextlib.closing(results) if hasattr(results, "close") else contextlib.nullcontext():
+        for i, result in enumerate(results):
+            # Files go to the sweep's storage (every node and the driver read it), not through Tune:
+            # the result carries their folder's path, and the driver's MLflow logger uploads them.
+            result = dict(result)
+            artifacts = result.pop("artifacts", None)
+            if artifacts:
+                folder = write_artifacts(artifact_root / f"result_{i:05d}", artifacts)
+                result[ARTIFACT_DIR] = str(folder)
+            report(result)
 
 
 def _tracker(name: str, state: dict[str, Any], run_dir: Path | None) -> Any:
