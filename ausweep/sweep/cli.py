@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Sequence
 
 EPILOG = """\
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list every sweep with its description and presets")
     p.add_argument("--preset", help="a preset declared in the sweep file (e.g. demo)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
-                   help="continue an interrupted run (default: the newest of this sweep); only unfinished trials run")
+                   help="continue an interrupted run (default: the newest of this sweep); only unfinished trials run. "
+                        "A key=value after it is an override, not RUN_DIR (unless a folder of that name exists)")
     p.add_argument("--resume-changed", action="store_true",
                    help="with --resume: continue even though the sweep's config, search space or Tune settings "
                         "changed since the run started (the unfinished trials keep the old ones)")
@@ -51,7 +54,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# A dotted config key and "=": what an override starts with; no run folder path looks like it (it
+# would need no "/" and a "=" in its name), and an existing folder of that name is still a run folder.
+_OVERRIDE = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*=")
+
+
+def _resume_without_override(argv: Sequence[str]) -> list[str]:
+    """``--resume key=value``: argparse would read the override as --resume's RUN_DIR. When the
+    value looks like an override and is no existing folder, ``--resume`` moves to the end of the
+    options (before a ``--``), so it takes no value and the override keeps its place among the others."""
+    argv = list(argv)
+    for i, token in enumerate(argv[:-1]):
+        if token == "--":
+            break
+        if token == "--resume" and _OVERRIDE.match(argv[i + 1]) and not Path(argv[i + 1]).is_dir():
+            rest = argv[:i] + argv[i + 1:]
+            end = rest.index("--", i) if "--" in rest[i:] else len(rest)
+            return rest[:end] + ["--resume"] + rest[end:]
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = _resume_without_override(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_intermixed_args(argv)  # options and key=value in any order
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "mlflow", "urllib3", "filelock", "httpx"):

@@ -1,12 +1,14 @@
 """Sweep state for --resume, through the real CLI where no Ray is needed: the state file is written
 atomically, run folders are unique, a corrupt state is one line naming the file, and a sweep that
-changed since its run started is refused unless --resume-changed says go on."""
+changed since its run started is refused unless --resume-changed says go on; a key=value after
+--resume is an override, not its RUN_DIR."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +64,24 @@ def test_resume_refuses_a_changed_sweep_naming_the_state_file_and_the_change(tin
     # --resume-changed without --resume is an error too, not silently ignored
     assert main([str(sweep_file), "--resume-changed"]) == 2 and "--resume-changed" in _one_error_line(capsys)
 
+
+def test_an_override_after_resume_is_an_override_and_a_run_folder_stays_one(tiny, capsys):
+    tmp, sweep_file = tiny
+    run_dir = _started_run(tmp / "runs", sweep_file)
+    # `--resume probe.epochs=7`: the newest run, with probe.epochs=7 (here refused as a change),
+    # not a run folder named "probe.epochs=7"
+    assert main([str(sweep_file), "--storage", str(tmp / "runs"), "--resume", "probe.epochs=7"]) == 2
+    line = _one_error_line(capsys)
+    assert str(run_dir / STATE_FILE) in line and "config.probe.epochs: 30 -> 7" in line
+    # the override keeps its place: the later of two values for a key wins, as without --resume
+    assert main([str(sweep_file), "probe.epochs=5", "--storage", str(tmp / "runs"), "--resume", "probe.epochs=7",
+                 "--show"]) == 0
+    assert "epochs: 7" in capsys.readouterr().out
+    # a folder that exists under that name, or any path, is still --resume's RUN_DIR
+    (tmp / "probe.epochs=7").mkdir()
+    for folder in ("probe.epochs=7", str(tmp / "exp=1" / "tiny-20250101-120000-abcdef")):
+        assert main([str(sweep_file), "--resume", folder]) == 2
+        assert _one_error_line(capsys).startswith(f"error: {Path(folder).resolve() / STATE_FILE}: --resume: no sweep state")
 
 def test_resume_changed_goes_on_and_says_what_changed(tiny):
     tmp, sweep_file = tiny
