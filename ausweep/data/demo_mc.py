@@ -39,9 +39,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,6 +54,7 @@ from ausweep.data.synth import MALE_VOICES as _MALE_VOICES
 from ausweep.data.synth import Ctx as _Ctx
 from ausweep.data.synth import finish_command as _finish
 from ausweep.data.synth import fmt as _f
+from ausweep.data.synth import install_folder, made_by, new_partial_dir, read_manifest
 from ausweep.data.synth import midi_hz as _midi_hz
 from ausweep.data.synth import require_tools as _require_tools
 from ausweep.data.synth import run_tool as _run
@@ -74,7 +73,6 @@ DEFAULT_N_DEV = 70  # the default sets' dev split: as large as eval, so a choice
 DEFAULT_SEED = 0
 SAMPLE_RATE = 16000
 MARKER = ".ausweep-lalm-demo"  # written first: a folder holding it is ours to replace
-_STALE_PARTIAL_SECONDS = 3600
 
 README = """\
 GENERATED DEMO AUDIO QUESTIONS - NOT A REAL-WORLD AUDIO BENCHMARK.
@@ -325,17 +323,14 @@ def make_demo_sets(root: str | os.PathLike, n_train: int = DEFAULT_N_TRAIN, n_ev
     if root.exists() and (not root.is_dir() or (any(root.iterdir()) and not _is_ours(root))):
         raise FileExistsError(f"{root}: exists, is not empty and is not an ausweep LALM demo set; refusing to overwrite it")
     _require_tools()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(root)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+    tmp = new_partial_dir(root)
     try:
-        os.chmod(tmp, 0o755)
         (tmp / MARKER).write_text(f"{GENERATOR}\n")
         start = time.perf_counter()
         _generate(tmp, params, progress)
         logger.info("lalm demo sets: %d eval + %d dev + %d train clips in %.1f s -> %s",
                     n_eval, n_dev, n_train, time.perf_counter() - start, root)
-        _install(tmp, root, params)
+        install_folder(tmp, root, lambda d: _read_valid_manifest(d, params) is not None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if _read_valid_manifest(root, params) is None:  # pragma: no cover - a concurrent writer with other parameters
@@ -439,51 +434,15 @@ def _make_clip(job: _Job, tmp: Path) -> None:
     shutil.rmtree(job.ctx.work, ignore_errors=True)
 
 
-def _install(tmp: Path, root: Path, params: dict[str, int]) -> None:
-    """Move the finished set into place; if another process finished first, keep theirs."""
-    if _read_valid_manifest(root, params) is not None:
-        return
-    old = None
-    if root.exists():  # an older or incomplete set of ours, or an empty folder
-        old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(root, old)
-    try:
-        os.rename(tmp, root)
-    except OSError:
-        if _read_valid_manifest(root, params) is None:
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _remove_stale_partials(root: Path) -> None:
-    now = time.time()
-    for p in root.parent.glob(f".{root.name}.partial-*"):
-        try:
-            if now - p.stat().st_mtime > _STALE_PARTIAL_SECONDS:
-                shutil.rmtree(p, ignore_errors=True)
-        except OSError:
-            pass
-
-
 def _is_ours(root: Path) -> bool:
-    if (root / MARKER).is_file():
-        return True
-    try:
-        return json.loads((root / "manifest.json").read_text()).get("generator") == GENERATOR
-    except (OSError, ValueError, AttributeError):
-        return False
+    return (root / MARKER).is_file() or made_by(root, GENERATOR)
 
 
 def _read_valid_manifest(root: Path, params: dict[str, int]) -> dict[str, Any] | None:
     """The manifest when ``root`` holds a complete set of this version with these parameters
     (both JSONL files and every clip present), else None."""
-    try:
-        manifest = json.loads((root / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if (not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR
-            or manifest.get("version") != GENERATOR_VERSION or manifest.get("params") != params):
+    manifest = read_manifest(root, GENERATOR, GENERATOR_VERSION, params)
+    if manifest is None:
         return None
     clips = manifest.get("clips")
     if not isinstance(clips, list) or len(clips) != params["n_eval"] + params["n_train"] + params["n_dev"]:
