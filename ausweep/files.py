@@ -36,6 +36,12 @@ from typing import Any
 from ausweep.config import FileFormatError
 
 
+def cache_root() -> Path:
+    """Where ausweep's caches live: ``$AUSWEEP_CACHE`` (``~`` expanded), else ``~/.cache/ausweep``.
+    Not created here. On a cluster, point ``AUSWEEP_CACHE`` at storage every node sees."""
+    return Path(os.environ.get("AUSWEEP_CACHE") or "~/.cache/ausweep").expanduser()
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` (parents created) all at once or not at all."""
     path = Path(path)

@@ -102,10 +102,9 @@ def _read_identity(path: str, size: int, chunk: int) -> str:
 
 
 def _memo_path() -> str:
-    import os
+    from ausweep.files import cache_root
 
-    root = os.environ.get("AUSWEEP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ausweep")
-    return os.path.join(root, MEMO_NAME)
+    return str(cache_root() / MEMO_NAME)
 
 
 def _load_memo(memo: str) -> None:

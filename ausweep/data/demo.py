@@ -477,8 +477,9 @@ DEMO_CLASSES: tuple[DemoClass, ...] = (
 
 def default_demo_dir() -> Path:
     """``$AUSWEEP_CACHE/demo_sounds`` if ``AUSWEEP_CACHE`` is set, else ``~/.cache/ausweep/demo_sounds``."""
-    base = os.environ.get("AUSWEEP_CACHE")
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "ausweep") / "demo_sounds"
+    from ausweep.files import cache_root
+
+    return cache_root() / "demo_sounds"
 
 
 def make_demo_soundset(

@@ -58,7 +58,7 @@ from ausweep.data.synth import install_folder, made_by, new_partial_dir, read_ma
 from ausweep.data.synth import midi_hz as _midi_hz
 from ausweep.data.synth import require_tools as _require_tools
 from ausweep.data.synth import run_tool as _run
-from ausweep.files import write_text_atomic
+from ausweep.files import cache_root, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -285,8 +285,7 @@ class _Job:
 
 def default_demo_root() -> Path:
     """``$AUSWEEP_CACHE/demo/lalm`` (default ``~/.cache/ausweep/demo/lalm``); not created here."""
-    base = os.environ.get("AUSWEEP_CACHE")
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "ausweep") / "demo" / "lalm"
+    return cache_root() / "demo" / "lalm"
 
 
 def ensure_default_demo_sets(progress: bool = False) -> dict[str, Path]:

@@ -47,8 +47,9 @@ def _read_bytes(path: Path) -> bytes:
 def default_cache_dir() -> Path:
     """``$AUSWEEP_CACHE/embeddings``, else ``~/.cache/ausweep/embeddings``. On a cluster, point
     ``AUSWEEP_CACHE`` (or ``extract.cache_dir``) at shared storage so every node sees one cache."""
-    root = os.environ.get("AUSWEEP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ausweep")
-    return Path(root) / "embeddings"
+    from ausweep.files import cache_root
+
+    return cache_root() / "embeddings"
 
 
 def spec_key(spec: Mapping[str, Any]) -> str:

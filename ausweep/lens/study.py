@@ -60,8 +60,9 @@ def demo_audio_root(cfg: LensConfig) -> Path:
     if cfg.demo_root:
         root = Path(cfg.demo_root).expanduser()
     else:
-        cache = os.environ.get("AUSWEEP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ausweep")
-        root = Path(cache) / "demo" / "lens" / "sakura-tones-v1"
+        from ausweep.files import cache_root
+
+        root = cache_root() / "demo" / "lens" / "sakura-tones-v1"
     if not (root / "Animal" / "metadata.csv").is_file():
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))

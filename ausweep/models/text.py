@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import os
 import string
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -378,7 +377,9 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def ausweep_cache_dir() -> Path:
     """``$AUSWEEP_CACHE`` or ``~/.cache/ausweep``; not created here."""
-    return Path(os.environ.get("AUSWEEP_CACHE") or "~/.cache/ausweep").expanduser()
+    from ausweep.files import cache_root
+
+    return cache_root()
 
 
 def _smollm2_source() -> dict[str, Any]:

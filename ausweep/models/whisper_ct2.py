@@ -470,8 +470,9 @@ def english_generation_config(config: WhisperConfig, ct2_config: dict | None = N
 
 def cache_path() -> Path:
     """``$AUSWEEP_CACHE/models/whisper-tiny.en`` (default ``~/.cache/ausweep/...``). Not created here."""
-    root = os.environ.get("AUSWEEP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ausweep")
-    return Path(root) / "models" / CACHE_NAME
+    from ausweep.files import cache_root
+
+    return cache_root() / "models" / CACHE_NAME
 
 
 def load_whisper_tiny_en(
