@@ -18,7 +18,6 @@ no storage inside that folder is accepted (:func:`choose_storage`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -136,10 +135,6 @@ def sweep_fingerprint(sweep: Sweep) -> dict[str, Any]:
                                   "search_space": sweep.space, "tune": tune}, sort_keys=True, default=str))
 
 
-def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def write_state(run_dir: Path, state: dict[str, Any]) -> Path:
     """Write ``ausweep_sweep.json`` atomically: a crash mid-write leaves no state, never half of one."""
     return write_text_atomic(run_dir / STATE_FILE, json.dumps(state, indent=2, default=str))
@@ -178,7 +173,7 @@ def check_resume(state: dict[str, Any], run_dir: Path, fingerprint: dict[str, An
         log.warning("%s has no sweep fingerprint (written by an older ausweep): changes are not checked",
                     run_dir / STATE_FILE)
         return []
-    if state.get("sweep_hash") == fingerprint_hash(fingerprint):
+    if state["fingerprint"] == fingerprint:  # both JSON round-tripped, so equal values compare equal
         return []
     changes = fingerprint_changes(state["fingerprint"], fingerprint)
     if not allow_changed:
@@ -328,7 +323,7 @@ def run_sweep(
         write_state(run_dir, {
             "parent_run_id": parent_id, "tracking_uri": tracker.shown_uri, "sweep": sweep.name, "preset": sweep.preset,
             "overrides": overrides or {}, "space": space, "started": time.time(),
-            "sweep_hash": fingerprint_hash(fingerprint), "fingerprint": fingerprint,
+            "fingerprint": fingerprint,
         })
 
     tuner = _make_tuner(sweep, study, space, tracker, run_dir, resume=bool(state),

@@ -18,7 +18,6 @@ from ausweep.sweep.runner import (
     STATE_FILE,
     check_resume,
     find_resumable,
-    fingerprint_hash,
     new_run_dir,
     read_state,
     sweep_fingerprint,
@@ -41,7 +40,7 @@ def _started_run(runs, sweep_file, overrides=None):
     fp = sweep_fingerprint(sweep)
     run_dir = new_run_dir(runs, sweep.run_label)
     write_state(run_dir, {"parent_run_id": "abc", "tracking_uri": "sqlite:///x.db", "sweep": sweep.name,
-                          "sweep_hash": fingerprint_hash(fp), "fingerprint": fp})
+                          "fingerprint": fp})
     return run_dir
 
 
