@@ -139,12 +139,13 @@ def provenance() -> dict[str, str]:
     return tags
 
 
-def source_tags() -> dict[str, str]:
-    """MLflow's own source tags: the entry point, and the commit when the code is a checkout."""
+def source_tags(git: Mapping[str, str] | None = None) -> dict[str, str]:
+    """MLflow's own source tags: the entry point, and the commit when the code is a checkout.
+    ``git``: :func:`git_state`'s answer when the caller already has it (else it is read here)."""
     from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_GIT_DIRTY, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
     tags = {MLFLOW_SOURCE_NAME: _source_name(), MLFLOW_SOURCE_TYPE: "LOCAL"}
-    git = git_state()
+    git = git_state() if git is None else git
     if git["git_sha"] != "unknown":
         tags[MLFLOW_GIT_COMMIT] = git["git_sha"]
         tags[MLFLOW_GIT_DIRTY] = git["git_dirty"]
@@ -222,9 +223,10 @@ class SweepTracker:
         return self._provenance
 
     def source_tags(self) -> dict[str, str]:
-        """:func:`source_tags`, read once per sweep."""
+        """:func:`source_tags`, read once per sweep, from the git state :meth:`provenance` already read."""
         if getattr(self, "_source", None) is None:
-            self._source = source_tags()
+            prov = self.provenance()
+            self._source = source_tags({k: prov[f"ausweep.{k}"] for k in ("git_sha", "git_dirty")})
         return self._source
 
     # Tune pickles its callbacks with the experiment state (for Tuner.restore); the client holds
