@@ -42,6 +42,24 @@ def cache_root() -> Path:
     return Path(os.environ.get("AUSWEEP_CACHE") or "~/.cache/ausweep").expanduser()
 
 
+PACKAGED_DATA = "_data"  # where a built wheel carries the repo's configs/ and sweeps/ (see setup.py)
+
+
+def resources_root() -> Path:
+    """The folder that holds ``configs/`` and ``sweeps/``.
+
+    In a source checkout (an editable install, or running from the repo) that is the repo's top
+    folder, the one users edit. A built wheel (``pip install .``, or a wheel in a Ray runtime env)
+    carries copies of both inside the package, as ``ausweep/_data/``: setup.py puts them there, so
+    the presets and sweeps are found from any working directory.
+    """
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "configs").is_dir():
+        return checkout
+    return package / PACKAGED_DATA
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` (parents created) all at once or not at all."""
     path = Path(path)

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from ausweep.config import FileFormatError
+from ausweep.files import resources_root
 
 SIDES = ("text", "audio")
-DEFAULT_TASK_MAP = Path(__file__).resolve().parents[2] / "configs" / "backbone_tasks.yaml"
+DEFAULT_TASK_MAP = resources_root() / "configs" / "backbone_tasks.yaml"
 _FIELDS = ("domain", "question", *SIDES)
 
 

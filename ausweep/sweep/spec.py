@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ausweep.config import ConfigError, deep_merge, flatten, from_dict, load_yaml, option, set_dotted, to_dict, unflatten
+from ausweep.files import resources_root
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 # Names of data a metric may be *chosen* on: a metric whose key has one of these as a part separated by
@@ -158,12 +159,13 @@ def count_trials(space: dict[str, dict[str, Any]], num_samples: int) -> int:
 
 
 def sweeps_dirs() -> list[Path]:
-    """Where sweep names are looked up: $AUSWEEP_SWEEPS, ./sweeps, then the checkout's sweeps/."""
+    """Where sweep names are looked up: $AUSWEEP_SWEEPS, ./sweeps, then ausweep's own sweeps/ (the
+    checkout's, or the copy an installed wheel carries)."""
     dirs = []
     if os.environ.get("AUSWEEP_SWEEPS"):
         dirs.append(Path(os.environ["AUSWEEP_SWEEPS"]))
     dirs.append(Path.cwd() / "sweeps")
-    dirs.append(Path(__file__).resolve().parents[2] / "sweeps")
+    dirs.append(resources_root() / "sweeps")
     seen, out = set(), []
     for d in dirs:
         r = d.resolve()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from ausweep.config import option
+from ausweep.files import resources_root
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = resources_root()  # the repo in a checkout; the wheel's copy of configs/ otherwise
 DEEPSPEED_CONFIG_DIR = REPO / "configs" / "deepspeed"
 DS_TAG = "deepspeed"  # DeepSpeed's checkpoint tag inside every Ray checkpoint folder
 LALM_DIR = "lalm"  # the trained LALM inside the final checkpoint
