@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterable, Mapping
 from ausweep.config import ConfigError, config_hash, flatten, from_dict, to_dict
 from ausweep.files import write_text_atomic
 from ausweep.study import RUN_DIR_ENV, SUMMARY_METRICS, Study
-from ausweep.sweep.spec import Sweep, is_selection_metric, load_sweep, to_tune_space
+from ausweep.sweep.search import SearchSpec, write_pareto
+from ausweep.sweep.spec import Sweep, is_selection_metric, load_sweep
 from ausweep.sweep.studies import STUDIES
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,13 @@ def sweep_fingerprint(sweep: Sweep) -> dict[str, Any]:
     they run (resources, trials at once, retries), which a resumed run may change."""
     tune = {k: v for k, v in flatten(to_dict(sweep.spec.tune)).items()
             if k not in ("max_concurrent_trials", "max_failures")}
-    return json.loads(json.dumps({"study": sweep.spec.study, "preset": sweep.preset, "config": flatten(sweep.base),
-                                  "search_space": sweep.space, "tune": tune}, sort_keys=True, default=str))
+    if sweep.spec.tune.search == SearchSpec():  # random search: fingerprints stored before tune.search still match
+        tune = {k: v for k, v in tune.items() if not k.startswith("search.")}
+    fp = {"study": sweep.spec.study, "preset": sweep.preset, "config": flatten(sweep.base),
+          "search_space": sweep.space, "tune": tune}
+    if sweep.conditions:
+        fp["conditions"] = sweep.conditions
+    return json.loads(json.dumps(fp, sort_keys=True, default=str))
 
 
 def write_state(run_dir: Path, state: dict[str, Any]) -> Path:
@@ -313,6 +319,7 @@ def run_sweep(
     parent_tags = {"ausweep.sweep": sweep.name, "ausweep.preset": sweep.preset or "", "ausweep.study": study.name,
                    "ausweep.sweep_file": str(sweep.path), "ausweep.run_dir": str(run_dir),
                    "ausweep.config_hash": config_hash(sweep.base),
+                   "ausweep.searcher": sweep.spec.tune.search.name,
                    "ausweep.max_concurrent_trials": str(concurrency.max_concurrent or "none"),
                    "ausweep.max_concurrent_reason": concurrency.reason}
     if changes:
@@ -345,6 +352,8 @@ def run_sweep(
         out_dir.mkdir(exist_ok=True)
         if outcome.rows:
             outcome.artifacts = study.summarize(outcome.rows, out_dir)
+            if sweep.spec.tune.search.objectives:  # multi-objective search: its answer is the Pareto front
+                outcome.artifacts += write_pareto(outcome.rows, sweep.spec.tune.search.objectives, list(space), out_dir)
             for p in outcome.artifacts:
                 tracker.log_file(parent_id, p)
                 if p.name == SUMMARY_METRICS:  # the study's numbers about the whole sweep
@@ -376,6 +385,7 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
                 max_concurrent: int | None, verbose: bool = False):
     from ray import tune
 
+    from ausweep.sweep.search import make_search_alg
     from ausweep.sweep.spec import count_trials
     from ausweep.track.tune_callback import MLflowTrialLogger, TensorBoardLogger, TrialProgress
 
@@ -394,11 +404,8 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
 
         s = settings.scheduler
         scheduler = ASHAScheduler(max_t=s.max_t, grace_period=s.grace_period, reduction_factor=s.reduction_factor)
-    search_alg = None
-    if any(next(iter(d)) != "grid" for d in space.values()):
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        search_alg = BasicVariantGenerator(random_state=settings.seed)
+    search_alg, param_space = make_search_alg(settings.search, settings.metric, settings.mode, settings.seed,
+                                              sweep.base, space, sweep.conditions)
     tune_config = tune.TuneConfig(
         metric=settings.metric, mode=settings.mode, num_samples=settings.num_samples,
         max_concurrent_trials=max_concurrent, scheduler=scheduler, search_alg=search_alg,
@@ -420,4 +427,4 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         verbose=2 if verbose else 0,
     )
-    return tune.Tuner(trainable, param_space=to_tune_space(sweep.base, space), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)

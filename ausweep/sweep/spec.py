@@ -18,6 +18,10 @@ A sweep file looks like::
 Distributions: ``grid`` (every value, crossed with the other grids), ``choice`` (one value per
 sample), ``uniform``/``loguniform`` ``[low, high]``, ``randint`` ``[low, high)``. A plain value fixes
 the key. ``num_samples`` repeats the grid, drawing the random axes afresh each time.
+
+``tune.search`` picks the search algorithm: random (the default) or a model-based searcher (``optuna``,
+``hyperopt``) that samples ``num_samples`` trials where finished ones did well; a distribution may then
+carry ``when: {other.key: [values]}`` (a conditional key). See :mod:`ausweep.sweep.search`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ausweep.config import ConfigError, deep_merge, flatten, from_dict, load_yaml, option, set_dotted, to_dict, unflatten
+from ausweep.sweep.search import SearchSpec, check_search
 from ausweep.files import resources_root
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -63,6 +68,9 @@ class TuneSettings:
     max_failures: int = option(2, help="Retries of a trial whose worker dies (FailureConfig).")
     scheduler: SchedulerSpec | None = option(None, help="Trial scheduler; default FIFO.")
     seed: int = option(0, help="Seed of the search algorithm (random axes).")
+    search: SearchSpec | None = option(None, help="Search algorithm: {name: random} (default), or a model-based "
+                                                  "searcher {name: optuna|hyperopt, seed, max_concurrent} that samples "
+                                                  "num_samples trials where finished ones did well (no grid axes).")
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -71,6 +79,8 @@ class TuneSettings:
             raise ValueError("max_concurrent_trials must be >= 1")
         if self.scheduler is None:
             object.__setattr__(self, "scheduler", SchedulerSpec())
+        if self.search is None:
+            object.__setattr__(self, "search", SearchSpec())
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,7 @@ class Sweep:
     preset: str | None
     base: dict[str, Any]  # nested config dict (defaults come from the study's dataclass)
     space: dict[str, dict[str, Any]]  # dotted key -> {distribution: args}
+    conditions: dict[str, dict[str, list[Any]]] = dataclasses.field(default_factory=dict)  # key -> {choice key: values}
 
     @property
     def run_label(self) -> str:
@@ -244,17 +255,44 @@ def load_sweep(name: str, preset: str | None = None, overrides: dict[str, Any] |
     base = deep_merge(base, _nested(extra))
     base = deep_merge(base, cli)
     fixed = set(flatten(cli))
-    parsed_space = {}
+    parsed_space, conditions = {}, {}
     for key, value in space.items():
         if key in fixed:
             continue
+        value, when = _split_when(value, where, key)
         dist = _parse_dist(value, where, key)
         if dist is None:
+            if when is not None:
+                raise ConfigError(where, f"search_space.{key}.when", "only a distribution can be conditional")
             base = deep_merge(base, unflatten({key: value}))
         else:
             parsed_space[key] = dist
-    _check_selection(spec.tune, parsed_space, f"{where}" + (f" (preset {preset})" if preset else ""))
-    return Sweep(path.stem, path, spec, preset, base, parsed_space)
+            if when is not None:
+                conditions[key] = when
+    # A condition on a key fixed on the command line holds or not for every trial: the key is then
+    # searched unconditionally, or not at all (it keeps its base value).
+    flat_base = flatten(base)
+    for key, cond in list(conditions.items()):
+        parent = next(iter(cond))
+        if len(cond) == 1 and parent in fixed:
+            del conditions[key]
+            if flat_base.get(parent) not in cond[parent]:
+                del parsed_space[key]
+    label = f"{where}" + (f" (preset {preset})" if preset else "")
+    _check_selection(spec.tune, parsed_space, label)
+    check_search(spec.tune.search, spec.tune.metric, spec.tune.mode, parsed_space, conditions, label, is_selection_metric)
+    return Sweep(path.stem, path, spec, preset, base, parsed_space, conditions)
+
+
+def _split_when(value: Any, where: str, key: str) -> tuple[Any, dict[str, list[Any]] | None]:
+    """``{loguniform: [..], when: {k: [v, ..]}}`` -> (the distribution, ``{k: [v, ..]}``); a single value is a list of one."""
+    if not (isinstance(value, dict) and "when" in value and len(value) == 2):
+        return value, None
+    value = dict(value)
+    when = value.pop("when")
+    if not isinstance(when, dict) or not when:
+        raise ConfigError(where, f"search_space.{key}.when", "expected {key: [values]}, e.g. {probe.standardize: [true]}")
+    return value, {str(k): list(v) if isinstance(v, list) else [v] for k, v in when.items()}
 
 
 def _check_selection(tune: TuneSettings, space: dict[str, dict[str, Any]], where: str) -> None:
