@@ -9,6 +9,7 @@ call the cloud), and KubeRay's CRD schema and the API server's admission of the 
 
 from __future__ import annotations
 
+import configparser
 import copy
 import os
 import re
@@ -26,6 +27,8 @@ CLUSTER = REPO / "cluster"
 LAUNCHER = ["aws.yaml", "gcp.yaml"]
 KUBERAY = ["kuberay-raycluster.yaml", "kuberay-rayjob.yaml"]
 HEAD_IP = "10.0.0.1"  # the head's private address, as the stubbed node-IP lookup reports it
+PASSWORD = "test-only-Pa55word-0123"  # stands for the MLflow admin password file / Secret
+PASSWORD_VARS = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD")
 
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
@@ -157,13 +160,18 @@ def test_launcher_shell_commands_parse(name):
             assert r.returncode == 0, f"{name} {key}: {cmd}\n{r.stderr}"
 
 
-def _run_with_stubs(cmd: str, tmp_path: Path, env: dict[str, str] | None = None) -> Path:
+def _run_with_stubs(cmd: str, tmp_path: Path, env: dict[str, str] | None = None, password: str | None = PASSWORD,
+                    check: bool = True) -> Path:
     """Run one start command under bash with `ray`, `mlflow` and `python` replaced by stubs that
     record their arguments and environment. The `python` stub answers Ray's node-IP lookup with
-    HEAD_IP and fails everything else (so the MLflow health check reports no server)."""
+    HEAD_IP and fails everything else (so the MLflow health check reports no server). ``password``
+    is put where `ray up`'s file_mounts put the MLflow password (None: no file)."""
     out, bin_dir, home = tmp_path / "out", tmp_path / "bin", tmp_path / "home"
     for d in (out, bin_dir, home):
         d.mkdir(parents=True, exist_ok=True)
+    if password is not None:
+        (home / ".ausweep").mkdir(exist_ok=True)
+        (home / ".ausweep" / "mlflow_password").write_text(password + "\n")
     record = '#!/bin/sh\nprintf "%s\\n" "$@" > "$STUB_OUT/{0}.tmp"; env > "$STUB_OUT/{0}.env"; mv "$STUB_OUT/{0}.tmp" "$STUB_OUT/{0}.args"\n'
     stubs = {
         "ray": record.format("ray"),
@@ -175,7 +183,10 @@ def _run_with_stubs(cmd: str, tmp_path: Path, env: dict[str, str] | None = None)
         (bin_dir / tool).chmod(0o755)
     full_env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home), "STUB_OUT": str(out), **(env or {})}
     r = subprocess.run(["bash", "-c", cmd], env=full_env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, f"{cmd}\n{r.stderr}"
+    if check:
+        assert r.returncode == 0, f"{cmd}\n{r.stderr}"
+    (out / "stderr").write_text(r.stderr)
+    (out / "rc").write_text(str(r.returncode))
     return out
 
 
@@ -200,7 +211,7 @@ def test_launcher_head_runs_mlflow_and_ray_where_workers_look(name, tmp_path):
     (head_cmd,) = _commands(config, "head_start_ray_commands", "ray start")
     (worker_cmd,) = _commands(config, "worker_start_ray_commands", "ray start")
 
-    mlflow_args, _ = _recorded(_run_with_stubs(mlflow_cmd, tmp_path / "mlflow"), "mlflow")
+    mlflow_args, mlflow_env = _recorded(_run_with_stubs(mlflow_cmd, tmp_path / "mlflow"), "mlflow")
     head_args, head_env = _recorded(_run_with_stubs(head_cmd, tmp_path / "head"), "ray")
     # The autoscaler prefixes worker commands with `export RAY_HEAD_IP=<head>;` (util.with_head_node_ip),
     # found with the same lookup the head commands use, which the python stub answers with HEAD_IP.
@@ -219,6 +230,50 @@ def test_launcher_head_runs_mlflow_and_ray_where_workers_look(name, tmp_path):
         for var in SHARED_ENV:
             assert env[var].startswith("/shared/"), f"{var}={env[var]} is not on the shared mount"
     assert {v: head_env[v] for v in SHARED_ENV} == {v: worker_env[v] for v in SHARED_ENV}
+
+    # MLflow's login: the basic-auth app makes its admin from the mounted password file; every Ray
+    # process (the job's driver, the trials) logs in with the same user and password.
+    assert _opt(mlflow_args, "--app-name") == "basic-auth"
+    auth = _auth_settings(mlflow_env)
+    assert auth["database_uri"].startswith("sqlite:////home/ray/mlflow/"), "the users belong on the head's own disk"
+    assert mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"] == PASSWORD
+    assert len(mlflow_env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == 64
+    for env in (head_env, worker_env):
+        assert env["MLFLOW_TRACKING_USERNAME"] == mlflow_env["MLFLOW_AUTH_ADMIN_USERNAME"] == auth["admin_username"]
+        assert env["MLFLOW_TRACKING_PASSWORD"] == PASSWORD
+
+
+def _auth_settings(mlflow_env: dict[str, str]) -> configparser.SectionProxy:
+    """The basic-auth app's settings file the MLflow server was pointed at, read as MLflow reads it."""
+    ini = Path(mlflow_env["MLFLOW_AUTH_CONFIG_PATH"])
+    assert ini.stat().st_mode & 0o077 == 0, f"{ini} is readable by other users"
+    config = configparser.ConfigParser()
+    assert config.read(ini), ini
+    return config["mlflow"]
+
+
+@pytest.mark.parametrize("name", LAUNCHER)
+@needs_bash
+def test_launcher_mlflow_never_starts_without_its_login(name, tmp_path):
+    """No password file on the head: the MLflow start command fails (so `ray up` does) and starts nothing."""
+    config = _launcher(name)
+    assert config["file_mounts"]["/home/ray/.ausweep/mlflow_password"] == "~/.ausweep/mlflow_password"
+    (mlflow_cmd,) = _commands(config, "head_start_ray_commands", "mlflow server")
+    out = _run_with_stubs(mlflow_cmd, tmp_path, password=None, check=False)
+    assert (out / "rc").read_text() != "0"
+    assert "mlflow_password" in (out / "stderr").read_text()
+    time.sleep(0.5)
+    assert not (out / "mlflow.args").exists()
+
+
+@pytest.mark.parametrize("name", LAUNCHER + KUBERAY)
+def test_no_mlflow_password_is_written_in_the_cluster_files(name):
+    """The password comes from a file outside the repo (`ray up`) or a Secret (KubeRay), never a literal."""
+    text = (CLUSTER / name).read_text()
+    for var in PASSWORD_VARS:
+        for value in re.findall(rf"{var}=(\S+)", text):
+            assert value == '"$(cat', f"{name}: {var}={value}"
+        assert not re.search(rf"name: {var}, value:", text), f"{name}: {var} has a literal value"
 
 
 @pytest.mark.parametrize("name", LAUNCHER)
@@ -286,7 +341,7 @@ def test_kuberay_cluster_autoscales_gpu_groups(owner, spec):
 
 
 def test_kuberay_exposes_nothing_outside_the_cluster():
-    """ClusterIP only, no host networking or ports, no ingress; MLflow (no auth) only from its namespace."""
+    """ClusterIP only, no host networking or ports, no ingress; MLflow also only from its namespace."""
     docs = _docs(KUBERAY[0]) + _docs(KUBERAY[1])
     assert not [d for d in docs if d["kind"] in ("Ingress", "Route", "Gateway", "HTTPRoute")]
     for svc in (d for d in docs if d["kind"] == "Service"):
@@ -345,3 +400,51 @@ def test_kuberay_shared_paths_are_on_the_shared_volume():
             env = {e["name"]: e.get("value", "") for e in c.get("env", [])}
             for var in SHARED_ENV:
                 assert any(env[var].startswith(m.rstrip("/") + "/") for m in mounts), f"{owner} {group}: {var}"
+
+
+def _secret_refs(env: list[dict]) -> dict[str, tuple[str, str, bool]]:
+    """``{variable: (Secret, key, optional)}`` of a container's env entries that come from a Secret."""
+    out = {}
+    for e in env:
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            out[e["name"]] = (ref["name"], ref["key"], bool(ref.get("optional", False)))
+    return out
+
+
+def test_kuberay_ray_pods_log_in_to_mlflow_with_its_admin_secret():
+    deploy = _one(_docs(KUBERAY[0]), "Deployment")
+    (server,) = deploy["spec"]["template"]["spec"]["containers"]
+    admin = _secret_refs(server["env"])["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert admin[2] is False, "without the Secret the server must not start (it would start without a login)"
+    server_user = {e["name"]: e.get("value") for e in server["env"]}["MLFLOW_AUTH_ADMIN_USERNAME"]
+    for owner, spec in _ray_cluster_specs():
+        for group, g in _group_specs(spec):
+            for c in g["template"]["spec"]["containers"]:
+                plain = {e["name"]: e.get("value") for e in c.get("env", [])}
+                assert plain.get("MLFLOW_TRACKING_USERNAME") == server_user, f"{owner} {group}"
+                assert _secret_refs(c["env"]).get("MLFLOW_TRACKING_PASSWORD") == admin, f"{owner} {group}"
+
+
+@needs_bash
+def test_kuberay_mlflow_runs_the_basic_auth_app(tmp_path):
+    """The MLflow container's command, run with the Deployment's environment (its Secrets filled in)
+    and `mlflow` stubbed: the basic-auth app, its users on the server's own volume."""
+    deploy = _one(_docs(KUBERAY[0]), "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    (server,) = pod["containers"]
+    assert _opt(_mlflow_server_args(), "--app-name") == "basic-auth"
+    env = {e["name"]: e["value"] for e in server["env"] if "value" in e}
+    for var, (secret, key, optional) in _secret_refs(server["env"]).items():
+        if not optional:
+            env[var] = PASSWORD if (secret, key) == ("ausweep-mlflow-auth", "password") else "unexpected"
+    cmd = server["args"][0].replace("/tmp/basic_auth.ini", str(tmp_path / "basic_auth.ini"))
+    _, recorded = _recorded(_run_with_stubs(cmd, tmp_path, env=env, password=None), "mlflow")
+    assert recorded["MLFLOW_AUTH_ADMIN_PASSWORD"] == PASSWORD
+    assert len(recorded["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == 64
+    config = configparser.ConfigParser()
+    assert config.read(recorded["MLFLOW_AUTH_CONFIG_PATH"])
+    db = config["mlflow"]["database_uri"]
+    claim = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
+    mount = next(m["mountPath"] for m in server["volumeMounts"] if claim[m["name"]] == "ausweep-mlflow-db")
+    assert db.startswith(f"sqlite:///{mount}/"), f"the users ({db}) belong on the server's own volume ({mount})"
