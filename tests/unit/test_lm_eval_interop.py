@@ -39,3 +39,77 @@ def test_converted_smollm2_folder_loads_in_stock_transformers():
     ids = torch.tensor([lm.tokenizer("The sound of a dog")["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(stock(input_ids=ids).logits, lm.model(input_ids=ids).logits, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _ausweep_scores(lm, items):
+    from ausweep.benchmarks.mcq import format_prompt
+    from ausweep.benchmarks.scoring import score_options
+
+    scores, cropped = score_options(lm, [format_prompt(it) for it in items], [it.options for it in items], batch_size=8)
+    assert not any(cropped)
+    return scores
+
+
+def _lm_eval_samples(result, task):
+    return {s["doc"]["id"]: [float(r[0]) for r in s["filtered_resps"]] for s in result["samples"][task]}
+
+
+@pytest.mark.realmodel
+@needs_smollm2
+@pytest.mark.timeout(600)
+def test_exported_tasks_run_in_lm_eval_with_ausweeps_loglikelihoods(tmp_path):
+    """`export-lm-eval` folders, run by lm-eval's own `hf` model loading the converted SmolLM2 folder
+    by path: the same log-likelihood for every option of every item (1e-4) and the same accuracy."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from ausweep.benchmarks.mcq import accuracy_metrics
+    from ausweep.knowledge_text.__main__ import main
+    from ausweep.knowledge_text.sets import load_set
+    from ausweep.models.heads import load_lm_with_head
+    from ausweep.models.text import smollm2_folder
+
+    out = tmp_path / "tasks"
+    assert main(["export-lm-eval", str(out), "--sets", "phonology", "auditorybench", "--max-items", "6"]) == 0
+    assert {p.name for p in out.iterdir()} == {"ausweep_phonology", "ausweep_auditorybench", "ausweep_knowledge.yaml"}
+    result = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={smollm2_folder()},dtype=float32",
+                                     tasks=["ausweep_knowledge"], task_manager=TaskManager(include_path=str(out)),
+                                     batch_size=8, log_samples=True, bootstrap_iters=0, device="cpu")
+    lm = load_lm_with_head("smollm2-135m")
+    accs = []
+    for name in ("phonology", "auditorybench"):
+        items = load_set(name, 6)
+        theirs = _lm_eval_samples(result, f"ausweep_{name}")
+        assert sorted(theirs) == sorted(it.id for it in items)
+        ours = _ausweep_scores(lm, items)
+        for it, row in zip(items, ours):
+            assert theirs[it.id] == pytest.approx(row, abs=1e-4), it.id
+        predicted = [max(range(len(r)), key=r.__getitem__) for r in ours]
+        acc = accuracy_metrics(items, predicted)["acc_micro"]
+        assert result["results"][f"ausweep_{name}"]["acc,none"] == pytest.approx(acc)
+        accs.append(acc)
+    assert result["results"]["ausweep_knowledge"]["acc,none"] == pytest.approx(sum(accs) / 2)  # unweighted over sets
+
+
+def test_a_users_file_exports_and_bad_input_leaves_nothing(tmp_path):
+    from ausweep.knowledge_text.__main__ import main
+    from ausweep.knowledge_text.harness import ITEMS_FILE
+
+    user = tmp_path / "my set.jsonl"
+    user.write_text('{"question": "Which is loud?", "options": ["drum", "feather"], "answer": "drum", "category": "sound"}\n'
+                    '{"question": "Which barks?", "options": ["cat", "dog", "owl"], "answer": 1, "category": "sound", "subcategory": "animal"}\n')
+    out = tmp_path / "tasks"
+    assert main(["export-lm-eval", str(out), "--sets", f"file:{user}"]) == 0
+    folder = out / "ausweep_my_set"
+    records = [json.loads(line) for line in (folder / ITEMS_FILE).read_text().splitlines()]
+    assert records[1] == {"id": "my set-2", "query": "Question: Which barks?\nOptions: A. cat B. dog C. owl\nAnswer:",
+                          "choices": ["cat", "dog", "owl"], "gold": 1, "category": "sound", "subcategory": "animal"}
+    assert "task: ausweep_my_set\n" in (folder / "ausweep_my_set.yaml").read_text()
+    # a bad file: an error naming it, and nothing new written
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "Q?", "options": ["a", "b"], "answer": "c"}\n')
+    assert main(["export-lm-eval", str(tmp_path / "none"), "--sets", "phonology", str(bad)]) == 2
+    assert not (tmp_path / "none").exists()
