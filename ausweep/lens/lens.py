@@ -194,6 +194,11 @@ class LensModel:
     lm: Any
     tokenizer: Any
     lalm: Any = None
+    native: Any = None  # ausweep.models.native_lalm.NativeLALM (whose model is lm)
+
+    @property
+    def audio(self) -> bool:
+        return self.lalm is not None or self.native is not None
 
     @property
     def n_layers(self) -> int:
@@ -229,6 +234,16 @@ def load_lalm_model(spec: str, device: str = "cpu") -> LensModel:
     return LensModel(spec, lalm.causal_lm, lalm.tokenizer, lalm=lalm)
 
 
+def load_native_model(name: str, device: str = "cpu", dtype: str = "float32") -> LensModel:
+    """A native transformers LALM (Qwen2-Audio, Audio Flamingo 3, their ``tiny-`` builds; see
+    :mod:`ausweep.models.native_lalm`) with its processor."""
+    from ausweep.models.native_lalm import load_native_lalm
+
+    native = load_native_lalm(name, device=device, dtype=dtype)
+    _check_supported(native.model)
+    return LensModel(name, native.model, native.tokenizer, native=native)
+
+
 def _check_supported(lm: Any) -> None:
     final_norm(lm)
     decoder_layers(lm)
@@ -260,6 +275,8 @@ class Encoded:
     attribute_offsets: list[int]  # per row: offset from the end of the attribute word's last sub-token
     texts: list[str]
     tail_tokens: list[list[str]]  # per row: the last tokens (heatmap labels)
+    attribute_starts: list[int] = field(default_factory=list)  # per row: offset from the end of the word's first sub-token
+    audio_mask: Any = None       # (B, T) bool: where the model reads the clip (None: no audio)
 
 
 def prompt_text(item: LensItem, prompts: Prompts, ps: PromptSettings, tokenizer: Any, audio: bool) -> tuple[str, int]:
@@ -293,6 +310,16 @@ def prompt_text(item: LensItem, prompts: Prompts, ps: PromptSettings, tokenizer:
     return body + probe, len(body)
 
 
+def native_prompt_text(native: Any, item: LensItem, prompts: Prompts, ps: PromptSettings) -> tuple[str, int]:
+    """``(text, probe_start)`` for a native LALM: always the processor's own chat template, the clip
+    and the question in the user turn, the probing prompt opening the assistant turn (AudioLens's
+    layout, see :func:`prompt_text`); the text holds the model's one audio placeholder."""
+    if item.audio is None:
+        raise ValueError(f"item {item.id!r} has no audio; an audio-language model needs a clip per item")
+    body = native.chat_prefix(prompts.question(item.attribute, ps.question))
+    return body + prompts.probe_text(item.attribute, ps.style, ps.is_suffix), len(body)
+
+
 def chat_prefix(tokenizer: Any, user: str) -> str:
     """The chat-template text that leads into the assistant's answer to ``user``: the conversation
     ``[user, assistant]`` rendered by the tokenizer's own template and cut where the assistant's
@@ -318,13 +345,14 @@ def _token_offsets(tokenizer: Any, text: str, add_special_tokens: bool = True) -
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
 
-def attribute_offset(ids: list[int], offsets: list[tuple[int, int]], text: str, probe_start: int, word: str) -> int:
+def attribute_offset(ids: list[int], offsets: list[tuple[int, int]], text: str, probe_start: int, word: str,
+                     first: bool = False) -> int:
     """Offset from the end (-1 = last token) of the token that holds the attribute word's last
-    character in the probing prompt."""
+    character in the probing prompt (``first``: its first character)."""
     at = text.lower().find(word.lower(), probe_start)
     if at < 0:
         raise ValueError(f"attribute word {word!r} not found in the probing prompt of {text!r}")
-    last_char = at + len(word) - 1
+    last_char = at if first else at + len(word) - 1
     for i in range(len(ids) - 1, -1, -1):
         s, e = offsets[i]
         if s <= last_char < e:
@@ -338,23 +366,49 @@ def encode_batch(model: LensModel, items: Sequence[LensItem], prompts: Prompts, 
     import torch
 
     tok = model.tokenizer
-    audio = model.lalm is not None
-    texts, id_rows, attr_offsets, tails = [], [], [], []
+    audio = model.audio
+    texts, id_rows, attr_offsets, attr_starts, tails = [], [], [], [], []
     for it in items:
-        text, start = prompt_text(it, prompts, ps, tok, audio)
+        if model.native is not None:
+            text, start = native_prompt_text(model.native, it, prompts, ps)
+        else:
+            text, start = prompt_text(it, prompts, ps, tok, audio)
         ids, offsets = _token_offsets(tok, text)
         if max_text_tokens is not None:
             ids, offsets = ids[-max_text_tokens:], offsets[-max_text_tokens:]
-        attr_offsets.append(attribute_offset(ids, offsets, text, start, prompts.words[it.attribute]))
+        word = prompts.words[it.attribute]
+        attr_offsets.append(attribute_offset(ids, offsets, text, start, word))
+        attr_starts.append(attribute_offset(ids, offsets, text, start, word, first=True))
         texts.append(text)
         id_rows.append(ids)
         tails.append([tok.decode([i]) for i in ids[-tail:]])
     device = model.device
+    if model.native is not None:
+        from ausweep.data.audio import read_audio
+        from ausweep.models.native_lalm import SAMPLING_RATE
+
+        waves = [read_audio(it.audio, SAMPLING_RATE) for it in items]
+        kwargs, audio_mask = model.native.encode(texts, waves)
+        ids_t = kwargs["input_ids"].cpu()
+        for i, r in enumerate(id_rows):  # the processor expands only the placeholder: the tail must match
+            k = -min(attr_offsets[i], attr_starts[i])
+            if ids_t[i, -k:].tolist() != r[-k:]:
+                raise RuntimeError(f"{model.name}: the processor's last {k} tokens differ from the prompt's "
+                                   "tokenization; the attribute position would be wrong")
+        lengths = kwargs["attention_mask"].sum(-1).tolist()
+        return Encoded(kwargs, lengths, attr_offsets, texts, tails, attr_starts, audio_mask)
     if audio:
         embeds, mask = model.lalm.prompt_embeds(audio_features.to(device), texts)
         from ausweep.lalm.model import position_ids_from_mask
 
         kwargs = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids_from_mask(mask)}
+        # [pads][audio queries][text]: the queries sit just before each row's text tokens
+        n_q = embeds.shape[1] - max(len(r) for r in id_rows)
+        seq = embeds.shape[1]
+        audio_mask = torch.zeros(mask.shape, dtype=torch.bool, device=mask.device)
+        for i, r in enumerate(id_rows):
+            audio_mask[i, seq - len(r) - n_q : seq - len(r)] = True
+        return Encoded(kwargs, [len(r) for r in id_rows], attr_offsets, texts, tails, attr_starts, audio_mask)
     else:
         pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         longest = max(len(r) for r in id_rows)
@@ -367,7 +421,7 @@ def encode_batch(model: LensModel, items: Sequence[LensItem], prompts: Prompts, 
         # position embeddings (GPT-2) and rotary phases would shift with the pad count.
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         kwargs = {"input_ids": ids_t.to(device), "attention_mask": mask.to(device), "position_ids": pos.to(device)}
-    return Encoded(kwargs, [len(r) for r in id_rows], attr_offsets, texts, tails)
+    return Encoded(kwargs, [len(r) for r in id_rows], attr_offsets, texts, tails, attr_starts)
 
 
 def resolve_offsets(spec: Sequence[int | str], enc: Encoded, tail: int) -> tuple[list[str], Tensor]:

@@ -103,12 +103,16 @@ _MODEL_CACHE: dict[tuple, Any] = {}
 def load_model(cfg: LensConfig, device: str) -> Any:
     """The model of ``cfg``; the last one loaded is kept, so a Tune worker reused for the next
     trial of the same model (reuse_actors) does not load it again."""
-    from ausweep.lens.lens import load_lalm_model, load_text_model
+    from ausweep.lens.lens import load_lalm_model, load_native_model, load_text_model
+    from ausweep.models.native_lalm import is_native
 
     key = (cfg.lalm, None if cfg.lalm else cfg.model, device, cfg.dtype)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()
-        _MODEL_CACHE[key] = load_lalm_model(cfg.lalm, device) if cfg.lalm else load_text_model(cfg.model, device, cfg.dtype)
+        if cfg.lalm and is_native(cfg.lalm):
+            _MODEL_CACHE[key] = load_native_model(cfg.lalm, device, cfg.dtype)
+        else:
+            _MODEL_CACHE[key] = load_lalm_model(cfg.lalm, device) if cfg.lalm else load_text_model(cfg.model, device, cfg.dtype)
     return _MODEL_CACHE[key]
 
 
@@ -151,7 +155,7 @@ def analyze(cfg: LensConfig) -> Outcome:
     prompts = get_prompts(cfg)
     items = load_items(cfg, prompts)
     model = load_model(cfg, resolve_device(cfg.device))
-    if model.lalm is None and any(it.context is None for it in items):
+    if not model.audio and any(it.context is None for it in items):
         raise ConfigError("", "context_template", "a text LM needs a text context per item: set context_template for a SAKURA folder, or use a JSONL text set")
     n = model.n_layers
     first = first_layer(cfg)
@@ -213,6 +217,7 @@ def prepare(configs: list[LensConfig], space: dict[str, dict[str, Any]]) -> dict
     """Driver side: check model names, prompts and data paths (no weights, no network)."""
     from ausweep.lens.data import LensDataError, demo_text_items
     from ausweep.models.heads import check_lm_with_head
+    from ausweep.models.native_lalm import is_native
 
     for c in configs:
         if c.lalm is None:
@@ -220,6 +225,8 @@ def prepare(configs: list[LensConfig], space: dict[str, dict[str, Any]]) -> dict
                 check_lm_with_head(c.model, "causal")
             except ValueError as e:
                 raise ConfigError("", "model", str(e)) from None
+        elif is_native(c.lalm):
+            pass  # a native transformers LALM: its name was resolved by is_native (no weights read)
         elif c.lalm.startswith("untrained:"):
             enc, _, llm = c.lalm[len("untrained:"):].partition("+")
             if not enc or not llm:

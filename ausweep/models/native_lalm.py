@@ -184,8 +184,9 @@ class NativeLALM:
         and their clips (float arrays at 16 kHz), LEFT-padded: position -1 is each row's last token."""
         tok = self.tokenizer
         tok.padding_side = "left"
-        out = self.processor(text=list(texts), audio=list(audios), sampling_rate=SAMPLING_RATE, padding=True,
-                             return_tensors="pt")
+        # padding for the text only: the feature extractor keeps its own (a fixed window per clip)
+        out = self.processor(text=list(texts), audio=list(audios), text_kwargs={"padding": True, "padding_side": "left"},
+                             audio_kwargs={"sampling_rate": SAMPLING_RATE}, return_tensors="pt")
         kwargs = {k: v.to(self.device) for k, v in out.items() if k in _MODEL_INPUTS}
         if "input_features" in kwargs:
             kwargs["input_features"] = kwargs["input_features"].to(self.model.dtype)
