@@ -453,9 +453,13 @@ def load_hf_audio(name: str, hub_id: str, device: str = "cpu", revision: str | N
         elif model_type == "vit_mae":
             model = _from_pretrained(tf.ViTMAEModel, path, device, revision=revision)
             fe = _vitmae_front_end(config)
+        elif model_type in ("hubert", "wav2vec2", "data2vec-audio", "wavlm"):
+            from ausweep.models.ssl_audio import load_ssl_audio
+
+            return load_ssl_audio(name, path, device=device, revision=revision, **options)
         else:
             raise ValueError(
-                f"audio model '{name}' has model_type '{model_type}'; supported: AST, CLAP, Whisper, ViTMAE"
+                f"audio model '{name}' has model_type '{model_type}'; supported: AST, CLAP, Whisper, ViTMAE, HuBERT, wav2vec2, data2vec-audio, WavLM"
             )
     return wrap_audio_model(model, fe, name, device=device, **options)
 

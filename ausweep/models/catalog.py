@@ -109,6 +109,25 @@ AUDIO_HUB = [
     ("whisper-small", "openai/whisper-small", "Whisper small encoder, mean over the clip's frames"),
     ("whisper-medium", "openai/whisper-medium", "Whisper medium encoder, mean over the clip's frames"),
     ("whisper-large-v3", "openai/whisper-large-v3", "Whisper large-v3 encoder (128 mel bins), mean over the clip's frames"),
+    # Self-supervised waveform encoders (ausweep.models.ssl_audio), pre-trained on LibriSpeech speech only.
+    ("hubert-base", "facebook/hubert-base-ls960", "HuBERT base, self-supervised on LibriSpeech 960 h (16 kHz); "
+     "mean over the clip's frames, last layer (layer=k for others)"),
+    ("wav2vec2-base", "facebook/wav2vec2-base", "wav2vec 2.0 base, self-supervised on LibriSpeech 960 h (16 kHz); "
+     "mean over the clip's frames"),
+    ("data2vec-audio-base", "facebook/data2vec-audio-base", "data2vec-audio base, self-supervised on LibriSpeech "
+     "960 h (16 kHz); mean over the clip's frames"),
+]
+
+# Encoders loaded from their official released checkpoint files (ausweep.models.checkpoint_files says
+# where the file is looked for): (name, loader, file name, help).
+RELEASED_FILES = [
+    ("passt", "ausweep.models.passt:load_passt", "passt-s-f128-p16-s10-ap.476-swa.pt",
+     "PaSST-S, supervised on AudioSet (official passt-s-f128-p16-s10-ap.476-swa.pt; 32 kHz, whole clip up to "
+     "10 s, longer: 10 s windows every 2.5 s averaged); pooling tokens (CLS+distillation, 768-d)|scene (logits + "
+     "tokens, 1295-d, hear21passt's)|patches"),
+    ("pann-cnn14", "ausweep.models.pann:load_pann", "Cnn14_mAP=0.431.pth",
+     "PANN CNN14, supervised on AudioSet labels (official Cnn14_mAP=0.431.pth; 32 kHz, whole clip); pooling "
+     "embedding (2048-d ReLU(fc1), panns_inference's)|pooled (max+mean over time before fc1)"),
 ]
 
 TINY_TEXT_HELP = {
@@ -165,6 +184,8 @@ def _register_all() -> None:
         "pass checkpoint=/path, or the folder itself as the model name (no transformers-loadable "
         "AudioMAE is on the hub); pooling mean|cls",
     )
+    for name, loader, filename, help in RELEASED_FILES:
+        AUDIO_MODELS.register(name, ModelSpec(loader, f"file:{filename}"), help=help)
     for name, help in TINY_AUDIO_HELP.items():
         AUDIO_MODELS.register(name, ModelSpec("ausweep.models.audio:load_tiny", "builtin:tiny"), help=help)
     AUDIO_MODELS.register(
