@@ -60,6 +60,9 @@ class AttributeLens:
     tails: list[list[str]]
     texts: list[str]
     enhanced: np.ndarray | None = None
+    knockout: dict[str, np.ndarray] = field(default_factory=dict)  # target -> (N, len(knockout_layers), K) log-probs
+    knockout_keys: dict[str, np.ndarray] = field(default_factory=dict)  # target -> (N,) knocked-out keys per item
+    knockout_layers: list[int] = field(default_factory=list)  # first knocked block (0-based); L = none
 
     @property
     def probs(self) -> np.ndarray:
@@ -73,6 +76,8 @@ class AttributeLens:
             options=self.options, option_ids=self.option_ids, logprobs=self.logprobs[idx], ranks=self.ranks[idx],
             final=self.final[idx], names=self.names, tails=[self.tails[i] for i in idx], texts=[self.texts[i] for i in idx],
             enhanced=self.enhanced[idx] if self.enhanced is not None else None,
+            knockout={t: v[idx] for t, v in self.knockout.items()},
+            knockout_keys={t: v[idx] for t, v in self.knockout_keys.items()}, knockout_layers=self.knockout_layers,
         )
 
 
@@ -86,10 +91,21 @@ def group_by_attribute(items: Sequence[LensItem]) -> dict[str, list[LensItem]]:
 
 def lens_attribute(model: L.LensModel, items: Sequence[LensItem], prompts: Prompts, ps: L.PromptSettings,
                    positions: Sequence[int | str], tail: int, method: L.Method = "logit", patch_at: str = "output",
-                   batch_size: int = 8, enhancement: Enhancement | None = None, first_layer: int = 0) -> AttributeLens:
+                   batch_size: int = 8, enhancement: Enhancement | None = None, first_layer: int = 0,
+                   knockout: Sequence[str] = (), knockout_every: int = 1) -> AttributeLens:
     """Run the lens over ``items`` (all of one attribute) in batches of ``batch_size``. The layers
     kept are hidden states ``first_layer..L`` (1: AudioLens's numbering, which starts at the first
-    block's output; 0: from the embeddings), renumbered from 0."""
+    block's output; 0: from the embeddings), renumbered from 0. ``knockout``: targets of the
+    attention knockout (:mod:`ausweep.lens.knockout`), from every ``knockout_every``-th block;
+    ``audio`` is skipped for a model without audio."""
+    from ausweep.lens import knockout as K
+
+    targets = [t for t in knockout if t != "audio" or model.audio]
+    if len(targets) < len(knockout):
+        log.warning("knockout target 'audio' skipped: %s reads no audio", model.name)
+    ko_layers = sorted({*range(0, model.n_layers, knockout_every), model.n_layers}) if targets else []
+    ko: dict[str, list[np.ndarray]] = {t: [] for t in targets}
+    ko_keys: dict[str, list[np.ndarray]] = {t: [] for t in targets}
     attr = items[0].attribute
     options = prompts.options[attr]
     opt_ids = L.option_token_ids(model.tokenizer, options, ps.option_spelling)
@@ -117,11 +133,17 @@ def lens_attribute(model: L.LensModel, items: Sequence[LensItem], prompts: Promp
             e = enhancement
             _, eoff = L.resolve_offsets([e.position], enc, 0)
             enhanced.append(L.enhanced_final(model.lm, enc.kwargs, opt_ids, e.source, e.target, e.coef, e.mode, eoff))
+        for t in targets:
+            keys = K.target_keys(enc, t)
+            ko[t].append(K.knockout_curve(model.lm, enc.kwargs, keys, opt_ids, ko_layers))
+            ko_keys[t].append(keys.sum(-1).cpu().numpy())
     return AttributeLens(
         options=list(options), option_ids=opt_ids, logprobs=np.concatenate(logps)[:, first_layer:],
         ranks=np.concatenate(ranks)[:, first_layer:],
         final=np.concatenate(finals), names=names, tails=tails, texts=texts,
         enhanced=np.concatenate(enhanced) if enhanced else None,
+        knockout={t: np.concatenate(v) for t, v in ko.items()},
+        knockout_keys={t: np.concatenate(v) for t, v in ko_keys.items()}, knockout_layers=ko_layers,
     )
 
 
@@ -350,6 +372,30 @@ class AttributeResult:
     heat_rows: list[dict[str, Any]]
     heat: tuple[list[str], np.ndarray] | None
     records: list[dict[str, Any]]
+    knockout: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # target -> knockout curve rows
+
+
+def knockout_result(attr: str, lens: AttributeLens, labels: np.ndarray, acc: float
+                    ) -> tuple[dict[str, float], dict[str, list[dict[str, Any]]], dict[str, list[float]]]:
+    """The knockout curves of one attribute's measured items: ``(metrics, rows per target, series)``.
+    Metrics: ``<A>/knockout/<target>/acc_all`` and ``p_label_all`` (every block knocked out) and
+    ``delta_all`` (its accuracy minus the unchanged model's); series: ``knockout/<A>/<target>/acc``
+    and ``.../p_label`` per first knocked block."""
+    from ausweep.lens import knockout as K
+
+    metrics: dict[str, float] = {}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    series: dict[str, list[float]] = {}
+    n_blocks = lens.knockout_layers[-1] if lens.knockout_layers else 0
+    for t, lp in lens.knockout.items():
+        r = K.curve_rows(attr, t, lp, labels, lens.knockout_layers, n_blocks, lens.knockout_keys[t])
+        rows[t] = r
+        metrics[f"{attr}/knockout/{t}/acc_all"] = r[0]["acc"]
+        metrics[f"{attr}/knockout/{t}/p_label_all"] = r[0]["p_label_among_options_mean"]
+        metrics[f"{attr}/knockout/{t}/delta_all"] = r[0]["acc"] - acc
+        series[f"knockout/{attr}/{t}/acc"] = [x["acc"] for x in r]
+        series[f"knockout/{attr}/{t}/p_label"] = [x["p_label_among_options_mean"] for x in r]
+    return metrics, rows, series
 
 
 def attribute_result(attr: str, items: Sequence[LensItem], lens: AttributeLens, resolve: str, last_layer: int,
@@ -377,6 +423,10 @@ def attribute_result(attr: str, items: Sequence[LensItem], lens: AttributeLens, 
             k = np.full(len(part), len(sub.options))
             out.metrics.update(enhancement_metrics(f"{attr}/", stats.correct, stats.epred == stats.labels, halves, k))
         out.curves = curve_rows(attr, sub, stats, last_layer, resolve)
+        if sub.knockout:
+            km, out.knockout, ks = knockout_result(attr, sub, stats.labels, m[f"{attr}/acc"])
+            out.metrics.update(km)
+            out.curves.series.update(ks)
         out.heat_rows, out.heat = heatmap_rows(attr, sub, stats, last_layer)
         out.records += item_records(attr, part, sub, stats, halves)
     return out
@@ -434,6 +484,7 @@ class Outcome:
     files: dict[str, bytes]
     series: dict[str, list[float]]
     n_layers: int
+    knockout: list[dict[str, Any]] = field(default_factory=list)
 
 
 def figures(heat: Mapping[str, tuple[Sequence[str], np.ndarray]], curves: Mapping[str, Curves], resolve: str,
@@ -459,5 +510,6 @@ def trial_artifacts(out: Outcome, config: Mapping[str, Any]) -> dict[str, str | 
         "heatmap.csv": rows_to_csv(out.heatmap),
         "items.json": json.dumps(out.items, indent=1, ensure_ascii=False),
         "config.yaml": yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True),
+        **({"knockout.csv": rows_to_csv(out.knockout)} if out.knockout else {}),
         **out.files,  # PNG bytes
     }

@@ -32,6 +32,22 @@ class EnhanceConfig:
         _check_position(self.position, "position")
 
 
+KNOCKOUT_TARGETS = ("audio", "attribute")
+
+
+@dataclass(frozen=True)
+class KnockoutConfig:
+    targets: list[str] = option([], help="Attention knockout (AudioLens's third finding): the last position stops attending to these keys from block l on, for every l; 'audio' (the clip's tokens; audio models only) and/or 'attribute' (the attribute word's tokens). Empty: no knockout.")
+    every: int = option(1, help="Knock out from every N-th block (0, N, 2N, ...) and from L (nothing knocked: the unchanged model); 1 = every block.")
+
+    def __post_init__(self) -> None:
+        bad = [t for t in self.targets if t not in KNOCKOUT_TARGETS]
+        if bad or len(set(self.targets)) != len(self.targets):
+            raise ValueError(f"knockout.targets must be distinct values of {list(KNOCKOUT_TARGETS)}, got {self.targets}")
+        if self.every < 1:
+            raise ValueError(f"knockout.every must be >= 1, got {self.every}")
+
+
 @dataclass(frozen=True)
 class LensConfig:
     model: str = option("smollm2-135m", help="Causal LM for text items: a registry name (python -m ausweep ls), a hub id or a local folder. Ignored when 'lalm' is set.")
@@ -54,6 +70,7 @@ class LensConfig:
     method: Literal["logit", "patchscope"] = option("logit", help="'logit': each layer through the final norm + unembedding; 'patchscope': each layer's state patched into the last block, read from the model's own logits.")
     patch_at: Literal["output", "input"] = option("output", help="Patchscope: replace the last block's output (equals the logit lens for standard models) or its input (the last block runs on top).")
     enhance: EnhanceConfig = option(EnhanceConfig(), help="Feed an earlier layer's state into a later one; accuracy before and after.")
+    knockout: KnockoutConfig = option(KnockoutConfig(), help="Attention knockout from the last position to the audio / attribute tokens, swept over the first knocked block: knockout.csv and plots/knockout.png.")
     options: dict[str, list[str]] = option({}, help="Per attribute: candidate options, replacing AudioLens's (prompts.json).")
     probing_prompts: dict[str, dict[str, str]] = option({}, help="{style: {attribute: text}} overriding AudioLens's probing prompts.")
     questions: dict[str, str] = option({}, help="Per attribute: the plain user prompt.")

@@ -170,11 +170,13 @@ def analyze(cfg: LensConfig) -> Outcome:
     heat_rows: list[dict[str, Any]] = []
     heat_fig: dict[str, tuple[list[str], np.ndarray]] = {}
     curves: dict[str, A.Curves] = {}
+    knock: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    knock_rows: list[dict[str, Any]] = []
     by_attr = A.group_by_attribute(items)
     n_options = {a: len(prompts.options[a]) for a in by_attr}
     for attr, group in by_attr.items():
         lens = A.lens_attribute(model, group, prompts, ps, cfg.positions, cfg.heatmap_tokens, cfg.method,
-                                cfg.patch_at, cfg.batch_size, enh, first)
+                                cfg.patch_at, cfg.batch_size, enh, first, cfg.knockout.targets, cfg.knockout.every)
         res = A.attribute_result(attr, group, lens, resolve, last, cfg.enhance.split_seed if enh else None)
         metrics.update(res.metrics)
         records += res.records
@@ -182,14 +184,21 @@ def analyze(cfg: LensConfig) -> Outcome:
             curves[attr], heat_fig[attr] = res.curves, res.heat
             curves_rows += res.curves.rows
             heat_rows += res.heat_rows
+        if res.knockout:
+            knock[attr] = res.knockout
+            knock_rows += [r for rows in res.knockout.values() for r in rows]
     metrics.update(A.overall_metrics(records, n_options))
     if enh is not None:
         metrics.update({"enhance/source_layer": float(enh.source - first), "enhance/target_layer": float(enh.target - first)})
     title = f"{cfg.lalm or cfg.model} | {cfg.prompt_style} prompt | {cfg.method}"
     files = A.figures(heat_fig, curves, resolve, title, n_options,
                       "layer (0 = first block's output)" if first else "layer (0 = embeddings)")
+    if knock:
+        from ausweep.lens.knockout import knockout_png
+
+        files["plots/knockout.png"] = knockout_png(knock, title)
     series = {k: v for c in curves.values() for k, v in c.series.items()}
-    return Outcome(metrics, records, curves_rows, heat_rows, files, series, n)
+    return Outcome(metrics, records, curves_rows, heat_rows, files, series, n, knock_rows)
 
 
 def run(cfg: LensConfig) -> dict[str, float]:
