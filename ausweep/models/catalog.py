@@ -130,6 +130,19 @@ RELEASED_FILES = [
      "embedding (2048-d ReLU(fc1), panns_inference's)|pooled (max+mean over time before fc1)"),
 ]
 
+# AudioMAE from its official checkpoint files (ausweep.models.checkpoint_files says where they are looked for).
+AUDIOMAE = [
+    ("audiomae", "pretrained", "AudioMAE ViT-B/16, self-supervised on AudioSet-2M (official pretrained.pth; 16 kHz, "
+     "10.24 s fbank); pooling mean (patches in the clip)|global|cls"),
+    ("audiomae-ft", "finetuned", "AudioMAE ViT-B/16 fine-tuned on AudioSet-2M, supervised (official finetuned.pth; "
+     "16 kHz, 10.24 s fbank); pooling mean (+fc_norm)|global|cls"),
+]
+#: Names that were removed, with what replaces them (said instead of "unknown model").
+RETIRED = {
+    "vitmae": "audio model 'vitmae' was removed: AudioMAE now loads from its official checkpoint files as 'audiomae' "
+    "(self-supervised) or 'audiomae-ft' (AudioSet fine-tuned); a transformers ViTMAE folder still loads by its path",
+}
+
 TINY_TEXT_HELP = {
     "tiny-bert": "tiny random BERT (2 layers, hidden 32, WordPiece), for tests",
     "tiny-gpt2": "tiny random GPT-2 (byte-level BPE, no pad token), for tests",
@@ -177,13 +190,8 @@ def _register_all() -> None:
         ModelSpec("ausweep.models.audio:load_logmel_stats", "none"),
         help="no weights: mean and std over time of 64 log-mel bands (128-d), a classic baseline",
     )
-    AUDIO_MODELS.register(
-        "vitmae",
-        ModelSpec("ausweep.models.audio:load_vitmae", "local"),
-        help="ViTMAE (AudioMAE-style) on log-mel patches from a LOCAL transformers ViTMAE checkpoint: "
-        "pass checkpoint=/path, or the folder itself as the model name (no transformers-loadable "
-        "AudioMAE is on the hub); pooling mean|cls",
-    )
+    for name, kind, help in AUDIOMAE:
+        AUDIO_MODELS.register(name, ModelSpec("ausweep.models.audiomae:load_audiomae", f"file:{kind}.pth", (("kind", kind),)), help=help)
     for name, loader, filename, help in RELEASED_FILES:
         AUDIO_MODELS.register(name, ModelSpec(loader, f"file:{filename}"), help=help)
     for name, help in TINY_AUDIO_HELP.items():
@@ -244,6 +252,10 @@ def resolve_name(registry: Registry, name: str) -> tuple[NameKind, str]:
         raise UnknownModelError(registry.kind, str(name), registry.names())
     if name in registry:
         return "registry", name
+    if name in RETIRED:
+        err = UnknownModelError(registry.kind, name, registry.names())
+        err.args = (RETIRED[name],)
+        raise err
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -330,6 +342,16 @@ def model_identity(registry: Registry, name: str, revision: str | None = None, *
         config = tiny.TINY_TEXT.get(name) or tiny.TINY_AUDIO.get(name) or [spec.loader, tiny.TINY_TEXT, tiny.TINY_AUDIO]
         blob = json.dumps([config, tiny.WORDS, tiny.SEED], sort_keys=True)
         ident["config_sha256"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    elif spec.source.startswith("file:"):
+        # an official checkpoint file: its name, and the path and size of the copy found (hashing ~1 GB
+        # on every lookup would cost seconds); where it is looked for: ausweep.models.checkpoint_files
+        from ausweep.models.checkpoint_files import OfficialFile
+
+        filename = spec.source[5:]
+        found = [Path(options["checkpoint"]).expanduser()] if options.get("checkpoint") else OfficialFile(name, filename, "").candidates()
+        path = next((p for p in found if p.is_file()), None)
+        ident.update(checkpoint_file=filename, path=str(path.resolve()) if path else None,
+                     size=path.stat().st_size if path else None)
     elif spec.source == "local":
         checkpoint = options.get("checkpoint")
         ident.update(folder_identity(checkpoint) if checkpoint else {"path": None})

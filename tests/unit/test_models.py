@@ -161,7 +161,7 @@ def test_unknown_names_fail_in_one_line():
 def test_check_accepts_keys_hub_ids_and_folders(tmp_path):
     for name in ["gpt2", "qwen3-14b", "minilm", "tiny-t5", "Qwen/Qwen2.5-0.5B", "someone/some-model"]:
         check_text_model(name)
-    for name in ["ast", "clap", "whisper-tiny-en", "logmel-stats", "vitmae", "MIT/ast-finetuned-audioset-10-10-0.4593"]:
+    for name in ["ast", "clap", "whisper-tiny-en", "logmel-stats", "audiomae", "MIT/ast-finetuned-audioset-10-10-0.4593"]:
         check_audio_model(name)
     with pytest.raises(ValueError, match="no config.json"):
         check_text_model(str(tmp_path))
@@ -189,7 +189,7 @@ def test_registry_entries_are_lazy_specs_with_help():
             assert help, name
             assert isinstance(reg.entry(name).target, ModelSpec)
     assert {"bert-base-uncased", "gpt2-xl", "t5-large", "llama-3.1-8b", "minilm", "smollm2-135m", *TINY_TEXT} <= set(TEXT_MODELS)
-    assert {"ast", "clap", "whisper-base", "whisper-tiny-en", "logmel-stats", "vitmae", *TINY_AUDIO} <= set(AUDIO_MODELS)
+    assert {"ast", "clap", "whisper-base", "whisper-tiny-en", "logmel-stats", "audiomae", "audiomae-ft", *TINY_AUDIO} <= set(AUDIO_MODELS)
     assert TEXT_MODELS.get("gpt2").hub_id == "openai-community/gpt2"
 
 
@@ -219,7 +219,9 @@ def test_identity(tmp_path):
     assert local["path"] == str(tmp_path.resolve()) and local["weights"] == ["model.safetensors:10"]
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     assert text_model_identity(str(tmp_path))["config_sha256"] != local["config_sha256"]
-    assert audio_model_identity("vitmae", checkpoint=str(tmp_path))["path"] == str(tmp_path.resolve())
+    (tmp_path / "finetuned.pth").write_bytes(b"x" * 7)
+    ckpt = audio_model_identity("audiomae-ft", checkpoint=str(tmp_path / "finetuned.pth"))
+    assert ckpt["path"] == str((tmp_path / "finetuned.pth").resolve()) and ckpt["size"] == 7
     json.dumps([tiny, hub, local])  # cache keys must be JSON-able
 
 
@@ -336,8 +338,8 @@ def test_audio_option_errors():
         load_audio_encoder("tiny-whisper", pooling="cls")
     with pytest.raises(ValueError, match="out of range"):
         load_audio_encoder("tiny-ast", layer=7)
-    with pytest.raises(ValueError, match="checkpoint"):
-        load_audio_encoder("vitmae")
+    with pytest.raises(ValueError, match="no revisions"):
+        load_audio_encoder("audiomae", revision="main")
     enc = load_audio_encoder("logmel-stats")
     with pytest.raises(ValueError, match="mono"):
         enc.embed([np.zeros((2, 100), np.float32)])
@@ -354,7 +356,7 @@ def test_audio_local_folder_loads_like_tiny(name, tmp_path):
     fe.save_pretrained(tmp_path)
     waves = _clips(fe.sampling_rate, seconds=(0.4, 0.9))
     ref = load_audio_encoder(name).embed(waves)
-    local = load_audio_encoder("vitmae", checkpoint=str(tmp_path)) if name == "tiny-vitmae" else load_audio_encoder(str(tmp_path))
+    local = load_audio_encoder(str(tmp_path))
     np.testing.assert_allclose(local.embed(waves), ref, rtol=1e-6, atol=1e-6)
 
 
