@@ -68,7 +68,7 @@ class TuneSettings:
     max_failures: int = option(2, help="Retries of a trial whose worker dies (FailureConfig).")
     scheduler: SchedulerSpec | None = option(None, help="Trial scheduler; default FIFO.")
     seed: int = option(0, help="Seed of the search algorithm (random axes).")
-    search: SearchSpec | None = option(None, help="Search algorithm: {name: random} (default), or a model-based "
+    search: SearchSpec = option(SearchSpec(), help="Search algorithm: {name: random} (default), or a model-based "
                                                   "searcher {name: optuna|hyperopt, seed, max_concurrent} that samples "
                                                   "num_samples trials where finished ones did well (no grid axes).")
 
@@ -79,8 +79,6 @@ class TuneSettings:
             raise ValueError("max_concurrent_trials must be >= 1")
         if self.scheduler is None:
             object.__setattr__(self, "scheduler", SchedulerSpec())
-        if self.search is None:
-            object.__setattr__(self, "search", SearchSpec())
 
 
 @dataclass(frozen=True)
