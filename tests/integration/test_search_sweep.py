@@ -1,0 +1,110 @@
+"""Model-based search (tune.search: optuna) on a real local Ray and MLflow: a driver killed mid-sweep
+resumes the same search, not a fresh one."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+REPO = Path(__file__).resolve().parents[2]
+N_SAMPLES = 8
+EPOCHS = 1500
+
+
+def _planted_sweep(tmp: Path, epochs: int) -> Path:
+    """A probe sweep on planted per-class embeddings (audio = text @ W + noise), searched by Optuna's
+    TPE one trial at a time, with a conditional key (weight decay only with standardised features)."""
+    from ausweep.data.npz import save_embeddings_npz
+    from ausweep.probe.planted import planted_pair
+
+    text, audio = planted_pair(60, 32, 24, noise=0.3, seed=0)
+    labels = [f"class_{i}" for i in range(60)]
+    save_embeddings_npz(tmp / "text.npz", labels, text)
+    save_embeddings_npz(tmp / "audio.npz", labels, audio)
+    spec = {
+        "study": "probe",
+        "overrides": {"data.source": "demo", "embeddings.text": str(tmp / "text.npz"),
+                      "embeddings.audio": str(tmp / "audio.npz"),
+                      "probe": {"epochs": epochs, "n_splits": 3, "procrustes": False, "permutation_control": False}},
+        "search_space": {
+            "probe.lr": {"loguniform": [1e-4, 1e-1]},
+            "probe.shared_dim": {"choice": [4, 8, 16]},
+            "probe.standardize": {"choice": [True, False]},
+            "probe.weight_decay": {"loguniform": [1e-6, 1e-2], "when": {"probe.standardize": [True]}},
+        },
+        "tune": {"metric": "val/acc@1", "mode": "max", "num_samples": N_SAMPLES, "max_concurrent_trials": 1,
+                 "search": {"name": "optuna", "seed": 7, "max_concurrent": 1, "n_startup_trials": 3}},
+        "resources": {"cpu": 1, "gpu": 0},
+    }
+    path = tmp / "tpe.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _study(run_dir: Path):
+    """The Optuna study Tune saved with the searcher, as the last driver left it: the state files are
+    named by driver session start (Tune touches the older ones too, so their times do not tell)."""
+    newest = max(run_dir.glob("searcher-state-*.pkl"), key=lambda p: p.name)
+    with newest.open("rb") as f:
+        return pickle.load(f)["_ot_study"]
+
+
+def test_optuna_search_resumes_its_own_history_after_driver_kill(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, "-m", "ausweep.sweep", str(_planted_sweep(tmp_path, epochs=EPOCHS)), "--storage", str(tmp_path / "runs")]
+    records = lambda: {p.stem for p in (tmp_path / "runs").glob("tpe-*/completed/*.json")}  # noqa: E731
+    with open(tmp_path / "driver.log", "w") as log:  # a file, not a pipe: an unread pipe would block the driver
+        proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None and len(records()) < 3:
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        proc.wait()
+    done_before = records()  # the driver, the only writer of these records, is dead: this is final
+    tail = (tmp_path / "driver.log").read_text()[-3000:]
+    assert 3 <= len(done_before) < N_SAMPLES, f"killed after {len(done_before)} trials: " + tail
+    [run_dir] = list((tmp_path / "runs").glob("tpe-*"))
+
+    out = subprocess.run([*args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("tpe")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.tags["ausweep.searcher"] == "optuna"
+    keys = [c.data.tags["ausweep.trial_key"] for c in children]
+    assert len(keys) == N_SAMPLES and len(set(keys)) == N_SAMPLES, "num_samples trials in all, not a second search"
+    assert done_before <= set(keys) and len(records()) == N_SAMPLES
+    for c in children:
+        # A trial that finished just before the kill (after Tune last saved its state) restarts and
+        # replays its record: no second training, so its loss curve holds each epoch once.
+        assert len(client.get_metric_history(c.info.run_id, "train_loss")) == EPOCHS
+
+    # The resumed searcher holds the whole history: every trial's params and result, the pre-kill ones
+    # included (a fresh search would know only the trials run after the resume).
+    study = _study(run_dir)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == N_SAMPLES
+    told = sorted((round(t.params["probe/lr"], 12), t.value) for t in complete)
+    logged = sorted((round(float(c.data.params["probe.lr"]), 12), c.data.metrics["val/acc_at_1"]) for c in children)
+    assert [lr for lr, _ in told] == pytest.approx([lr for lr, _ in logged], rel=1e-6)
+    assert [v for _, v in told] == pytest.approx([v for _, v in logged])
+    # the conditional key is searched exactly where its condition holds
+    for t in complete:
+        assert ("probe/weight_decay" in t.params) == t.params["probe/standardize"]
