@@ -159,12 +159,17 @@ def _modules() -> dict[str, type]:
     return {"PasstMel": PasstMel, "PasstNet": PasstNet}
 
 
+def passt_net(**arch: Any) -> Any:
+    """A randomly initialised :class:`PasstNet`; the defaults are the released PaSST-S architecture."""
+    return _modules()["PasstNet"](**arch)
+
+
 def build_passt(state: dict, stride: int = 10) -> Any:
     """A :class:`PasstNet` shaped after a state dict (width, depth, grids and classes read from it;
     heads = width / 64 as in every released PaSST; ``stride`` is not in the weights)."""
     dim = int(state["cls_token"].shape[-1])
     depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
-    return _modules()["PasstNet"](
+    return passt_net(
         dim=dim, depth=depth, heads=dim // 64, patch=int(state["patch_embed.proj.weight"].shape[-1]), stride=stride,
         f_grid=int(state["freq_new_pos_embed"].shape[2]), t_grid=int(state["time_new_pos_embed"].shape[3]),
         classes=int(state["head.1.weight"].shape[0]),
