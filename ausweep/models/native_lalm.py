@@ -274,3 +274,50 @@ def build_tiny_native(spec: NativeSpec) -> tuple[Any, Any]:
     processor = proc_cls(feature_extractor=tiny_feature_extractor(spec), tokenizer=tok,
                          chat_template=chat_template(spec), **spec.processor_kwargs)
     return model.eval(), processor
+
+
+# ----------------------------------------------------------------------------- verification against the hub
+
+
+def verify_vendored(name: str, checkpoint: str | None, make_clips: Any, device: str = "cpu") -> list[Any]:
+    """Compare ``name``'s vendored files with the hub processor's (``checkpoint``: a local copy of the
+    hub folder instead): the chat template's text and the prompt it renders for a clip (difference 0
+    when identical, 1 when not), each feature-extractor setting (0 / 1), and the log-mel features of
+    the clips (largest absolute difference). For ``python -m ausweep.models.verify lalm-<name>``."""
+    from transformers import AutoProcessor, WhisperFeatureExtractor
+
+    from ausweep.models.verify import CannotVerify, Check
+
+    spec = NATIVE[name]
+    source = checkpoint or spec.hub_id
+    try:
+        hub = AutoProcessor.from_pretrained(source)
+    except OSError as e:
+        raise CannotVerify(f"cannot load the processor of {source} (no network or not cached): {str(e).splitlines()[0]}") from e
+    label = f"lalm-{name}"
+    checks = [Check(label, "chat_template text", float(hub.chat_template != chat_template(spec)))]
+    ours = NativeLALM(name, spec, None, hub)
+    rendered = ours.chat_prefix("What is it?")
+    hub.chat_template = chat_template(spec)
+    checks.append(Check(label, "chat prefix rendered", float(NativeLALM(name, spec, None, hub).chat_prefix("What is it?") != rendered)))
+    settings = feature_extractor_settings(spec)
+    theirs = hub.feature_extractor.to_dict()
+    for key, value in sorted(settings.items()):
+        if key == "processor_class":  # written beside the settings by save_pretrained, not one of them
+            continue
+        checks.append(Check(label, f"feature extractor {key}", float(theirs.get(key) != value)))
+    fe = WhisperFeatureExtractor(**{k: v for k, v in settings.items() if k not in ("feature_extractor_type", "processor_class")})
+    for i, clip in enumerate(make_clips(SAMPLING_RATE)):
+        a = fe(clip, sampling_rate=SAMPLING_RATE, return_tensors="np")["input_features"]
+        b = hub.feature_extractor(clip, sampling_rate=SAMPLING_RATE, return_tensors="np")["input_features"]
+        diff = float(abs(a - b).max()) if a.shape == b.shape else float("inf")
+        checks.append(Check(label, f"log-mel clip {i}", diff))
+    return checks
+
+
+def verify_qwen2_audio(checkpoint: str | None, make_clips: Any, device: str = "cpu") -> list[Any]:
+    return verify_vendored("qwen2-audio", checkpoint, make_clips, device)
+
+
+def verify_audioflamingo3(checkpoint: str | None, make_clips: Any, device: str = "cpu") -> list[Any]:
+    return verify_vendored("audioflamingo3", checkpoint, make_clips, device)

@@ -112,3 +112,24 @@ def test_knocking_out_the_audio_changes_the_answer_logits_only_where_knocked(mod
         full = torch.log_softmax(model.lm(**enc.kwargs).logits[:, -1].float(), -1)[:, ids].numpy()
     np.testing.assert_allclose(curve[:, -1], full, rtol=1e-5, atol=1e-6)
     assert not np.allclose(curve[:, 0], full, rtol=1e-5, atol=1e-6)
+
+
+def test_the_verifier_compares_the_vendored_files_with_a_processor_folder(tmp_path):
+    """``python -m ausweep.models.verify lalm-<name>`` on a processor folder (what the hub serves):
+    all zero for one saved from the vendored files; a changed template or setting shows as 1."""
+    import transformers as tf
+
+    from ausweep.models.verify import generated_clips
+
+    spec = N.NATIVE["qwen2-audio"]
+    settings = {k: v for k, v in N.feature_extractor_settings(spec).items() if k not in ("feature_extractor_type", "processor_class")}
+    proc = tf.Qwen2AudioProcessor(feature_extractor=tf.WhisperFeatureExtractor(**settings), tokenizer=N.tiny_tokenizer(spec),
+                                  chat_template=N.chat_template(spec))
+    proc.save_pretrained(tmp_path / "same")
+    checks = N.verify_qwen2_audio(str(tmp_path / "same"), generated_clips([1.0]))
+    assert checks and all(c.max_abs_diff == 0 for c in checks)
+    proc.chat_template = N.chat_template(spec).replace("You are a helpful assistant.", "You are terse.")
+    proc.feature_extractor.dither = 1.0
+    proc.save_pretrained(tmp_path / "changed")
+    bad = {c.what for c in N.verify_qwen2_audio(str(tmp_path / "changed"), generated_clips([1.0])) if c.max_abs_diff > 0}
+    assert {"chat_template text", "chat prefix rendered", "feature extractor dither"} <= bad
