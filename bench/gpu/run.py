@@ -440,7 +440,11 @@ def part_lalm(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
         except Exception as e:
             out["rows"].append({"llm": llm, "zero": zero, "error": f"{type(e).__name__}: {e}",
                                 "traceback": traceback.format_exc(limit=8)})
-            gc.collect()
+            gc.collect()  # the failed run's model and engine (an OOM must not starve the next run)
+            if device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
             continue
         row["wall_s"] = time.perf_counter() - t0
         guess[llm] = row["wall_s"] * 1.1
@@ -484,12 +488,12 @@ def build_audio_encoder(name: str, tiny: bool, device: str, dtype):
 
     cfg = load_config(name, tiny)
     torch.manual_seed(0)
-    with torch.device(device):
-        if cfg.model_type == "whisper":
-            model, fe = WhisperEncoder(cfg), whisper_front_end(cfg, tiny)
-        else:
-            model = tf.ASTModel(cfg)
-            fe = tf.ASTFeatureExtractor(num_mel_bins=cfg.num_mel_bins, max_length=cfg.max_length)
+    with torch.device(device):  # the weights only: the feature extractor runs on the CPU
+        model = WhisperEncoder(cfg) if cfg.model_type == "whisper" else tf.ASTModel(cfg)
+    if cfg.model_type == "whisper":
+        fe = whisper_front_end(cfg, tiny)
+    else:
+        fe = tf.ASTFeatureExtractor(num_mel_bins=cfg.num_mel_bins, max_length=cfg.max_length)
     return model.to(dtype).eval(), fe
 
 

@@ -9,11 +9,18 @@
 # in front of the system's packages on PYTHONPATH (torch and the rest stay the machine's own).
 # transformers and huggingface_hub are an upgrade: if transformers does not import with them, they
 # are removed again and the machine's own are used (said on stderr and in results.json).
-# AUSWEEP_GPU_WHEELS=0 skips the wheels; PYTHON picks the interpreter.
+# AUSWEEP_GPU_WHEELS=0 skips the wheels; PYTHON picks the interpreter (default: python3 or python, whichever
+# imports torch).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PY=${PYTHON:-python3}
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then  # the interpreter that has torch (a lent machine's may be python or python3)
+  for candidate in python3 python; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c "import torch" 2>/dev/null; then PY=$candidate; break; fi
+  done
+  PY=${PY:-python3}
+fi
 WHEELS=$HERE/wheels
 SITE=$HERE/.site
 
