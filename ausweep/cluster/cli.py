@@ -19,6 +19,12 @@ examples:
 up-local prints the exports on stdout and its progress on stderr. The exports are for clients of
 the cluster (ray job submit, the Jobs SDK, MLflow): RAY_ADDRESS is the Jobs API URL, so in that
 shell a driver run by hand needs `unset RAY_ADDRESS` or the GCS address from status-local.
+
+MLflow asks for a login (its basic-auth app) unless started with --no-mlflow-auth: user admin, the
+password generated into DIR/mlflow_password (mode 600, kept with the store across down/up). The
+exports set MLFLOW_TRACKING_USERNAME and read MLFLOW_TRACKING_PASSWORD from that file, so the
+password is never printed; the cluster's nodes already have both, so submitted sweeps log as admin.
+In a browser, log in as admin with the file's contents.
 """
 
 
@@ -43,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         up.add_argument(flag, dest=field, type=type_, metavar=metavar, default=getattr(LocalClusterConfig, field),
                         help=helps[field] + " (default %(default)s)")
     up.add_argument("--auth", choices=["token", "disabled"], default=LocalClusterConfig.auth, help=helps["auth"])
+    up.add_argument("--no-mlflow-auth", dest="auth_mlflow", action="store_false",
+                    help="start MLflow without a login, open to every user of this machine (default: a login through "
+                         "MLflow's basic-auth app, user admin, password generated into DIR/mlflow_password, mode 600)")
 
     down = sub.add_parser("down-local", help="stop exactly the processes up-local started; the MLflow store and logs stay")
     down.add_argument("--dir", default=default_dir, help="the folder given to up-local (default %(default)s)")
@@ -112,8 +121,13 @@ def _summary(state: dict, live: bool = False) -> list[str]:
         nodes = f"{ray['alive_nodes']}/{nodes} alive" if ray["alive_nodes"] is not None else "dashboard NOT ANSWERING"
     token = f" (token in {ray['token_file']})" if ray["token_file"] else ""
     answers = ("   answers" if mlflow.get("answers") else "   NOT ANSWERING") if live else ""
+    if mlflow.get("auth") == "basic":
+        login = f"user {mlflow['username']}, password in {mlflow['password_file']} (MLflow basic-auth)"
+    else:
+        login = "none: anyone on this machine may read and write the runs (--no-mlflow-auth)"
     return lines + [
         f"  Ray nodes:     {nodes}   GCS address {ray['address']} (for ray.init / ray status --address)",
         f"  Jobs API:      {ray['dashboard_url']}   auth: {ray['auth']}{token}",
         f"  MLflow:        {mlflow['tracking_uri']}   store {mlflow['backend_store_uri']}{answers}",
+        f"  MLflow login:  {login}",
     ]

@@ -27,10 +27,22 @@ history. ``up()`` decides instead: with ``auth="token"`` (the default) it writes
 ``RAY_AUTH_TOKEN_PATH`` pointing at it. Job drivers and Tune workers inherit both from the raylet; a
 client outside the cluster exports the same two variables (``ray job submit`` then sends the
 token) or passes ``headers={"Authorization": "Bearer <token>"}`` to ``JobSubmissionClient``.
+
+MLflow login: loopback is not a boundary on a shared machine (any local user can reach
+127.0.0.1:PORT), so by default the server runs MLflow's own basic-auth app (``mlflow server
+--app-name basic-auth``) over SQLite users in ``DIR/mlflow_auth.db``. Its admin password is made
+at the first ``up()`` in a folder, into ``DIR/mlflow_password`` (mode 600), and kept with the store
+across ``down()`` / ``up()``: the users' database keeps the admin's hash, so the two go together.
+The server gets the password once, for bootstrapping the admin, in its own environment; every Ray
+node gets ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, which is how MLflow's client
+authenticates, so a submitted sweep's driver and trials log without any flag. The password is never
+written into ``cluster.json``, printed, or logged: the printed exports read it from its file.
+``auth_mlflow=False`` (``--no-mlflow-auth``) runs the server open, as before.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import fcntl
@@ -52,9 +64,22 @@ from pathlib import Path
 from typing import Any
 
 from ausweep.config import ConfigError, option
+from ausweep.track.store import PASSWORD_ENV, USERNAME_ENV
 
 STATE_FILE = "cluster.json"
 TOKEN_FILE = "auth_token"
+# MLflow's basic-auth app: its users (kept with the store), its settings, and the admin's password.
+MLFLOW_AUTH_DB, MLFLOW_AUTH_INI, MLFLOW_PASSWORD_FILE = "mlflow_auth.db", "mlflow_auth.ini", "mlflow_password"
+MLFLOW_ADMIN = "admin"
+# The auth app checks the password (PBKDF2) on every request unless told to remember a good login:
+# without it a loaded 2-core machine served about 1 request/s instead of 12. One server process, so
+# a password changed through MLflow's API takes effect at once all the same.
+MLFLOW_AUTH_CACHE_S = 60
+# A request the auth app must refuse without a login (and answer with one).
+_MLFLOW_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"
+# What the caller's environment must not hand the cluster's processes: another server's login, or
+# settings of another auth app.
+_MLFLOW_SECRET_ENV = (USERNAME_ENV, PASSWORD_ENV, "MLFLOW_TRACKING_TOKEN", "MLFLOW_FLASK_SERVER_SECRET_KEY")
 LOCK_FILE = ".lock"
 LOOPBACK = "127.0.0.1"
 # Ray's AF_UNIX sockets live at <temp-dir>/session_<date>_<pid>/sockets/plasma_store; Linux allows
@@ -86,6 +111,8 @@ class LocalClusterConfig:
     dashboard_port: int = option(0, help="dashboard / Jobs API port on 127.0.0.1 (0: a free one)")
     mlflow_port: int = option(5000, help="MLflow tracking server port on 127.0.0.1 (0: a free one)")
     auth: str = option("token", help="Ray authentication: 'token' (a fresh token in DIR/auth_token) or 'disabled'")
+    auth_mlflow: bool = option(True, help="MLflow login (its basic-auth app): user 'admin', password generated into "
+                                          "DIR/mlflow_password (mode 600); off: the server is open to every local user")
     timeout_s: float = option(180.0, help="how long to wait for every node and MLflow to come up")
 
     def __post_init__(self) -> None:
@@ -143,17 +170,40 @@ def _locked(dir: Path) -> Iterator[None]:
         yield
 
 
-def exports(state: dict[str, Any]) -> dict[str, str]:
-    """Environment for a client of the cluster: the Jobs API address, Ray auth, the MLflow server."""
+def exports(state: dict[str, Any], password: bool = False) -> dict[str, str]:
+    """Environment for a client of the cluster: the Jobs API address, Ray auth, the MLflow server
+    and its login; the MLflow password itself only with ``password`` (read from its file)."""
     env = {"RAY_ADDRESS": state["ray"]["dashboard_url"], "RAY_AUTH_MODE": state["ray"]["auth"]}
     if state["ray"]["auth"] == "token":
         env["RAY_AUTH_TOKEN_PATH"] = state["ray"]["token_file"]
     env["MLFLOW_TRACKING_URI"] = state["mlflow"]["tracking_uri"]
+    if _mlflow_login(state):
+        env[USERNAME_ENV] = state["mlflow"]["username"]
+        if password:
+            env[PASSWORD_ENV] = read_mlflow_password(state)
     return env
 
 
 def format_exports(state: dict[str, Any]) -> str:
-    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in exports(state).items())
+    """Shell exports of :func:`exports`; the MLflow password is read from its file when the shell
+    evaluates them, so it is never printed."""
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in exports(state).items()]
+    if _mlflow_login(state):
+        lines.append(f'export {PASSWORD_ENV}="$(cat {shlex.quote(state["mlflow"]["password_file"])})"')
+    return "\n".join(lines)
+
+
+def _mlflow_login(state: dict[str, Any]) -> bool:
+    return state["mlflow"].get("auth") == "basic"
+
+
+def read_mlflow_password(state: dict[str, Any]) -> str:
+    """The MLflow admin password of a cluster started with a login."""
+    path = Path(state["mlflow"]["password_file"])
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise ClusterError(f"{path}: cannot read the MLflow password ({e.strerror})") from e
 
 
 # ----------------------------------------------------------------------------- processes
@@ -285,8 +335,11 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _http(url: str, token: str | None = None, timeout: float = 3.0) -> tuple[int, str]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+def _http(url: str, token: str | None = None, timeout: float = 3.0, basic: tuple[str, str] | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if basic:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(basic).encode()).decode()
+    req = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read().decode(errors="replace")
@@ -396,16 +449,83 @@ def _ray_start(cfg: LocalClusterConfig, temp: Path, ports: dict[str, int], head:
 
 def _mlflow_server(state: dict[str, Any]) -> list[str]:
     m = state["mlflow"]
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", m["backend_store_uri"],
-            "--artifacts-destination", m["artifacts_destination"], "--host", LOOPBACK, "--port", str(m["port"]),
-            "--workers", "1"]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", m["backend_store_uri"],
+           "--artifacts-destination", m["artifacts_destination"], "--host", LOOPBACK, "--port", str(m["port"]),
+           "--workers", "1"]
+    return cmd + ["--app-name", "basic-auth"] if _mlflow_login(state) else cmd
 
 
-def _write_token(path: Path) -> None:
+def _write_secret(path: Path, text: str) -> None:
+    """``text`` into a new ``path`` that only this user can read (never readable by others, not even
+    for a moment)."""
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))  # what `ray get-auth-token --generate` writes
+        f.write(text)
+
+
+def _write_token(path: Path) -> None:
+    _write_secret(path, secrets.token_hex(32))  # what `ray get-auth-token --generate` writes
+
+
+def _mlflow_auth_files(dir: Path, log) -> str:
+    """Make ready MLflow's basic-auth app in ``dir``: its settings file, and the admin password
+    (kept if there, else generated). Returns the password."""
+    import importlib.util
+
+    if importlib.util.find_spec("flask_wtf") is None:
+        raise ClusterError("MLflow's basic-auth app needs Flask-WTF: `pip install 'mlflow[auth]'` "
+                           "(or start without an MLflow login: --no-mlflow-auth)")
+    db, ini, pw_file = dir / MLFLOW_AUTH_DB, dir / MLFLOW_AUTH_INI, dir / MLFLOW_PASSWORD_FILE
+    # configparser reads '%' as interpolation; the rest of a path is taken as it is.
+    settings = (f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{str(db).replace('%', '%%')}\n"
+                f"admin_username = {MLFLOW_ADMIN}\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                f"auth_cache_ttl_seconds = {MLFLOW_AUTH_CACHE_S}\n")
+    _write_secret(ini, settings)  # no secret in it, but nobody else needs to read it either
+    if pw_file.is_file():
+        if pw_file.stat().st_mode & 0o077:
+            pw_file.chmod(0o600)
+            log(f"note: {pw_file} was readable by other users; now mode 600")
+        password = pw_file.read_text().strip()
+        if len(password) < 12:  # MLflow's own rule for passwords
+            raise ClusterError(f"{pw_file}: the MLflow admin password must be at least 12 characters; "
+                               f"delete the file to have a new one generated")
+        return password
+    password = secrets.token_urlsafe(24)
+    if db.is_file():
+        # Users were made before with a password that is lost now: give the admin the new one,
+        # through MLflow's own user store, before the server starts.
+        from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+        store = SqlAlchemyStore()
+        store.init_db(f"sqlite:///{db}")
+        if store.has_user(MLFLOW_ADMIN):
+            store.update_user(MLFLOW_ADMIN, password=password)
+            log(f"note: {pw_file} was missing; the MLflow user '{MLFLOW_ADMIN}' in {db} has a new password")
+        store.engine.dispose()
+    _write_secret(pw_file, password + "\n")
+    return password
+
+
+def _check_mlflow_login(state: dict[str, Any], password: str) -> None:
+    """The server refuses a request without the login and answers one with it."""
+    m = state["mlflow"]
+    url = m["tracking_uri"] + _MLFLOW_PROBE
+    anonymous, _ = _http(url, timeout=10)
+    if anonymous != 401:
+        raise ClusterError(f"MLflow at {m['tracking_uri']} answered a request without a login with HTTP {anonymous}, "
+                           f"not 401: its basic-auth app is not in effect (log: {_log_of(state, 'mlflow')})")
+    code, body = _http(url, timeout=10, basic=(m["username"], password))
+    if code == 401:
+        raise ClusterError(f"MLflow refused the admin password in {m['password_file']}: the users in {m['auth_db']} "
+                           f"were given another one (changed through MLflow's API?). Put that password into the file, "
+                           f"or delete {m['auth_db']} to start its users over")
+    if code != 200:
+        raise ClusterError(f"MLflow at {m['tracking_uri']} answered the admin's request with HTTP {code}: {body[:300]}")
+
+
+def _log_of(state: dict[str, Any], name: str) -> str:
+    return next((r["log"] for r in state["processes"] if r["name"] == name), "(none)")
 
 
 def _up(cfg: LocalClusterConfig, dir: Path, log) -> dict[str, Any]:
@@ -413,6 +533,8 @@ def _up(cfg: LocalClusterConfig, dir: Path, log) -> dict[str, Any]:
                        ("--mlflow-port", cfg.mlflow_port)):
         if port and not _port_free(port):
             raise ClusterError(f"port {port} ({flag}) is busy on this machine; choose another or pass {flag} 0 for a free one")
+    # Before anything starts: a missing Flask-WTF or a bad password file leaves nothing behind.
+    password = _mlflow_auth_files(dir, log) if cfg.auth_mlflow else None
     n_nodes = 1 + cfg.workers
     log(f"starting a Ray head + {cfg.workers} worker node(s) ({cfg.cpus_per_node} CPU each) and MLflow in {dir} ...")
     picked = iter(_free_ports(4 + len(_NODE_PORTS) * n_nodes))
@@ -433,13 +555,16 @@ def _up(cfg: LocalClusterConfig, dir: Path, log) -> dict[str, Any]:
                 "temp_root": str(temp_root), "temp_link": str(temp_link) if temp_link else None,
                 "temp_dirs": [str(t) for t in temp_dirs], "nodes": n_nodes},
         "mlflow": {"tracking_uri": f"http://{LOOPBACK}:{mlflow_port}", "port": mlflow_port,
-                   "backend_store_uri": f"sqlite:///{dir / 'mlflow.db'}", "artifacts_destination": str(dir / "artifacts")},
+                   "backend_store_uri": f"sqlite:///{dir / 'mlflow.db'}", "artifacts_destination": str(dir / "artifacts"),
+                   "auth": "basic" if cfg.auth_mlflow else "none"},
         "processes": [],
     }
 
-    # The caller's environment, less anything that would point Ray at another cluster or token.
+    # The caller's environment, less anything that would point Ray at another cluster or token, or
+    # carry another MLflow server's login or auth settings.
     env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+           if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+           and k not in _MLFLOW_SECRET_ENV and not k.startswith("MLFLOW_AUTH_")}
     # A job submitted here tracks to this cluster's server unless its runtime_env says otherwise.
     ray_env = {**env, **_RAY_ENV, "RAY_AUTH_MODE": cfg.auth, "MLFLOW_TRACKING_URI": state["mlflow"]["tracking_uri"]}
     # ...and keeps its sweep state in the cluster's folder, which every node here sees and Ray never
@@ -449,6 +574,15 @@ def _up(cfg: LocalClusterConfig, dir: Path, log) -> dict[str, Any]:
         _write_token(token_file)
         ray_env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
     mlflow_env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job runner (7 more processes)
+    if password is not None:
+        state["mlflow"].update(username=MLFLOW_ADMIN, password_file=str(dir / MLFLOW_PASSWORD_FILE),
+                               auth_db=str(dir / MLFLOW_AUTH_DB), auth_config=str(dir / MLFLOW_AUTH_INI))
+        # The server reads the password only to make the admin user in a new users' database; the
+        # CSRF key of its login forms lives as long as this server (one process, so no sharing).
+        mlflow_env.update(MLFLOW_AUTH_CONFIG_PATH=str(dir / MLFLOW_AUTH_INI), MLFLOW_AUTH_ADMIN_USERNAME=MLFLOW_ADMIN,
+                          MLFLOW_AUTH_ADMIN_PASSWORD=password, MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(32))
+        # Job drivers and trials inherit the login from their raylet: MLflow's client reads it from there.
+        ray_env.update({USERNAME_ENV: MLFLOW_ADMIN, PASSWORD_ENV: password})
 
     procs: dict[str, subprocess.Popen] = {}
 
@@ -483,6 +617,8 @@ def _up(cfg: LocalClusterConfig, dir: Path, log) -> dict[str, Any]:
               state, ["ray-head"])
         _wait(lambda: _mlflow_up(state), f"MLflow at {state['mlflow']['tracking_uri']}", deadline, procs, state,
               ["mlflow"])
+        if password is not None:
+            _check_mlflow_login(state, password)
     except BaseException:
         # Ctrl-C included: leave nothing behind.
         _stop(cluster_processes(state), grace_s=10)
@@ -528,7 +664,7 @@ def _cleanup_files(state: dict[str, Any]) -> None:
 
 def down(dir: str | os.PathLike, grace_s: float = 15.0) -> dict[str, Any]:
     """Stop every process the cluster in ``dir`` started and remove its state file (the MLflow
-    store and the logs stay). Returns what was stopped."""
+    store, its users and admin password file, and the logs stay). Returns what was stopped."""
     dir = Path(dir).expanduser().resolve()
     read_state(dir)  # no state, no cluster: say so before making any folder
     with _locked(dir):

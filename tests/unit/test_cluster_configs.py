@@ -236,6 +236,7 @@ def test_launcher_head_runs_mlflow_and_ray_where_workers_look(name, tmp_path):
     assert _opt(mlflow_args, "--app-name") == "basic-auth"
     auth = _auth_settings(mlflow_env)
     assert auth["database_uri"].startswith("sqlite:////home/ray/mlflow/"), "the users belong on the head's own disk"
+    assert int(auth["auth_cache_ttl_seconds"]) > 0, "a PBKDF2 check on every request: a tenth of the requests/s"
     assert mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"] == PASSWORD
     assert len(mlflow_env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) == 64
     for env in (head_env, worker_env):
@@ -445,6 +446,7 @@ def test_kuberay_mlflow_runs_the_basic_auth_app(tmp_path):
     config = configparser.ConfigParser()
     assert config.read(recorded["MLFLOW_AUTH_CONFIG_PATH"])
     db = config["mlflow"]["database_uri"]
+    assert int(config["mlflow"]["auth_cache_ttl_seconds"]) > 0
     claim = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
     mount = next(m["mountPath"] for m in server["volumeMounts"] if claim[m["name"]] == "ausweep-mlflow-db")
     assert db.startswith(f"sqlite:///{mount}/"), f"the users ({db}) belong on the server's own volume ({mount})"
