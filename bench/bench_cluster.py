@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> None:
 
         if args.only != "tune":
             server = state["mlflow"]["tracking_uri"]
+            # The server asks for a login (up-local's default): MLflow's client reads it from here.
+            os.environ.update({k: v for k, v in local.exports(state, password=True).items() if k.startswith("MLFLOW_TRACKING_")
+                               and k != "MLFLOW_TRACKING_URI"})
             mlf.append((f"server {server} (HTTP)", bench_mlflow(server, args, "server")))
             print(_mlflow_row(*mlf[-1]), flush=True)
             db = f"sqlite:///{workdir / 'bench.db'}"
