@@ -184,3 +184,25 @@ def test_missing_checkpoint_fails_at_once_with_one_line(tmp_path, monkeypatch):
         from ausweep.models.passt import PasstEncoder
 
         PasstEncoder(None, pooling="cls")
+
+
+def test_registry_name_finds_the_file_in_the_checkpoints_folder(reference, tmp_path, monkeypatch):
+    """`passt` by name: the loader looks in $AUSWEEP_CHECKPOINTS for the official file name."""
+    from ausweep.models.audio import load_audio_encoder
+
+    torch.manual_seed(0)
+    net = reference.passt.PaSST(img_size=(128, 198), stride=10, embed_dim=64, depth=1, num_heads=1, distilled=True)
+    monkeypatch.setenv("AUSWEEP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AUSWEEP_CHECKPOINTS", str(tmp_path / "ckpts"))
+    with pytest.raises(ModelUnavailableError, match=str(tmp_path / "ckpts" / PASST_FILE.filename)):
+        load_audio_encoder("passt")
+    (tmp_path / "ckpts").mkdir()
+    torch.save(net.state_dict(), tmp_path / "ckpts" / PASST_FILE.filename)
+    import dataclasses
+
+    import ausweep.models.passt as passt_module
+
+    # the random file is far smaller than the release, which the size check would take for a partial download
+    monkeypatch.setattr(passt_module, "PASST_FILE", dataclasses.replace(PASST_FILE, min_bytes=1))
+    enc = load_audio_encoder("passt", pooling="scene")
+    assert (enc.name, enc.dim, enc.sample_rate) == ("passt", 64 + 527, 32000)
