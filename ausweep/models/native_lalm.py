@@ -51,6 +51,9 @@ class NativeSpec:
     extra_tokens: tuple[str, ...] = ()  # other special tokens the template writes
     tiny: dict[str, Any] = field(default_factory=dict)  # audio_config overrides for the tiny build
     processor_kwargs: dict[str, Any] = field(default_factory=dict)
+    # "native": the transformers processor; "audio_only": AudioOnlyProcessor, the audio and text half of
+    # a processor whose other halves (images, video) need packages this project does not install
+    processor_mode: str = "native"
 
     def resource(self, filename: str) -> Path:
         return Path(str(resources.files("ausweep.models") / "resources" / "lalm" / self.name / filename))
@@ -75,8 +78,18 @@ NATIVE: dict[str, NativeSpec] = {
         tiny=dict(_TINY_WHISPERISH, num_hidden_layers=1, num_attention_heads=2, hidden_size=32, intermediate_size=64),
         processor_kwargs={"max_audio_len": 1},
     ),
+    "qwen2.5-omni": NativeSpec(
+        name="qwen2.5-omni", model_type="qwen2_5_omni_thinker", model_class="Qwen2_5OmniThinkerForConditionalGeneration",
+        processor_class="Qwen2_5OmniProcessor", hub_id="Qwen/Qwen2.5-Omni-7B", audio_token="<|AUDIO|>",
+        extra_tokens=("<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|audio_eos|>", "<|vision_bos|>",
+                      "<|vision_eos|>", "<|IMAGE|>", "<|VIDEO|>"),
+        tiny=dict(num_mel_bins=16, d_model=32, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
+                  max_source_positions=50, n_window=50, output_dim=32),
+        processor_mode="audio_only",
+    ),
 }
 _BY_TYPE = {s.model_type: s for s in NATIVE.values()}
+_BY_TYPE["qwen2_5_omni"] = NATIVE["qwen2.5-omni"]  # the full Omni checkpoint: its thinker is loaded
 
 
 def known() -> list[str]:
@@ -199,6 +212,84 @@ class NativeLALM:
 _MODEL_INPUTS = ("input_ids", "attention_mask", "input_features", "feature_attention_mask", "input_features_mask")
 
 
+class AudioOnlyProcessor:
+    """The audio and text half of a transformers processor (Qwen2.5-Omni's), for audio-only prompts.
+
+    ``Qwen2_5OmniProcessor`` also holds an image and a video processor, and its video processor
+    needs torchvision, which this project does not install; the lens sends no image or video. This
+    does what that processor does for text + audio (``_process_audio`` in
+    ``transformers/models/qwen2_5_omni/processing_qwen2_5_omni.py``, transformers 5.24): the feature
+    extractor with ``padding="max_length"`` and an attention mask (renamed ``feature_attention_mask``),
+    each audio placeholder replaced by ``_get_feat_extract_output_lengths(frames)`` copies (transformers'
+    own function), the text tokenized left-padded. A test compares it with the real processor where
+    torchvision is installed."""
+
+    def __init__(self, feature_extractor: Any, tokenizer: Any, chat_template: str, audio_token: str,
+                 token_lengths: Any):
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.audio_token = audio_token
+        self._lengths = token_lengths
+
+    def apply_chat_template(self, conversation: list[dict[str, Any]], tokenize: bool = False,
+                            add_generation_prompt: bool = False) -> str:
+        if tokenize:
+            raise ValueError("AudioOnlyProcessor renders text only (tokenize=False)")
+        return self.tokenizer.apply_chat_template(conversation, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def __call__(self, text: Sequence[str], audio: Sequence[Any], text_kwargs: dict[str, Any] | None = None,
+                 audio_kwargs: dict[str, Any] | None = None, return_tensors: str = "pt") -> Any:
+        from transformers import BatchFeature
+
+        text_kwargs, audio_kwargs = dict(text_kwargs or {}), dict(audio_kwargs or {})
+        audio_kwargs.update(padding="max_length", return_attention_mask=True)
+        feats = self.feature_extractor(list(audio), return_tensors="pt", **audio_kwargs)
+        feats["feature_attention_mask"] = feats.pop("attention_mask")
+        counts = self._lengths(feats["feature_attention_mask"].sum(-1)).tolist()
+        marker, expanded, k = "\x00A\x00", [], 0
+        for t in text:
+            n = t.count(self.audio_token)
+            parts = t.replace(self.audio_token, marker).split(marker)
+            out = parts[0]
+            for j in range(n):
+                out += self.audio_token * int(counts[k + j]) + parts[j + 1]
+            k += n
+            expanded.append(out)
+        if k != len(counts):
+            raise ValueError(f"{k} {self.audio_token} placeholders in the text for {len(counts)} clips")
+        enc = self.tokenizer(expanded, return_tensors=return_tensors, **text_kwargs)
+        return BatchFeature({**enc, **feats})
+
+
+def _omni_token_lengths() -> Any:
+    from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
+
+    return _get_feat_extract_output_lengths
+
+
+def _load_processor(spec: NativeSpec, source: str) -> Any:
+    import transformers
+
+    if spec.processor_mode == "native":
+        return transformers.AutoProcessor.from_pretrained(source)
+    from transformers.utils import cached_file
+
+    template = None
+    for filename in ("chat_template.jinja", "chat_template.json"):
+        path = cached_file(source, filename, _raise_exceptions_for_missing_entries=False)
+        if path:
+            text = Path(path).read_text()
+            template = json.loads(text)["chat_template"] if filename.endswith(".json") else text
+            break
+    if template is None:
+        raise FileNotFoundError(f"{source}: no chat_template.jinja / chat_template.json (the processor's chat template)")
+    return AudioOnlyProcessor(transformers.WhisperFeatureExtractor.from_pretrained(source),
+                              transformers.AutoTokenizer.from_pretrained(source), template, spec.audio_token,
+                              _omni_token_lengths())
+
+
 def load_native_lalm(name: str, device: str = "cpu", dtype: str = "float32") -> NativeLALM:
     """A native LALM by ``name`` (see the module docstring), in eval mode on ``device``."""
     import torch
@@ -213,7 +304,7 @@ def load_native_lalm(name: str, device: str = "cpu", dtype: str = "float32") -> 
         source = spec.hub_id if name in NATIVE else name
         cls = getattr(transformers, spec.model_class)
         model = cls.from_pretrained(source, dtype=getattr(torch, dtype)).to(device)
-        processor = transformers.AutoProcessor.from_pretrained(source)
+        processor = _load_processor(spec, source)
     model.eval()
     return NativeLALM(name, spec, model, processor)
 
@@ -255,9 +346,18 @@ def tiny_native_config(spec: NativeSpec, tokenizer: Any) -> Any:
                 num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
     cfg_cls = getattr(transformers, spec.model_class.replace("ForConditionalGeneration", "Config"))
-    audio_id = tokenizer.convert_tokens_to_ids(spec.audio_token)
+    tid = tokenizer.convert_tokens_to_ids
     audio = dict(spec.tiny)
-    return cfg_cls(audio_config=audio, text_config=text, audio_token_id=audio_id)
+    if spec.name == "qwen2.5-omni":
+        # the thinker's text model uses multimodal rotary sections (time, height, width) summing to head_dim / 2
+        text.pop("model_type")
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}
+        vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, fullatt_block_indexes=[0])
+        return cfg_cls(audio_config=audio, vision_config=vision, text_config=text, audio_token_index=tid(spec.audio_token),
+                       image_token_index=tid("<|IMAGE|>"), video_token_index=tid("<|VIDEO|>"),
+                       audio_start_token_id=tid("<|audio_bos|>"), audio_end_token_id=tid("<|audio_eos|>"),
+                       vision_start_token_id=tid("<|vision_bos|>"), user_token_id=tid("<|im_start|>"))
+    return cfg_cls(audio_config=audio, text_config=text, audio_token_id=tid(spec.audio_token))
 
 
 def build_tiny_native(spec: NativeSpec) -> tuple[Any, Any]:
@@ -270,9 +370,13 @@ def build_tiny_native(spec: NativeSpec) -> tuple[Any, Any]:
     tok = tiny_tokenizer(spec)
     cfg = tiny_native_config(spec, tok)
     model = _seeded(lambda: getattr(transformers, spec.model_class)(cfg))
-    proc_cls = getattr(transformers, spec.processor_class)
-    processor = proc_cls(feature_extractor=tiny_feature_extractor(spec), tokenizer=tok,
-                         chat_template=chat_template(spec), **spec.processor_kwargs)
+    if spec.processor_mode == "audio_only":
+        processor = AudioOnlyProcessor(tiny_feature_extractor(spec), tok, chat_template(spec), spec.audio_token,
+                                       _omni_token_lengths())
+    else:
+        proc_cls = getattr(transformers, spec.processor_class)
+        processor = proc_cls(feature_extractor=tiny_feature_extractor(spec), tokenizer=tok,
+                             chat_template=chat_template(spec), **spec.processor_kwargs)
     return model.eval(), processor
 
 
@@ -284,14 +388,14 @@ def verify_vendored(name: str, checkpoint: str | None, make_clips: Any, device: 
     hub folder instead): the chat template's text and the prompt it renders for a clip (difference 0
     when identical, 1 when not), each feature-extractor setting (0 / 1), and the log-mel features of
     the clips (largest absolute difference). For ``python -m ausweep.models.verify lalm-<name>``."""
-    from transformers import AutoProcessor, WhisperFeatureExtractor
+    from transformers import WhisperFeatureExtractor
 
     from ausweep.models.verify import CannotVerify, Check
 
     spec = NATIVE[name]
     source = checkpoint or spec.hub_id
     try:
-        hub = AutoProcessor.from_pretrained(source)
+        hub = _load_processor(spec, source)
     except OSError as e:
         raise CannotVerify(f"cannot load the processor of {source} (no network or not cached): {str(e).splitlines()[0]}") from e
     label = f"lalm-{name}"
@@ -321,3 +425,7 @@ def verify_qwen2_audio(checkpoint: str | None, make_clips: Any, device: str = "c
 
 def verify_audioflamingo3(checkpoint: str | None, make_clips: Any, device: str = "cpu") -> list[Any]:
     return verify_vendored("audioflamingo3", checkpoint, make_clips, device)
+
+
+def verify_qwen2_5_omni(checkpoint: str | None, make_clips: Any, device: str = "cpu") -> list[Any]:
+    return verify_vendored("qwen2.5-omni", checkpoint, make_clips, device)

@@ -133,3 +133,42 @@ def test_the_verifier_compares_the_vendored_files_with_a_processor_folder(tmp_pa
     proc.save_pretrained(tmp_path / "changed")
     bad = {c.what for c in N.verify_qwen2_audio(str(tmp_path / "changed"), generated_clips([1.0])) if c.max_abs_diff > 0}
     assert {"chat_template text", "chat prefix rendered", "feature extractor dither"} <= bad
+
+
+def test_the_audio_only_processor_expands_as_transformers_does():
+    """AudioOnlyProcessor (Qwen2.5-Omni without its image/video halves): one placeholder per clip
+    becomes transformers' own token count, per clip, and the features carry their attention mask."""
+    from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
+
+    spec = N.NATIVE["qwen2.5-omni"]
+    _, proc = N.build_tiny_native(spec)
+    waves = [np.zeros(4000, np.float32), np.zeros(16000, np.float32)]
+    out = proc(text=[f"a{spec.audio_token}b", f"{spec.audio_token}c d"], audio=waves, text_kwargs={"padding": True, "padding_side": "left"})
+    frames = out["feature_attention_mask"].sum(-1)
+    assert frames.tolist() == [25, 100]  # 0.25 s and 1 s of 10 ms frames
+    expected = _get_feat_extract_output_lengths(frames).tolist()
+    aid = proc.tokenizer.convert_tokens_to_ids(spec.audio_token)
+    assert (out["input_ids"] == aid).sum(-1).tolist() == expected
+    assert out["attention_mask"][:, 0].tolist() == [0, 1]  # left padding: the shorter row starts with pads
+    with pytest.raises(ValueError, match="placeholders"):
+        proc(text=["no placeholder"], audio=waves[:1])
+
+
+def test_the_audio_only_processor_equals_qwen2_5_omni_processor():
+    """Where torchvision is installed (the real processor's video half needs it): the same ids and features."""
+    pytest.importorskip("torchvision")
+    import transformers as tf
+
+    spec = N.NATIVE["qwen2.5-omni"]
+    _, ours = N.build_tiny_native(spec)
+    tok = ours.tokenizer
+    tok.image_token, tok.video_token = "<|IMAGE|>", "<|VIDEO|>"
+    real = tf.Qwen2_5OmniProcessor(image_processor=tf.Qwen2VLImageProcessor(), video_processor=tf.Qwen2VLVideoProcessor(),
+                                   feature_extractor=ours.feature_extractor, tokenizer=tok, chat_template=ours.chat_template)
+    waves = [np.random.default_rng(0).standard_normal(n).astype(np.float32) for n in (4000, 16000)]
+    texts = [f"x{spec.audio_token}y", f"{spec.audio_token}z"]
+    a = ours(text=texts, audio=waves, text_kwargs={"padding": True, "padding_side": "left"})
+    b = real(text=texts, audio=waves, padding=True, return_tensors="pt")
+    for k in ("input_ids", "attention_mask", "feature_attention_mask"):
+        assert torch.equal(a[k], b[k]), k
+    torch.testing.assert_close(a["input_features"], b["input_features"])
