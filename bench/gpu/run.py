@@ -293,7 +293,30 @@ def part_probe(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
 def memory_plan_note() -> str:
     if importlib.util.find_spec("ausweep.lalm.plan") is None:
         return "not available: ausweep.lalm.plan does not exist yet, so there is no predicted peak memory to compare"
-    return "ausweep.lalm.plan exists, but this script does not call it yet: wire its prediction in here"
+    return "ausweep.lalm.plan's prediction per run: predicted_mem_gb beside peak_mem_gb (GPU only)"
+
+
+def predicted_memory(lalm_cfg, train_cfg, llm_name: str, tiny: bool) -> dict[str, Any]:
+    """``python -m ausweep.lalm.plan``'s per-GPU memory prediction for this run, where the plan exists.
+
+    The plan reads model configs from folders: the vendored configs are written into temporary ones.
+    """
+    if importlib.util.find_spec("ausweep.lalm.plan") is None:
+        return {"status": "not available: ausweep.lalm.plan does not exist yet"}
+    try:
+        from ausweep.lalm import plan as lalm_plan
+
+        with tempfile.TemporaryDirectory(prefix="ausweep-plan-") as tmp:
+            folders = {}
+            for key, name in (("encoder", "whisper-large-v3"), ("llm", llm_name)):
+                (Path(tmp) / name).mkdir()
+                load_config(name, tiny).to_json_file(str(Path(tmp) / name / "config.json"))
+                folders[key] = str(Path(tmp) / name)
+            p = lalm_plan.plan(dataclasses.replace(lalm_cfg, **folders), train_cfg)
+        parts = {k: getattr(p, k) / 1e9 for k in ("params", "grads", "optimizer", "live_buffers", "activations", "logits")}
+        return {"status": "ok", "predicted_mem_gb": p.per_gpu / 1e9, "parts_gb": parts}
+    except Exception as e:  # the plan is another module's work in progress: report, never fail the run
+        return {"status": f"error: {type(e).__name__}: {e}"}
 
 
 def build_random_lalm(llm_name: str, tiny: bool, device: str, lalm_cfg):
@@ -399,6 +422,9 @@ def lalm_step(args: argparse.Namespace, llm_name: str, zero: int, peaks: dict, d
         if isinstance(peak, float):
             row[f"mfu_llm_vs_{label}"] = flops["llm"] / step_s / (peak * 1e12)
             row[f"mfu_all_vs_{label}"] = flops["all"] / step_s / (peak * 1e12)
+    row["memory_plan"] = predicted_memory(lalm_cfg, train_cfg, llm_name, args.tiny)
+    if "predicted_mem_gb" in row["memory_plan"]:
+        row["predicted_mem_gb"] = row["memory_plan"]["predicted_mem_gb"]
     if use_gpu:
         row["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
         row["mem_before_gb"] = mem_before / 1e9
@@ -701,6 +727,8 @@ def table(results: dict) -> str:
                     continue
                 mfu = ", ".join(f"{100 * r[k]:.1f}% vs {k[11:]}" for k in r if k.startswith("mfu_llm_vs_"))
                 mem = f"; peak {r['peak_mem_gb']:.1f} GB" if "peak_mem_gb" in r else ""
+                if "predicted_mem_gb" in r:
+                    mem += f" (plan: {r['predicted_mem_gb']:.2g} GB)"
                 lines.append(f"| 2 lalm | {r['llm']} ZeRO-{r['zero']} bf16 {r['llm_mode']} | "
                              f"{_f(r['text_tokens_per_s'], '.0f')} text tok/s, step {_f(r['step_s'])} s, "
                              f"{_f(r['tflops_llm'])} TFLOP/s LLM, MFU LLM {mfu}{mem} | {status} |")
