@@ -137,6 +137,17 @@ AUDIOMAE = [
     ("audiomae-ft", "finetuned", "AudioMAE ViT-B/16 fine-tuned on AudioSet-2M, supervised (official finetuned.pth; "
      "16 kHz, 10.24 s fbank); pooling mean (+fc_norm)|global|cls"),
 ]
+# LAION-CLAP's original checkpoint files as transformers ClapModels (ausweep.models.laion_clap): (name, file, help).
+LAION_CLAP = [
+    ("laion-clap", "630k-audioset-best.pt", "LAION-CLAP HTSAT-tiny, no fusion, LAION-630K + AudioSet (official "
+     "630k-audioset-best.pt; 48 kHz, 10 s); pooling proj (512-d joint space)|pooled"),
+    ("laion-clap-fusion", "630k-audioset-fusion-best.pt", "LAION-CLAP HTSAT-tiny with feature fusion (official "
+     "630k-audioset-fusion-best.pt; 48 kHz); pooling proj|pooled"),
+    ("laion-clap-music-speech", "music_speech_audioset_epoch_15_esc_89.98.pt", "LAION-CLAP HTSAT-base, music + "
+     "speech + AudioSet (official music_speech_audioset_epoch_15_esc_89.98.pt; 48 kHz); pooling proj|pooled"),
+    ("laion-clap-music", "music_audioset_epoch_15_esc_90.14.pt", "LAION-CLAP HTSAT-base, music + AudioSet "
+     "(official music_audioset_epoch_15_esc_90.14.pt; 48 kHz); pooling proj|pooled"),
+]
 #: Names that were removed, with what replaces them (said instead of "unknown model").
 RETIRED = {
     "vitmae": "audio model 'vitmae' was removed: AudioMAE now loads from its official checkpoint files as 'audiomae' "
@@ -192,6 +203,8 @@ def _register_all() -> None:
     )
     for name, kind, help in AUDIOMAE:
         AUDIO_MODELS.register(name, ModelSpec("ausweep.models.audiomae:load_audiomae", f"file:{kind}.pth", (("kind", kind),)), help=help)
+    for name, filename, help in LAION_CLAP:
+        AUDIO_MODELS.register(name, ModelSpec("ausweep.models.laion_clap:load_laion_clap", f"file:{filename}"), help=help)
     for name, loader, filename, help in RELEASED_FILES:
         AUDIO_MODELS.register(name, ModelSpec(loader, f"file:{filename}"), help=help)
     for name, help in TINY_AUDIO_HELP.items():
