@@ -138,8 +138,8 @@ def knockout_curve(lm: Any, kwargs: dict[str, Any], keys: Tensor, option_ids: Se
     block = final_query_block(keys.to(kwargs["attention_mask"].device))
     opt = torch.tensor(list(option_ids), dtype=torch.long)
     out = []
-    for l in layers:
-        with torch.no_grad(), knockout(lm, block, l):
+    for first in layers:
+        with torch.no_grad(), knockout(lm, block, first):
             logits = lm(**kwargs, use_cache=False, **_keep_kwargs(lm, 1)).logits[:, -1].float()
         out.append(torch.log_softmax(logits, -1)[:, opt.to(logits.device)].cpu())
     return torch.stack(out, 1).numpy()
@@ -157,10 +157,10 @@ def curve_rows(attr: str, target: str, logprobs: np.ndarray, labels: np.ndarray,
 
     rows = []
     idx = np.arange(len(labels))
-    for j, l in enumerate(layers):
+    for j, first in enumerate(layers):
         lp = logprobs[:, j]
         rows.append({
-            "attribute": attr, "target": target, "from_block": int(l), "knocked_blocks": int(n_blocks - l),
+            "attribute": attr, "target": target, "from_block": int(first), "knocked_blocks": int(n_blocks - first),
             "n": len(labels), "n_options": lp.shape[-1],
             "acc": float((lp.argmax(-1) == labels).mean()),
             "p_label_mean": float(np.exp(lp[idx, labels].astype(np.float64)).mean()),
