@@ -115,13 +115,26 @@ def fetch(spec: OfficialFile, dest: Path) -> Path:
     return dest
 
 
+def _numpy_globals() -> list:
+    """NumPy arrays, scalars and dtypes, which training scripts saved beside the weights (PANN's
+    iteration counter and sampler state): allowed to unpickle (they build data, run no code), also
+    under numpy 1's module names."""
+    import numpy as np
+
+    core = np._core.multiarray
+    dtypes = sorted({type(np.dtype(c)) for c in "?bhilqpBHILQPefdgFDGSUV"}, key=lambda t: t.__name__)
+    return [np.dtype, np.ndarray, core._reconstruct, core.scalar, *dtypes,
+            (core._reconstruct, "numpy.core.multiarray._reconstruct"), (core.scalar, "numpy.core.multiarray.scalar")]
+
+
 def load_state_dict(path: Path, model_name: str, inner_key: str | None = None) -> dict:
     """``torch.load`` a checkpoint (weights only) and return its state dict; ``inner_key`` names the
     entry that holds it when the file wraps it (PANN: ``{"model": ..., "iteration": ...}``)."""
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not this file"
         raise ValueError(f"audio model '{model_name}': cannot read checkpoint {path}: {e}") from e
     if inner_key is not None and isinstance(obj, dict) and inner_key in obj and isinstance(obj[inner_key], dict):
