@@ -503,3 +503,36 @@ def compare_with_reference(kind: str = "finetuned", checkpoint: str | Path | Non
 def param_count(cfg: AudioMAEConfig = AudioMAEConfig()) -> int:
     """Parameters of the encoder (85.66 M for the fine-tuned ViT-B, as the official log prints)."""
     return sum(math.prod(s) for k, s in official_keys(cfg).items() if k != "pos_embed")
+
+
+# ----------------------------------------------------------------------------- python -m ausweep.models.verify
+
+
+def _verify(kind: str, name: str, checkpoint: str | None, make_clips: Any, device: str) -> list[Any]:
+    """The official file (found or downloaded) through ausweep and through timm's VisionTransformer
+    (or, with ``$AUSWEEP_AUDIOMAE_REPO`` naming an AudioMAE checkout, the official models_vit.py)."""
+    import os
+
+    from ausweep.models.checkpoint_files import OfficialFile, locate
+    from ausweep.models.verify import CannotVerify, Check
+
+    path = locate(OfficialFile(model=name, **FILES[kind]), checkpoint)
+    try:
+        import timm.models.vision_transformer  # noqa: F401 - needs torchvision too
+    except Exception as e:  # noqa: BLE001 - ImportError, or torchvision's compiled ops failing to load
+        raise CannotVerify(f"the reference needs timm and torchvision: pip install timm==1.0.31 ({e})") from e
+    repo = os.environ.get("AUSWEEP_AUDIOMAE_REPO")
+    diffs = compare_with_reference(kind, checkpoint=path, waves=make_clips(SAMPLE_RATE), repo=repo, device=device)
+    scale = diffs.pop("scale")
+    ref = "official models_vit.py" if repo and kind == "finetuned" else "timm VisionTransformer"
+    return [Check(name, f"{what} vs {ref} (|out| {scale:.2g})", v) for what, v in diffs.items()]
+
+
+def verify_audiomae(checkpoint: str | None, make_clips: Any, device: str = "cpu") -> list[Any]:
+    """``python -m ausweep.models.verify audiomae``: pretrained.pth, all tokens and their mean."""
+    return _verify("pretrained", "audiomae", checkpoint, make_clips, device)
+
+
+def verify_audiomae_ft(checkpoint: str | None, make_clips: Any, device: str = "cpu") -> list[Any]:
+    """``python -m ausweep.models.verify audiomae-ft``: finetuned.pth, pooled vector and logits."""
+    return _verify("finetuned", "audiomae-ft", checkpoint, make_clips, device)

@@ -252,3 +252,48 @@ def load_laion_clap(name: str = "laion-clap", checkpoint: str | None = None, dev
         raise ValueError(f"audio model '{name}' loads an official checkpoint file; it has no revisions (pass checkpoint=PATH)")
     model, fe = load_clap_model(name, locate_checkpoint(name, checkpoint, download))
     return ClapAudioEncoder(model, fe, name, device=device, **options)
+
+
+# ----------------------------------------------------------------------------- python -m ausweep.models.verify
+
+
+def _verify(name: str, checkpoint: str | None, make_clips: Any, device: str) -> list[Any]:
+    """laion_clap's own ``CLAP_Module`` (``load_ckpt`` of the same file, ``get_audio_embedding_from_data``)
+    vs ausweep's encoder. Clips are quantised to int16 first (LAION's loader does, ausweep does not) and
+    only clips up to 10 s are compared: longer ones get a random crop (or random fusion crops) in both."""
+    from ausweep.models.verify import CannotVerify, Check
+
+    spec = OFFICIAL[name]
+    path = locate_checkpoint(name, checkpoint)
+    try:
+        import laion_clap
+    except Exception as e:  # noqa: BLE001 - its imports (torchvision, h5py, wget...) fail in many ways
+        raise CannotVerify(f"the reference needs laion_clap==1.1.7 with its dependencies (torchvision, h5py, "
+                           f"wget, ftfy, braceexpand, webdataset) and roberta-base from the hub ({e})") from e
+    ref = laion_clap.CLAP_Module(enable_fusion=spec.fusion, amodel=spec.amodel, device=device)
+    ref.load_ckpt(str(path), verbose=False)
+    clips = [np.round(np.clip(c, -1, 1) * 32767) / 32767 for c in make_clips(SAMPLE_RATE) if len(c) <= 10 * SAMPLE_RATE]
+    if not clips:
+        raise CannotVerify("every clip is longer than 10 s; LAION-CLAP crops those at random (pass --clips 1,4.2,10)")
+    enc = load_laion_clap(name, checkpoint=str(path), device=device)
+    checks = []
+    for i, c in enumerate(clips):
+        want = ref.get_audio_embedding_from_data(x=c[None].astype(np.float32), use_tensor=False)[0]
+        checks.append(Check(name, f"proj clip {i} ({len(c) / SAMPLE_RATE:.1f} s)", float(np.abs(enc.embed([c])[0] - want).max())))
+    return checks
+
+
+def verify_laion_clap(checkpoint: str | None, make_clips: Any, device: str = "cpu") -> list[Any]:
+    return _verify("laion-clap", checkpoint, make_clips, device)
+
+
+def verify_laion_clap_fusion(checkpoint: str | None, make_clips: Any, device: str = "cpu") -> list[Any]:
+    return _verify("laion-clap-fusion", checkpoint, make_clips, device)
+
+
+def verify_laion_clap_music_speech(checkpoint: str | None, make_clips: Any, device: str = "cpu") -> list[Any]:
+    return _verify("laion-clap-music-speech", checkpoint, make_clips, device)
+
+
+def verify_laion_clap_music(checkpoint: str | None, make_clips: Any, device: str = "cpu") -> list[Any]:
+    return _verify("laion-clap-music", checkpoint, make_clips, device)
