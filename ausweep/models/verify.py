@@ -51,6 +51,7 @@ VERIFIERS: dict[str, str] = {
     "laion-clap-music": "ausweep.models.laion_clap:verify_laion_clap_music",
     "lalm-qwen2-audio": "ausweep.models.native_lalm:verify_qwen2_audio",
     "lalm-audioflamingo3": "ausweep.models.native_lalm:verify_audioflamingo3",
+    "lalm-qwen2.5-omni": "ausweep.models.native_lalm:verify_qwen2_5_omni",
 }
 
 DEFAULT_CLIPS_S = (1.0, 4.2, 12.5)
@@ -211,7 +212,9 @@ def verify_pann(checkpoint: str | None, make_clips: MakeClips, device: str = "cp
     ``pann-cnn14``, clip by clip."""
     import os
 
-    from ausweep.models.checkpoint_files import locate
+    import torch
+
+    from ausweep.models.checkpoint_files import _numpy_globals, locate
     from ausweep.models.pann import PANN_FILE, load_pann
 
     path = locate(PANN_FILE, checkpoint)
@@ -228,7 +231,9 @@ def verify_pann(checkpoint: str | None, make_clips: MakeClips, device: str = "cp
             print("  note: panns_inference's label list is absent: a placeholder is used (labels are not compared)")
         try:
             inference = _require("panns_inference.inference", "panns-inference==0.1.1")
-            tagger = inference.AudioTagging(checkpoint_path=str(path), device=device)
+            # its torch.load is weights-only under torch >= 2.6: allow the numpy training state beside the weights
+            with torch.serialization.safe_globals(_numpy_globals()):
+                tagger = inference.AudioTagging(checkpoint_path=str(path), device=device)
         finally:
             if old_home is not None:
                 os.environ["HOME"] = old_home
