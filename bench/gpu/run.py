@@ -280,7 +280,9 @@ def part_probe(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
                    "met": (big[0]["speedup"] >= 10.0) if big else None}
     if out["skipped"]:
         out["status"] = "partial"
-    bad = [r for r in out["rows"] if r["max_param_diff_vs_single"] > 1e-4]
+    # on the CPU the two agree exactly; a GPU may pick other kernels for other batch sizes
+    tolerance = 1e-4 if device == "cpu" else 1e-3
+    bad = [r for r in out["rows"] if r["max_param_diff_vs_single"] > tolerance]
     if bad:
         out["status"] = "error"
         out["reason"] = f"batched and single probes disagree: {[(r['S'], r['max_param_diff_vs_single']) for r in bad]}"
