@@ -235,7 +235,9 @@ def verify_pann(checkpoint: str | None, make_clips: MakeClips, device: str = "cp
             with torch.serialization.safe_globals(_numpy_globals()):
                 tagger = inference.AudioTagging(checkpoint_path=str(path), device=device)
         finally:
-            if old_home is not None:
+            if old_home is None:
+                os.environ.pop("HOME", None)
+            else:
                 os.environ["HOME"] = old_home
     clips = make_clips(32000)
     expected = np.stack([tagger.inference(c[None])[1][0] for c in clips])

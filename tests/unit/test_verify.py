@@ -87,3 +87,29 @@ def test_full_run_on_a_random_official_layout_checkpoint(tmp_path, capsys):
     assert verify.main(["passt", "--checkpoint", f"passt={path}", "--clips", "0.7"]) == 0
     out = capsys.readouterr().out
     assert out.count(" ok") == 2 and "DIFFERS" not in out
+
+
+def test_full_run_pann_without_the_label_list(tmp_path, monkeypatch, capsys):
+    """panns_inference's AudioTagging loads the file itself; its label list is absent (placeholder)."""
+    from ausweep.models import pann
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for mod in [m for m in sys.modules if m.startswith("panns_inference")]:
+        monkeypatch.delitem(sys.modules, mod)
+    torch.manual_seed(0)
+    state = {}
+    for k, v in pann._modules()["Cnn14"]().state_dict().items():
+        if k.endswith("running_var"):
+            state[k] = torch.rand_like(v) + 0.5
+        elif k.endswith("num_batches_tracked"):
+            state[k] = v
+        else:
+            state[k] = torch.randn_like(v) * 0.05 + (1.0 if k.endswith(("bn1.weight", "bn2.weight", "bn0.weight")) else 0.0)
+    path = tmp_path / "Cnn14.pth"
+    torch.save({"model": state, "iteration": np.int64(600000)}, path)  # > 3e8 bytes, as AudioTagging checks
+    assert verify.main(["pann-cnn14", "--checkpoint", f"pann-cnn14={path}", "--clips", "0.6"]) == 0
+    out = capsys.readouterr().out
+    assert "placeholder" in out and out.count(" ok") == 1
+    assert not (tmp_path / "home" / "panns_data").exists()  # the placeholder lived in a temporary HOME
+    for mod in [m for m in sys.modules if m.startswith("panns_inference")]:
+        del sys.modules[mod]
