@@ -24,6 +24,16 @@ fi
 WHEELS=$HERE/wheels
 SITE=$HERE/.site
 
+install() {  # install TARGET WHEEL...: pip if there is one, else unpack (a wheel is a site-packages tree)
+  local target=$1
+  shift
+  if "$PY" -m pip --version >/dev/null 2>&1; then
+    "$PY" -m pip install --quiet --no-deps --no-index --no-compile --target "$target" "$@"
+  else
+    for w in "$@"; do "$PY" -m zipfile -e "$w" "$target"; done
+  fi
+}
+
 if [ "${AUSWEEP_GPU_WHEELS:-1}" != 0 ] && compgen -G "$WHEELS/*.whl" >/dev/null; then
   if [ "$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != 3.12 ]; then
     echo "run.sh: the carried wheels are for Python 3.12, this is $("$PY" -V 2>&1); using this environment's packages" >&2
@@ -36,11 +46,11 @@ if [ "${AUSWEEP_GPU_WHEELS:-1}" != 0 ] && compgen -G "$WHEELS/*.whl" >/dev/null;
       for w in "$WHEELS"/*.whl; do
         case $(basename "$w") in transformers-* | huggingface_hub-*) ;; *) core+=("$w") ;; esac
       done
-      "$PY" -m pip install --quiet --no-deps --no-index --no-compile --target "$SITE" "${core[@]}"
+      install "$SITE" "${core[@]}"
       # the upgrade set apart, so that it can be taken back
       mkdir -p "$SITE/.upgrade"
       upgrade=("$WHEELS"/transformers-*.whl "$WHEELS"/huggingface_hub-*.whl)
-      "$PY" -m pip install --quiet --no-deps --no-index --no-compile --target "$SITE/.upgrade" "${upgrade[@]}"
+      install "$SITE/.upgrade" "${upgrade[@]}"
       if PYTHONPATH="$SITE/.upgrade:$SITE${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "import transformers, transformers.models.qwen2" 2>"$SITE/upgrade.err"; then
         (cd "$SITE/.upgrade" && cp -r . "$SITE/")
       else

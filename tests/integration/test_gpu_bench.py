@@ -66,6 +66,7 @@ def test_cpu_tiny_run_measures_or_explains_every_part(tmp_path):
             assert _positive(r["text_tokens_per_s"]) and _positive(r["mfu_llm_vs_cpu_gemm"])
             assert math.isfinite(r["loss_first"]) and math.isfinite(r["loss_last"])
             assert r["n_trainable"] < r["n_llm"] + r["n_encoder"]  # LoRA: the backbone stays frozen
+            assert r["memory_plan"]["status"]  # the plan's prediction, or why there is none
 
     extract = res["parts"]["extract"]
     if extract["status"] != "skipped":
