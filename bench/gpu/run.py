@@ -18,7 +18,8 @@ rewritten after every part, so a run cut off by the lease still brings back what
    and 7B) under DeepSpeed ZeRO-2 and ZeRO-3, world size 1, bf16, random weights built from the
    configs in ``bench/gpu/configs``. tokens/s and the LLM part's MFU by ``bench/bench_lalm.py``'s
    convention (its :func:`step_flops`), against the 989 TFLOP/s datasheet peak and the 790 TFLOP/s
-   measured on a lent H200; peak GPU memory.
+   measured on a lent H200; peak GPU memory beside ``ausweep.lalm.plan``'s prediction (where the plan
+   exists).
 3. ``extract``: clips/s of ausweep's extraction worker (:class:`ausweep.extract.worker.Extractor`,
    in-process, no Ray) against a bare transformers loop with the same batch size and dtype, for
    Whisper-large-v3-sized and AST-sized encoders with random weights, over synthetic 10 s clips.
