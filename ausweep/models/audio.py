@@ -10,6 +10,12 @@ each encoder here turns a list of mono waveforms into a (B, dim) float32 array:
   AudioMAE itself loads from its official files: ``audiomae`` / ``audiomae-ft`` (:mod:`ausweep.models.audiomae`).
 * ``logmel-stats``: no weights, mean and std of 64 log-mel bands over time.
 
+In their own modules: PaSST (``passt``, :mod:`ausweep.models.passt`) and PANN CNN14 (``pann-cnn14``,
+:mod:`ausweep.models.pann`) from their released checkpoint files, both supervised on AudioSet and
+encoding each clip at its own length; the self-supervised HuBERT / wav2vec2 / data2vec-audio
+(``hubert-base`` ..., :mod:`ausweep.models.ssl_audio`), clip by clip. ``python -m
+ausweep.models.verify NAME`` compares them with their reference code on the real checkpoints.
+
 A batch of clips of different lengths goes through the feature extractor (which pads or crops
 each clip to the model's fixed window) and one forward pass. Every model here sees a fixed-size
 window, so a clip's vector does not depend on the other clips in its batch; pooling then averages
