@@ -154,3 +154,29 @@ def test_knockout_png_is_a_png():
     rows = K.curve_rows("Animal", "audio", curve, labels, [0, 1, 2], 2, np.array([5, 5]))
     w, h = png_size(K.knockout_png({"Animal": {"audio": rows}}, "t"))
     assert w > 100 and h > 100
+
+
+def test_the_audio_queries_of_ausweeps_own_lalm_are_the_audio_keys(tmp_path):
+    """ausweep's LALM puts its Q-Former queries just before each row's text, after the left pads:
+    the audio mask holds exactly the queries, and knocking them out from every block moves the answer
+    while knocking out nothing (from block L) is the unchanged model."""
+    from ausweep.lalm.data import audio_features
+    from ausweep.lens.data import load_sakura, make_demo_sakura
+
+    m = L.load_lalm_model("untrained:tiny-whisper+tiny-llama")
+    prompts = load_prompts(["Animal"])
+    items = load_sakura(make_demo_sakura(tmp_path, per_label=1, labels=["dog", "cat"]), ["Animal"], prompts.options)
+    ps = L.PromptSettings(question="none", audio_template="{probe}")
+    feats = audio_features(m.lalm.feature_extractor, [it.audio for it in items])
+    enc = L.encode_batch(m, items, prompts, ps, audio_features=feats)
+    q = m.lalm.config.num_queries
+    assert enc.audio_mask.sum(-1).tolist() == [q] * len(items)
+    seq = enc.audio_mask.shape[1]
+    for i, n_text in enumerate(enc.lengths):
+        assert enc.audio_mask[i, seq - n_text - q : seq - n_text].all()
+    ids = L.option_token_ids(m.tokenizer, prompts.options["Animal"])
+    curve = K.knockout_curve(m.lm, enc.kwargs, K.target_keys(enc, "audio"), ids)
+    with torch.no_grad():
+        full = torch.log_softmax(m.lm(**enc.kwargs).logits[:, -1].float(), -1)[:, ids].numpy()
+    np.testing.assert_allclose(curve[:, -1], full, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(curve[:, 0], full, rtol=1e-5, atol=1e-6)
