@@ -37,9 +37,8 @@ LoRA the same activations are needed: gradients flow through every LLM layer to 
 own A x products (r wide) are counted too; the frozen encoder runs without autograd. Activations are
 not partitioned by ZeRO: each GPU holds its own micro-batch's.
 
-**Host memory at load.** ``train.zero_init`` loads the LLM and encoder under DeepSpeed's partitioned
-initialisation (ZeRO-3): each rank only ever holds its shard (plus one checkpoint file being read).
-Without it every rank first holds the whole model in host memory.
+**Host memory at load.** Today every rank first holds the whole model (the weights' width x all
+parameters) in host memory before DeepSpeed partitions it; the plan reports that figure per node.
 """
 
 from __future__ import annotations
@@ -277,7 +276,7 @@ def plan(lalm_cfg: Any, train_cfg: Any, gpus_per_node: int | None = None, counts
     act, logits = activation_bytes(c, lalm_cfg, train_cfg.micro_batch_size, train_cfg.gradient_checkpointing, precision)
     w = 2 if lalm_cfg.dtype == "bfloat16" else 4
     whole = w * (c.encoder + c.llm) + 4 * c.qformer
-    at_load = whole / world if (train_cfg.zero_stage == 3 and getattr(train_cfg, "zero_init", False)) else whole
+    at_load = whole  # every rank loads the whole model before deepspeed.initialize partitions it
     return Plan(world, gpn, train_cfg.zero_stage, ms["params"], ms["grads"], ms["optimizer"], ms["live_buffers"],
                 act, logits, ms["host"], float(at_load), c)
 
