@@ -111,7 +111,7 @@ class SpanSettings:
 
 @dataclass(frozen=True)
 class RetrievalSettings:
-    clap: str = option("clap", help="CLAP model, as an audio registry name whose vectors live in CLAP's joint space: 'clap' (laion/clap-htsat-fused), 'clap-unfused', or 'tiny-clap-joint' (tests).")
+    clap: str = option("clap", help="CLAP model, as an audio registry name whose vectors live in CLAP's joint space: 'clap' (laion/clap-htsat-fused), 'clap-unfused', LAION-CLAP's original files 'laion-clap' (630k-audioset-best.pt), 'laion-clap-fusion', 'laion-clap-music-speech', 'laion-clap-music', or 'tiny-clap-joint' (tests).")
     corpus: DataConfig = option(DataConfig(source="demo", clips_per_class=4), help="The audio corpus that spans retrieve from.")
     extract: ExtractConfig = option(ExtractConfig(), help="How the corpus's CLAP embeddings are extracted and cached.")
 

@@ -67,6 +67,10 @@ def clap_text_tower(name: str, device: str = "cpu"):
 
     if name == "tiny-clap-joint":
         return ClapTextAudio.tiny(device=device)
+    if name.startswith("laion-clap"):  # LAION-CLAP's original files (ausweep.models.laion_clap)
+        from ausweep.models.laion_clap import load_clap_text_audio
+
+        return load_clap_text_audio(name, device=device)
     hub = {n: h for n, h, _ in AUDIO_HUB}
     if name not in hub and "/" not in name:
         from ausweep.registry import UnknownNameError

@@ -243,7 +243,9 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     try:
         # official files are written by util/misc.save_model: the state dict plus argparse args
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        from ausweep.models.checkpoint_files import _numpy_globals
+
+        with torch.serialization.safe_globals([argparse.Namespace, *_numpy_globals()]):
             blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"{path}: not a readable AudioMAE checkpoint ({type(e).__name__}: {str(e)[:200]})") from e

@@ -137,9 +137,12 @@ def _rename(key: str) -> str | None:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of a LAION-CLAP file (``{"state_dict": ...}`` or bare; DDP's ``module.`` stripped)."""
+    from ausweep.models.checkpoint_files import _numpy_globals
+
     path = Path(path)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_globals()):  # training state saved beside the weights
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means "not this file"
         raise ValueError(f"{path}: not a readable LAION-CLAP checkpoint ({type(e).__name__}: {str(e)[:200]})") from e
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
@@ -228,6 +231,26 @@ def load_clap_model(name: str, checkpoint: str | Path, text: dict[str, Any] | No
     converted, _ = convert_state_dict(state, model, str(checkpoint), fe)
     model.load_state_dict(converted, strict=True)
     return model.float().eval(), fe
+
+
+#: The tokenizer every released file was trained with (laion_clap's RobertaTokenizer("roberta-base")).
+TOKENIZER = "FacebookAI/roberta-base"
+
+
+def load_clap_text_audio(name: str = "laion-clap", checkpoint: str | None = None, device: str = "cpu",
+                         tokenizer: str = TOKENIZER, **kw: Any) -> Any:
+    """Both towers of LAION-CLAP file ``name`` as a :class:`~ausweep.models.clap.ClapTextAudio`, for
+    AudioBERT's text-to-audio retrieval in the same joint space as the ``name`` audio vectors.
+    The tokenizer comes from the hub (cached; ``HF_HUB_OFFLINE`` honoured)."""
+    import transformers as tf
+
+    from ausweep.models.clap import ClapTextAudio
+    from ausweep.models.text import hub_errors
+
+    model, fe = load_clap_model(name, locate_checkpoint(name, checkpoint))
+    with hub_errors(tokenizer, None):
+        tok = tf.AutoTokenizer.from_pretrained(tokenizer)
+    return ClapTextAudio(model, tok, fe, device=device, name=name, **kw)
 
 
 def locate_checkpoint(name: str, checkpoint: str | None = None, download: bool | None = None) -> Path:

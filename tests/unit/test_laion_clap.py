@@ -104,6 +104,14 @@ def test_laion_clap_file_gives_the_reference_audio_embeddings(tmp_path, monkeypa
     assert got.shape == (2, 512)
     assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max()
     assert np.abs(want).max() > 0.05  # not comparing zeros
+    # the text tower (AudioBERT's retrieval queries): same ids through both
+    ids = torch.tensor([[0, 5, 17, 42, 2, 1, 1], [0, 8, 9, 2, 1, 1, 1]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        want_t = torch.nn.functional.normalize(ref.encode_text({"input_ids": ids, "attention_mask": mask}, "cpu"), dim=-1)
+        got_t = model.get_text_features(input_ids=ids, attention_mask=mask)
+        got_t = torch.nn.functional.normalize(got_t if isinstance(got_t, torch.Tensor) else got_t.pooler_output, dim=-1)
+    assert (got_t - want_t).abs().max() < 1e-4
 
 
 def test_every_key_of_the_file_is_loaded_checked_or_named(tmp_path):
