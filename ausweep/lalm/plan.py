@@ -336,3 +336,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def verify_backbones(checkpoint: str | None, make_clips: Any = None, device: str = "cpu") -> list[Any]:
+    """Each vendored backbone ``config.json`` against the hub's (``checkpoint``: a folder holding the
+    hub's files as ``<org>--<name>.json`` instead): one check per field, difference 0 when equal, 1
+    when not or missing on one side. Fields that only record how a file was saved are skipped. For
+    ``python -m ausweep.models.verify backbones``."""
+    from ausweep.models.verify import CannotVerify, Check
+
+    skip = {"transformers_version", "_name_or_path", "torch_dtype", "dtype", "use_cache"}
+    checks = []
+    for path in sorted(BACKBONES.glob("*.json")):
+        hub_id = path.stem.replace("--", "/", 1)
+        if checkpoint:
+            theirs_path = Path(checkpoint) / path.name
+        else:
+            try:
+                from huggingface_hub import hf_hub_download
+
+                theirs_path = Path(hf_hub_download(hub_id, "config.json"))
+            except Exception as e:  # offline, gated (Llama needs a token), or moved
+                raise CannotVerify(f"cannot download {hub_id}/config.json ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                                   "gated repositories need `hf auth login`") from e
+        ours, theirs = json.loads(path.read_text()), json.loads(Path(theirs_path).read_text())
+        for key in sorted((set(ours) | set(theirs)) - skip):
+            checks.append(Check(f"backbone {hub_id}", key, float(ours.get(key, "<missing>") != theirs.get(key, "<missing>"))))
+    return checks

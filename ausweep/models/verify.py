@@ -52,6 +52,7 @@ VERIFIERS: dict[str, str] = {
     "lalm-qwen2-audio": "ausweep.models.native_lalm:verify_qwen2_audio",
     "lalm-audioflamingo3": "ausweep.models.native_lalm:verify_audioflamingo3",
     "lalm-qwen2.5-omni": "ausweep.models.native_lalm:verify_qwen2_5_omni",
+    "backbones": "ausweep.lalm.plan:verify_backbones",  # the vendored config.json of every LALM backbone
 }
 
 DEFAULT_CLIPS_S = (1.0, 4.2, 12.5)

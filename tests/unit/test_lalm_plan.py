@@ -135,3 +135,21 @@ def test_activation_estimate_matches_what_autograd_saves(tmp_path, family):
     act, _ = activation_bytes(dataclasses.replace(c, encoder_frames=0), cfg, b, checkpointing=False)
     qformer, _ = activation_bytes(dataclasses.replace(c, layers=0, encoder_frames=0), cfg, b, checkpointing=False)
     assert act - qformer == pytest.approx(measured, rel=0.15)
+
+
+def test_verify_backbones_reports_every_differing_field(tmp_path):
+    """`python -m ausweep.models.verify backbones` against a folder of hub files: equal files give no
+    difference, a changed shape field is found."""
+    import shutil
+
+    from ausweep.lalm.plan import BACKBONES, verify_backbones
+
+    for p in BACKBONES.glob("*.json"):
+        shutil.copy(p, tmp_path / p.name)
+    assert all(c.max_abs_diff == 0 for c in verify_backbones(str(tmp_path)))
+    changed = json.loads((tmp_path / "Qwen--Qwen3-8B.json").read_text())
+    changed["num_key_value_heads"] = 4
+    changed["transformers_version"] = "4.51.0"  # how it was saved: not compared
+    (tmp_path / "Qwen--Qwen3-8B.json").write_text(json.dumps(changed))
+    bad = [(c.name, c.what) for c in verify_backbones(str(tmp_path)) if c.max_abs_diff]
+    assert bad == [("backbone Qwen/Qwen3-8B", "num_key_value_heads")]
