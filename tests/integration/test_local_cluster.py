@@ -2,12 +2,15 @@
 
 One head and one worker node (1 CPU each) plus an MLflow server, started once for the module: a
 tiny sweep submitted as a Ray job through the Jobs SDK lands in that server, and ``down-local``
-stops every process the cluster started, and nothing else.
+stops every process the cluster started, and nothing else. The server asks for a login (MLflow's
+basic-auth app, up-local's default): the sweep has it from its nodes, this process from the exports.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.server
 import json
 import os
 import re
@@ -16,6 +19,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +29,7 @@ import psutil
 import pytest
 import yaml
 
+from ausweep.cluster.local import exports as cluster_exports, read_mlflow_password
 from ausweep.track.store import ui_url
 from tests.tiny import make_fsd50k, write_sweep
 
@@ -49,6 +54,7 @@ def _local_cluster(d: Path, workers: int):
         up = _cli("up-local", "--workers", str(workers), "--cpus-per-node", "1", "--mlflow-port", "0", "--dir", str(d),
                   "--timeout", "150", timeout=200)
         assert up.returncode == 0, up.stderr[-4000:]
+        (d / "up-local.out").write_text(up.stdout + up.stderr)  # what a user saw, for the password check
         yield d, json.loads((d / "cluster.json").read_text()), _exports(up.stdout)
     finally:
         if (d / "cluster.json").exists():  # a test failed before down-local, or up-local was cut off
@@ -70,6 +76,13 @@ def _job_client(exports: dict[str, str]):
     return JobSubmissionClient(exports["RAY_ADDRESS"], headers={"Authorization": f"Bearer {token}"})
 
 
+def _login(monkeypatch, state: dict) -> None:
+    """MLflow's client in this process logs in to the cluster's server, with MLflow's own variables."""
+    for k, v in cluster_exports(state, password=True).items():
+        if k.startswith("MLFLOW_TRACKING_"):
+            monkeypatch.setenv(k, v)
+
+
 def _wait_job(client, job_id: str, until: set[str], timeout: float) -> str:
     deadline = time.time() + timeout
     while (status := str(client.get_job_status(job_id).value)) not in until and time.time() < deadline:
@@ -77,7 +90,7 @@ def _wait_job(client, job_id: str, until: set[str], timeout: float) -> str:
     return status
 
 
-def test_sweep_submitted_as_ray_job_is_tracked_in_the_cluster_mlflow(cluster, tmp_path):
+def test_sweep_submitted_as_ray_job_is_tracked_in_the_cluster_mlflow(cluster, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     d, state, exports = cluster
@@ -92,6 +105,7 @@ def test_sweep_submitted_as_ray_job_is_tracked_in_the_cluster_mlflow(cluster, tm
     sweep = write_sweep(tmp_path / "tiny.yaml", root, tmp_path / "cache", text_models=["tiny-bert"], lrs=(1e-2, 3e-3),
                         num_actors=0)
     client = _job_client(exports)
+    # No MLflow login in the job's env_vars: the driver logs in with what its node has from up-local.
     # No --storage: the job's own working folder is deleted by Ray, so the sweep keeps its state where
     # up-local's nodes point AUSWEEP_STORAGE (the cluster folder), unless this process set one first.
     storage = Path(os.environ.get("AUSWEEP_STORAGE") or d / "runs")
@@ -107,6 +121,7 @@ def test_sweep_submitted_as_ray_job_is_tracked_in_the_cluster_mlflow(cluster, tm
     status = _wait_job(client, job_id, {"SUCCEEDED", "FAILED", "STOPPED"}, timeout=150)
     assert status == "SUCCEEDED", f"job {status}:\n" + client.get_job_logs(job_id)[-4000:]
 
+    _login(monkeypatch, state)
     mlflow = MlflowClient(tracking_uri=exports["MLFLOW_TRACKING_URI"])  # over the server's REST API
     exp = mlflow.get_experiment_by_name("tiny")
     assert exp is not None
@@ -120,6 +135,100 @@ def test_sweep_submitted_as_ray_job_is_tracked_in_the_cluster_mlflow(cluster, tm
     assert all("val/acc_at_1" in c.data.metrics and "test/acc_at_1" in c.data.metrics for c in children)
     states = list(storage.glob("tiny-*/ausweep_sweep.json"))
     assert len(states) == 1, f"no durable sweep state under {storage}: {sorted(storage.glob('*'))}"
+
+
+def test_cluster_mlflow_wants_a_login_and_nothing_keeps_the_password(cluster, monkeypatch):
+    """The server refuses requests without the login; the exports, as a shell evaluates them, log
+    MLflow's client in; and the password is in no file of the cluster but its own, nor in anything
+    up-local printed, nor in the jobs' logs."""
+    from mlflow.tracking import MlflowClient
+
+    d, state, exports = cluster
+    m = state["mlflow"]
+    assert m["auth"] == "basic" and exports["MLFLOW_TRACKING_USERNAME"] == "admin"
+    pw_file = Path(m["password_file"])
+    assert pw_file.parent == d and pw_file.stat().st_mode & 0o777 == 0o600
+    password = pw_file.read_text().strip()
+
+    def status(login: tuple[str, str] | None) -> int:
+        req = urllib.request.Request(exports["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/experiments/search?max_results=5")
+        if login:
+            req.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert status(None) == 401
+    assert status(("admin", "not-the-password-0")) == 401
+    assert status(("admin", password)) == 200
+
+    printed = (d / "up-local.out").read_text()
+    lines = [line for line in printed.splitlines() if line.startswith("export ")]
+    shell = subprocess.run(["bash", "-c", "\n".join(lines) + '\nprintf "%s\\n%s" "$MLFLOW_TRACKING_USERNAME" "$MLFLOW_TRACKING_PASSWORD"'],
+                           capture_output=True, text=True, timeout=30, check=True)
+    user, given = shell.stdout.split("\n")
+    assert (user, given) == ("admin", password)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", given)
+    mlflow = MlflowClient(tracking_uri=exports["MLFLOW_TRACKING_URI"])
+    exp = mlflow.create_experiment(f"login-{time.time_ns()}")
+    run = mlflow.create_run(exp)
+    mlflow.log_metric(run.info.run_id, "x", 1.0)
+    mlflow.set_terminated(run.info.run_id)
+    got = mlflow.get_run(run.info.run_id)
+    assert got.data.metrics == {"x": 1.0} and got.info.status == "FINISHED"
+
+    assert password not in printed
+    leaks = [str(f) for f in d.rglob("*") if f.is_file() and f != pw_file and password.encode() in f.read_bytes()]
+    assert not leaks, f"the MLflow password is written in {leaks}"
+    client = _job_client(exports)
+    for job in client.list_jobs():
+        assert password not in client.get_job_logs(job.submission_id), job.submission_id
+        assert password not in json.dumps(job.runtime_env or {}), job.submission_id
+
+
+@contextlib.contextmanager
+def _logged_in_proxy(target: str, login: tuple[str, str]):
+    """``http://127.0.0.1:PORT`` forwarding every request to ``target`` with the login added, as a
+    browser does once its user has logged in (a headless Chromium cannot be given the login: a URL
+    with credentials makes the page's own fetch() calls fail)."""
+    auth = "Basic " + base64.b64encode(":".join(login).encode()).decode()
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+            skip = {"host", "connection", "accept-encoding", "authorization", "content-length"}
+            req = urllib.request.Request(target + self.path, data=body, method=self.command,
+                                         headers={k: v for k, v in self.headers.items() if k.lower() not in skip})
+            req.add_header("Authorization", auth)
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    code, headers, data = r.status, r.headers, r.read()
+            except urllib.error.HTTPError as e:
+                code, headers, data = e.code, e.headers, e.read()
+            self.send_response(code)
+            for k, v in headers.items():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
@@ -137,12 +246,21 @@ def _page_text(url: str, tmp: Path) -> str:
     return " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"(?s)<(script|style)\b.*?</\1>", " ", html)).split())
 
 
+@pytest.fixture
+def browser_base(cluster):
+    """Where the headless browser finds the cluster's MLflow, logged in."""
+    _, state, exports = cluster
+    with _logged_in_proxy(exports["MLFLOW_TRACKING_URI"], (state["mlflow"]["username"], read_mlflow_password(state))) as base:
+        yield base
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not on PATH (`make install` installs it)")
-def test_mlflow_ui_in_headless_chromium_shows_the_sweep_runs(cluster, tmp_path):
+def test_mlflow_ui_in_headless_chromium_shows_the_sweep_runs(cluster, tmp_path, monkeypatch, browser_base):
     """The MLflow UI (a JS app) of the cluster renders the sweep of the test above in a real browser."""
     from mlflow.tracking import MlflowClient
 
-    _, _, exports = cluster
+    _, state, exports = cluster
+    _login(monkeypatch, state)
     mlflow = MlflowClient(tracking_uri=exports["MLFLOW_TRACKING_URI"])
     exp = mlflow.get_experiment_by_name("tiny")
     if exp is None:
@@ -156,6 +274,7 @@ def test_mlflow_ui_in_headless_chromium_shows_the_sweep_runs(cluster, tmp_path):
     # children under their parent (collapsed); the parent's row lists the trials' dataset.
     url = ui_url(exports["MLFLOW_TRACKING_URI"], exp.experiment_id)
     assert f"/#/experiments/{exp.experiment_id}?" in url
+    url = url.replace(exports["MLFLOW_TRACKING_URI"], browser_base, 1)
 
     text = _page_text(url, tmp=tmp_path / "profile-dom")
     assert text.startswith("Runs - Experiment") and "tiny" in text, text[:2000]  # not "Overview": GenAI's
@@ -273,7 +392,7 @@ def _cmd(p: psutil.Process) -> str:
         return ""
 
 
-def test_sweep_survives_losing_a_worker_node(cluster3, tmp_path):
+def test_sweep_survives_losing_a_worker_node(cluster3, tmp_path, monkeypatch):
     """SIGKILL a worker node while one of its trials runs: the job still succeeds, and MLflow holds
     exactly one FINISHED child per trial (the retried trial reuses its run)."""
     from mlflow.tracking import MlflowClient
@@ -328,6 +447,7 @@ def test_sweep_survives_losing_a_worker_node(cluster3, tmp_path):
     assert "Trial task failed for trial" in logs, logs[-4000:]
     assert "sweep finished: 6 trial(s) done, 0 failed" in logs, logs[-4000:]
 
+    _login(monkeypatch, state)
     mlflow = MlflowClient(tracking_uri=exports["MLFLOW_TRACKING_URI"])
     exp = mlflow.get_experiment_by_name("killnode")
     assert exp is not None
