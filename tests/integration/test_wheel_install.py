@@ -16,7 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SKIP = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "mlruns*",
-                              "ausweep_runs", "ausweep_cluster", ".pytest_cache", ".whl", "tests")
+                              "ausweep_runs", "ausweep_cluster", ".pytest_cache", ".whl", "tests",
+                              "wheels", ".site")  # bench/gpu's carried wheels (git-ignored, 20 MiB)
 
 PROBE = r"""
 import json, sys
