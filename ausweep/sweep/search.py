@@ -254,9 +254,10 @@ def _optuna(search: SearchSpec, metric: str, mode: str, seed: int, space: dict, 
     from ausweep.sweep.searchers import TolerantOptunaSearch
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.n_startup_trials)
-    if search.objectives:
-        return TolerantOptunaSearch(OptunaSpace(space, conditions), metric=[o.metric for o in search.objectives],
-                      mode=[o.mode for o in search.objectives], sampler=sampler)
+    if search.objectives:  # tune.metric first: the one objective Tune checks in every row (see TolerantOptunaSearch)
+        objectives = sorted(search.objectives, key=lambda o: o.metric != metric)
+        return TolerantOptunaSearch(OptunaSpace(space, conditions), metric=[o.metric for o in objectives],
+                                    mode=[o.mode for o in objectives], sampler=sampler)
     return TolerantOptunaSearch(OptunaSpace(space, conditions), metric=metric, mode=mode, sampler=sampler)
 
 

@@ -206,3 +206,22 @@ def test_write_pareto_csv_and_png(tmp_path):
     with paths[0].open() as f:
         table = list(csv.DictReader(f))
     assert [(r["adapter.lora_r"], r["on_front"]) for r in table] == [("4", "True"), ("8", "True"), ("16", "False"), ("32", "True")]
+
+
+def test_multi_objective_searcher_checks_the_tune_metric_and_learns_from_final_rows():
+    """Tune sees only tune.metric (an epoch row may lack the cost); the final row must hold every objective."""
+    from ausweep.sweep.search import Objective
+
+    spec = SearchSpec(name="optuna", seed=0, n_startup_trials=2,
+                      objectives=[Objective("trainable_params", "min", cost=True), Objective("dev/acc", "max")])
+    searcher, _ = make_search_alg(spec, "dev/acc", "max", 0, {}, {"adapter.lora_r": {"choice": [1, 4, 16]}}, {})
+    assert searcher.metric == "dev/acc"
+    for i in range(3):
+        r = searcher.suggest(f"t{i}")["adapter"]["lora_r"]
+        searcher.on_trial_result(f"t{i}", {"dev/acc": 0.5, "training_iteration": 1})  # an epoch row: no cost yet
+        final = {"dev/acc": 0.5 + 0.01 * r} if i == 2 else {"dev/acc": 0.5 + 0.01 * r, "trainable_params": 100 * r}
+        searcher.on_trial_complete(f"t{i}", final)
+    study = searcher._ot_study
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]  # tune.metric first
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert all(t.values[1] == 100 * t.params["adapter/lora_r"] for t in study.trials[:2])
