@@ -131,3 +131,32 @@ def test_demo_lens_sweep_with_the_offline_smollm2(env, ray_session):
     assert 0 < m["Language/resolution_layer"] <= 29  # AudioLens numbering: 0..29
     (png,) = _heatmaps(client, parents[0], c, tmp / "png")
     assert png_size(png) == expected_size(2)  # one panel per attribute
+
+
+@pytest.mark.timeout(600)
+def test_demo_native_lens_sweep_logs_the_knockout(env, ray_session):
+    """A native transformers LALM (tiny random Qwen2-Audio; the preset's other architectures run
+    through the same study in tests/unit/test_lens_native.py) through the real CLI: the trial logs
+    the knockout curves (CSV), their plot and the per-block series to MLflow."""
+    from ausweep.lens.plots import png_size
+    from ausweep.sweep.cli import main
+
+    tmp, uri = env
+    rc = main(["lens", "--preset", "demo_native", "--storage", str(tmp / "runs"), "max_items=2",
+               "lalm=tiny-qwen2-audio", f"demo_root={tmp / 'sakura'}"])
+    assert rc == 0
+    client, parents, children = _runs(uri)
+    assert [c.data.params["lalm"] for c in children] == ["tiny-qwen2-audio"]
+    for c in children:
+        assert c.info.status == "FINISHED"
+        files = set(_artifact_paths(client, c.info.run_id))
+        assert {"knockout.csv", "plots/knockout.png", "items.json"} <= files
+        import pandas as pd
+
+        ko = pd.read_csv(client.download_artifacts(c.info.run_id, "knockout.csv", str(tmp / c.info.run_id)))
+        assert set(ko["target"]) == {"audio", "attribute"} and sorted(set(ko["from_block"])) == [0, 1, 2]
+        assert (ko[ko["target"] == "audio"]["keys_mean"] > 1).all()
+        png = Path(client.download_artifacts(c.info.run_id, "plots/knockout.png", str(tmp / "png" / c.info.run_id))).read_bytes()
+        assert png_size(png)[0] > 100
+        assert [h.step for h in client.get_metric_history(c.info.run_id, "knockout/Animal/audio/acc")] == [0, 1, 2]
+        assert "Animal/knockout/audio/delta_all" in c.data.metrics

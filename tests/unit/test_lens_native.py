@@ -172,3 +172,19 @@ def test_the_audio_only_processor_equals_qwen2_5_omni_processor():
     for k in ("input_ids", "attention_mask", "feature_attention_mask"):
         assert torch.equal(a[k], b[k]), k
     torch.testing.assert_close(a["input_features"], b["input_features"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_lens_study_runs_on_every_native_architecture(name, tmp_path):
+    from ausweep.lens import study
+    from ausweep.lens.config import KnockoutConfig, LensConfig
+
+    cfg = LensConfig(lalm=name, data="demo-audio", attributes=["Animal"], device="cpu", max_items=2, batch_size=4,
+                     demo_root=str(tmp_path / "demo"), knockout=KnockoutConfig(targets=["audio", "attribute"]))
+    out = study.analyze(cfg)
+    assert out.metrics["n_layers"] == 2 and out.metrics["Animal/n"] == 2  # max_items: the first 2 clips
+    assert {r["target"] for r in out.knockout} == {"audio", "attribute"}
+    assert sorted({r["from_block"] for r in out.knockout}) == [0, 1, 2]
+    unchanged = [r for r in out.knockout if r["from_block"] == 2]
+    assert all(r["acc"] == out.metrics["Animal/acc"] for r in unchanged)  # from block L: the model's own answer
+    assert "plots/knockout.png" in out.files and out.items[0]["prompt"].endswith("The sound file's animal is")
