@@ -51,7 +51,7 @@ class KnockoutConfig:
 @dataclass(frozen=True)
 class LensConfig:
     model: str = option("smollm2-135m", help="Causal LM for text items: a registry name (python -m ausweep ls), a hub id or a local folder. Ignored when 'lalm' is set.")
-    lalm: str | None = option(None, help="Audio-language model instead of a text LM: a native transformers LALM ('qwen2-audio', 'audioflamingo3', 'qwen2.5-omni' (its thinker), their offline random 'tiny-' builds, or a folder / hub id of one; read with its own chat template and processor, whatever 'chat' says), a folder saved by LALM.save_trained, or 'untrained:<encoder>+<llm>' (random connector, frozen LLM; plumbing only).")
+    lalm: str | None = option(None, help="Audio-language model instead of a text LM: a native transformers LALM ('qwen2-audio', 'audioflamingo3', 'qwen2.5-omni' (its thinker), their offline random 'tiny-' builds, or a folder / locally cached hub id of one; read with its own chat template and processor, whatever 'chat' says), a folder saved by LALM.save_trained, or 'untrained:<encoder>+<llm>' (random connector, frozen LLM; plumbing only).")
     data: str = option("demo", help="Items: 'demo' (the generated text set), 'demo-audio' (generated tones, Animal only), a JSONL file of {context, attribute, label}, or a SAKURA-style folder ({Attribute}/metadata.csv + audio).")
     context_template: str | None = option(None, help="SAKURA folder with a text LM: each item's text context, formatted with its metadata.csv columns, e.g. 'A recording of {caption}.'.")
     demo_root: str | None = option(None, help="Where 'demo-audio' clips are generated (default $AUSWEEP_CACHE/demo/lens).")

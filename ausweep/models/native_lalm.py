@@ -112,10 +112,11 @@ def _model_type(name: str) -> str | None:
         except (OSError, json.JSONDecodeError):
             return None
     try:  # a hub id already in the local cache (never downloads)
-        from huggingface_hub import try_to_load_from_cache
+        from transformers.utils import cached_file
 
-        path = try_to_load_from_cache(name, "config.json")
-    except Exception:  # noqa: BLE001 -- not a repo id
+        path = cached_file(name, "config.json", local_files_only=True, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+    except Exception:  # noqa: BLE001 -- not a repo id, or not cached
         return None
     if isinstance(path, str):
         return json.loads(Path(path).read_text()).get("model_type")
