@@ -1,4 +1,4 @@
-"""Audio-language models that transformers loads natively (Qwen2-Audio, Audio Flamingo 3, ...):
+"""Audio-language models that transformers loads natively (Qwen2-Audio, Audio Flamingo 3, Qwen2.5-Omni's thinker):
 load one with its processor, render its chat template around a clip, find the audio tokens.
 
 Where it sits: a shared model layer (like :mod:`ausweep.models.heads` for text LMs). Analyses such as
@@ -9,14 +9,15 @@ the folder of vendored processor files (``resources/lalm/<name>/``: the chat tem
 feature-extractor settings, with their provenance in ``SOURCE.md``; ``python -m
 ausweep.models.verify`` compares them with the hub's).
 
-Names a user can give (``resolve``):
+Names a user can give (:func:`spec_of`, :func:`is_native`):
 
-* a short name of :data:`NATIVE` (``qwen2-audio``, ``audioflamingo3``): the hub checkpoint, loaded
-  with its own processor (``AutoProcessor``), which must be in the local HF cache when offline;
+* a short name of :data:`NATIVE` (``qwen2-audio``, ``audioflamingo3``, ``qwen2.5-omni``): the hub
+  checkpoint, loaded with its own processor (``AutoProcessor``; for Qwen2.5-Omni the audio and text
+  half of it, :class:`AudioOnlyProcessor`), which must be in the local HF cache when offline;
 * ``tiny-<short name>``: a 2-layer random model of that architecture built in-process from a small
   config, with a tiny byte-level tokenizer and the *vendored* chat template and feature-extractor
   settings (tests and offline demos: plumbing only, its answers mean nothing);
-* a local folder or hub id whose ``config.json`` has one of the known ``model_type`` values.
+* a local folder or locally cached hub id whose ``config.json`` has one of the known ``model_type`` values.
 
 The audio goes through the model's own processor, which expands the single placeholder of the
 chat template into one token per audio frame of the encoder's output; the positions of those
