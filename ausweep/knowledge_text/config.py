@@ -22,6 +22,9 @@ class KnowledgeConfig:
     length_norm: bool = option(False, help="loglik: rank options by mean per-token log-probability instead of the sum (favours neither short nor long options).")
     max_new_tokens: int = option(8, help="generate: tokens to decode per answer.")
     chat_template: bool | None = option(None, help="generate: ask each question as a user turn of the tokenizer's chat template (null: when the tokenizer has one; chat-tuned models need it).")
+    prefix_token: bool = option(False, help="loglik and generate: put a BOS-like token (BOS, else EOS: SmolLM2's <|im_start|>, GPT-2's <|endoftext|>) before each prompt whose tokenizer adds none. Off is lm-evaluation-harness's default, so scores compare with published lm-eval results; on moves SmolLM2's option log-likelihoods by ~1.5 nats and flips ~14% of AuditoryBench answers. Tokenizers that add their own BOS (Llama) are unchanged.")
+    scorer: Literal["ausweep", "lm_eval"] = option("ausweep", help="Who scores the options (loglik only): 'ausweep' (its own scorer, one pass over each prompt shared by its options) or 'lm_eval' (lm-evaluation-harness runs the sets exported as lm-eval tasks; see lm_eval_model). The two agree to float rounding.")
+    lm_eval_model: Literal["hf", "vllm"] = option("hf", help="scorer=lm_eval: lm-eval's model backend. 'hf' wraps the model ausweep loaded (any registry name); 'vllm' loads the model's folder or hub id in vLLM (needs the vllm package and a GPU; registry names built in memory, the tiny-* models, have no folder).")
     seed: int = option(0, help="Seed of the generated sets (phonology, music); every backbone of a sweep sees the same items.")
     progress: bool = option(True, help="Show a progress bar (off inside sweep trials).")
 
@@ -41,6 +44,12 @@ class KnowledgeConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_items is not None and self.max_items < 1:
             raise ValueError(f"max_items must be >= 1 or null, got {self.max_items}")
+        if self.scorer == "lm_eval":
+            for key, bad, why in (("method", self.method != "loglik", "lm-eval scores options by log-likelihood only"),
+                                  ("length_norm", self.length_norm, "lm-eval has no per-token mean (its acc_norm divides by bytes)"),
+                                  ("prefix_token", self.prefix_token, "lm-eval's hf model adds no BOS-like token the tokenizer does not add")):
+                if bad:
+                    raise ValueError(f"scorer=lm_eval does not support {key}={getattr(self, key)!r}: {why}; use scorer=ausweep")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 

