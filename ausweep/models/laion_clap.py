@@ -320,3 +320,115 @@ def verify_laion_clap_music_speech(checkpoint: str | None, make_clips: Any, devi
 
 def verify_laion_clap_music(checkpoint: str | None, make_clips: Any, device: str = "cpu") -> list[Any]:
     return _verify("laion-clap-music", checkpoint, make_clips, device)
+
+
+# ----------------------------------------------------------------------------- reference comparison
+
+#: Small RoBERTa for reference builds without the hub (the audio tower is full size either way).
+SMALL_TEXT = dict(vocab_size=99, num_hidden_layers=1, intermediate_size=64, max_position_embeddings=40)
+
+
+def reference_model(amodel: str = "HTSAT-tiny", fusion: bool = False, text: dict[str, Any] | None = None,
+                    seed: int = 0) -> Any:
+    """laion_clap's own ``CLAP`` (its ``create_model``) with random weights, built offline.
+
+    Its data-pipeline imports (h5py, ftfy, wget, braceexpand, webdataset) are stood in for by empty
+    modules where missing, and ``CLAP.__init__``'s ``RobertaModel.from_pretrained('roberta-base')``
+    by a random RoBERTa of ``text`` (default :data:`SMALL_TEXT`). torchvision must import (a test
+    stubs it). BatchNorm statistics are randomised too, so that they matter in comparisons.
+    """
+    import importlib
+    import importlib.machinery
+    import importlib.util
+    import os
+    import sys
+    import types
+
+    import transformers
+
+    spec = importlib.util.find_spec("laion_clap")
+    if spec is None:
+        raise ModuleNotFoundError("laion_clap is not installed (pip install --no-deps laion_clap==1.1.7)", name="laion_clap")
+    pkg = os.path.dirname(spec.origin)
+    for name in ("ftfy", "h5py", "wget", "braceexpand", "webdataset"):  # data pipeline only
+        if name not in sys.modules and importlib.util.find_spec(name) is None:
+            sys.modules[name] = types.ModuleType(name)
+            sys.modules[name].__spec__ = importlib.machinery.ModuleSpec(name, None)
+    sys.path.insert(0, pkg)  # laion_clap imports its clap_module as a top-level package
+    try:
+        clap_module = importlib.import_module("clap_module")
+        clap_model = importlib.import_module("clap_module.model")
+    finally:
+        sys.path.remove(pkg)
+    config = transformers.RobertaConfig(**dict(ROBERTA_BASE, **(text or SMALL_TEXT)))
+
+    class _Roberta:
+        @staticmethod
+        def from_pretrained(name: str) -> Any:
+            return transformers.RobertaModel(config)
+
+    real = clap_model.RobertaModel
+    clap_model.RobertaModel = _Roberta
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, _ = clap_module.create_model(amodel, "roberta", precision="fp32", device="cpu", enable_fusion=fusion,
+                                                fusion_type="aff_2d" if fusion else "None")
+            for name, buf in model.named_buffers():
+                if name.endswith("running_mean"):
+                    buf.normal_(0, 0.5)
+                elif name.endswith("running_var"):
+                    buf.uniform_(0.5, 2.0)
+    finally:
+        clap_model.RobertaModel = real
+    return model.eval()
+
+
+def save_official_layout(model: Any, path: str | Path, max_positions: int) -> dict[str, torch.Tensor]:
+    """Save a reference ``CLAP`` as the released files are: ``{"state_dict": {"module." + key: ...}}``
+    with the ``text_branch.embeddings.position_ids`` buffer older transformers saved."""
+    state = {"module." + k: v for k, v in model.state_dict().items()}
+    state["module.text_branch.embeddings.position_ids"] = torch.arange(max_positions)[None]
+    torch.save({"epoch": 45, "state_dict": state}, path)
+    return state
+
+
+def compare_with_reference(device: str = "cpu", amodel: str = "HTSAT-tiny", seed: int = 0) -> dict[str, float]:
+    """Max abs differences, ausweep vs laion_clap's own CLAP, on random weights in the official layout.
+
+    For the GPU script (and the unit test): audio embeddings of a 10 s clip and a 3.3 s clip
+    (repeat-padded, as LAION's eval does), text embeddings of two id sequences. Each < 1e-4 on CPU.
+    """
+    import tempfile
+
+    import transformers as tf
+
+    ref = reference_model(amodel, fusion=False, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_official_layout(ref, Path(tmp) / "ref.pt", SMALL_TEXT["max_position_embeddings"])
+        state = read_state_dict(Path(tmp) / "ref.pt")
+    model = tf.ClapModel(clap_config(amodel, False, SMALL_TEXT))
+    fe = feature_extractor(False)
+    converted, _ = convert_state_dict(state, model, "reference", fe)
+    model.load_state_dict(converted, strict=True)
+    from ausweep.models.audio import ClapAudioEncoder
+
+    enc = ClapAudioEncoder(model.eval(), fe, "reference", device=device)
+    g = np.random.default_rng(seed)
+    waves = [np.round(0.3 * g.standard_normal(int(s * SAMPLE_RATE)).clip(-1, 1) * 32767).astype(np.float32) / 32767
+             for s in (10.0, 3.3)]
+    batch = []
+    for w in waves:  # laion_clap's get_audio_features, 'repeatpad' for short clips
+        x = np.tile(w, 480000 // len(w)) if len(w) < 480000 else w[:480000]
+        batch.append({"waveform": torch.from_numpy(np.pad(x, (0, 480000 - len(x)))), "longer": torch.tensor([False])})
+    ids = torch.tensor([[0, 5, 17, 42, 2, 1, 1], [0, 8, 9, 2, 1, 1, 1]])
+    mask = (ids != 1).long()
+    ref = ref.to(device)
+    with torch.no_grad():
+        want = ref.get_audio_embedding(batch).cpu().numpy()
+        want_t = torch.nn.functional.normalize(ref.encode_text({"input_ids": ids, "attention_mask": mask}, device), dim=-1)
+        got_t = model.get_text_features(input_ids=ids.to(device), attention_mask=mask.to(device))
+        got_t = torch.nn.functional.normalize(got_t if isinstance(got_t, torch.Tensor) else got_t.pooler_output, dim=-1)
+    got = enc.embed(waves)
+    return {"audio_proj": float(np.abs(got - want).max()), "text_proj": float((got_t - want_t).abs().max()),
+            "scale": float(np.abs(want).max())}

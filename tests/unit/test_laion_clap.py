@@ -11,9 +11,6 @@ CLAP.__init__ (replaced by a small random RoBERTa). Skipped where laion_clap or 
 from __future__ import annotations
 
 import importlib.util
-import os
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -21,59 +18,33 @@ import torch
 
 from ausweep.models.audio import load_audio_encoder
 from ausweep.models.catalog import ModelUnavailableError
-from ausweep.models.laion_clap import CHECKED, OFFICIAL, UNUSED, clap_config, convert_state_dict, load_clap_model
+from ausweep.models.laion_clap import (
+    CHECKED,
+    OFFICIAL,
+    SMALL_TEXT,
+    UNUSED,
+    clap_config,
+    compare_with_reference,
+    convert_state_dict,
+    load_clap_model,
+    reference_model,
+    save_official_layout,
+)
 from tests.reference_stubs import torchvision_stub
 
-TEXT = dict(vocab_size=99, num_hidden_layers=1, intermediate_size=64, max_position_embeddings=40)
+TEXT = SMALL_TEXT
 
 
 def _reference_clap(fusion: bool = False):
     for mod in ("laion_clap", "torchlibrosa"):
         if importlib.util.find_spec(mod) is None:
             pytest.skip(f"{mod} is not installed (pip install --no-deps laion_clap torchlibrosa)")
-    import transformers
-
-    pkg = os.path.dirname(importlib.util.find_spec("laion_clap").origin)
-    for name in ("ftfy", "h5py", "wget", "braceexpand", "webdataset"):  # data pipeline imports only
-        sys.modules.setdefault(name, types.ModuleType(name))
     with torchvision_stub():
-        sys.path.insert(0, pkg)  # laion_clap imports its clap_module as a top-level package
-        try:
-            import clap_module
-            from clap_module import model as clap_model
-        finally:
-            sys.path.remove(pkg)
-    text = transformers.RobertaConfig(hidden_size=768, num_attention_heads=12, type_vocab_size=1, pad_token_id=1,
-                                      layer_norm_eps=1e-5, **TEXT)
-
-    class SmallRoberta:  # CLAP.__init__ calls RobertaModel.from_pretrained('roberta-base')
-        @staticmethod
-        def from_pretrained(name):
-            return transformers.RobertaModel(text)
-
-    real = clap_model.RobertaModel
-    clap_model.RobertaModel = SmallRoberta
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model, _ = clap_module.create_model("HTSAT-tiny", "roberta", precision="fp32", device="cpu",
-                                                enable_fusion=fusion, fusion_type="aff_2d" if fusion else "None")
-            for name, buf in model.named_buffers():  # trained-like BatchNorm statistics, so they matter
-                if name.endswith("running_mean"):
-                    buf.normal_(0, 0.5)
-                elif name.endswith("running_var"):
-                    buf.uniform_(0.5, 2.0)
-    finally:
-        clap_model.RobertaModel = real
-    return model.eval()
+        return reference_model("HTSAT-tiny", fusion=fusion)
 
 
 def _official_file(model, path):
-    """The released layout: {"state_dict": {"module." + key: ...}} with the old position_ids buffer."""
-    state = {"module." + k: v for k, v in model.state_dict().items()}
-    state["module.text_branch.embeddings.position_ids"] = torch.arange(TEXT["max_position_embeddings"])[None]
-    torch.save({"epoch": 45, "state_dict": state}, path)
-    return state
+    return save_official_layout(model, path, TEXT["max_position_embeddings"])
 
 
 def _clips(seconds, seed=0):
@@ -154,3 +125,10 @@ def test_missing_laion_checkpoint_is_one_line(tmp_path, monkeypatch):
     msg = str(e.value)
     assert "\n" not in msg and OFFICIAL["laion-clap-music-speech"].filename in msg
     assert "huggingface.co/lukewys/laion_clap" in msg and "AUSWEEP_CHECKPOINTS" in msg
+
+
+def test_compare_with_reference_for_the_gpu_script():
+    _reference_clap()  # skips without laion_clap
+    with torchvision_stub():
+        diffs = compare_with_reference()
+    assert diffs["scale"] > 0.05 and diffs["audio_proj"] < 1e-4 and diffs["text_proj"] < 1e-4, diffs
