@@ -143,8 +143,10 @@ def _print_fields(name: str) -> int:
 def _print_show(sweep) -> int:
     import yaml
 
-    print(f"# sweep {sweep.run_label} from {sweep.path}: {sweep.n_trials()} trial(s)")
-    print(yaml.safe_dump({"base": sweep.base, "search_space": sweep.space}, sort_keys=False).rstrip())
+    print(f"# sweep {sweep.run_label} from {sweep.path}: {sweep.n_trials()} trial(s), "
+          f"search: {sweep.spec.tune.search.name}")
+    space = {k: {**d, "when": sweep.conditions[k]} if k in sweep.conditions else d for k, d in sweep.space.items()}
+    print(yaml.safe_dump({"base": sweep.base, "search_space": space}, sort_keys=False).rstrip())
     return 0
 
 
