@@ -20,7 +20,10 @@ from ausweep.lens.config import LensConfig
 # option count K stands beside every accuracy and resolution-layer statistic: both depend on it.
 SETTINGS = ["trial", "model", "prompt_style", "method", "data", "attribute", "label"]
 ATTRIBUTE_METRICS = ["n_options", "acc", "acc_cc", "n", "resolution_layer", "resolution_layer_rel", "resolved_frac",
-                     "first_top1_layer", "p_label_last", "control/acc", "control/acc_cc", "control/n"]
+                     "first_top1_layer", "p_label_last", "control/acc", "control/acc_cc", "control/n",
+                     # the attention knockout with every block knocked out (NaN in trials without it)
+                     "knockout/audio/acc_all", "knockout/audio/delta_all",
+                     "knockout/attribute/acc_all", "knockout/attribute/delta_all"]
 
 # Config keys that do not change what a trial measures, and the enhancement's own (chosen) keys.
 _NOT_SETTINGS = {"device", "batch_size", "demo_root"}

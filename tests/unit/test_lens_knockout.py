@@ -180,3 +180,15 @@ def test_the_audio_queries_of_ausweeps_own_lalm_are_the_audio_keys(tmp_path):
         full = torch.log_softmax(m.lm(**enc.kwargs).logits[:, -1].float(), -1)[:, ids].numpy()
     np.testing.assert_allclose(curve[:, -1], full, rtol=1e-5, atol=1e-6)
     assert not np.allclose(curve[:, 0], full, rtol=1e-5, atol=1e-6)
+
+
+def test_the_sweep_table_carries_the_knockout_columns():
+    from ausweep.lens.summary import results_table
+
+    rows = [{"config": {"lalm": "tiny-qwen2-audio", "data": "demo-audio"},
+             "metrics": {"Animal/acc": 0.5, "Animal/n_options": 9.0, "Animal/knockout/audio/acc_all": 0.1,
+                         "Animal/knockout/audio/delta_all": -0.4}},
+            {"config": {"model": "tiny-llama"}, "metrics": {"Animal/acc": 0.2, "Animal/n_options": 9.0}}]
+    t = results_table(rows)
+    assert t["knockout/audio/acc_all"].tolist()[0] == 0.1 and t["knockout/audio/delta_all"].tolist()[0] == -0.4
+    assert np.isnan(t["knockout/audio/acc_all"].tolist()[1]) and np.isnan(t["knockout/attribute/acc_all"].tolist()[0])
