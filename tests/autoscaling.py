@@ -43,13 +43,14 @@ def cluster_config(head_resources: dict[str, float], worker_node_types: dict[str
     """The autoscaler's cluster config (``ray up`` YAML as a dict) for the fake multi-node provider."""
     # As Ray's fake_multi_node/example.yaml: the fake nodes need no setup (no updaters, whose tag
     # writes the read-only provider refuses), and the autoscaler matches them by node id, not IP.
-    # launch_multiple: start as many nodes as the autoscaler asks for in one call, as a cloud provider
-    # does (the fake provider otherwise starts one and the autoscaler queues the rest again).
     provider: dict[str, Any] = {"type": "fake_multinode", "gcs_address": gcs_address, "use_node_id_as_ip": True,
-                                "disable_node_updaters": True, "disable_launch_config_check": True,
-                                "launch_multiple": True}
+                                "disable_node_updaters": True, "disable_launch_config_check": True}
     if autoscaler_v2:
-        provider["head_node_id"] = FAKE_HEAD_NODE_ID
+        provider.update(launch_multiple=True, head_node_id=FAKE_HEAD_NODE_ID)
+    # Without launch_multiple (v1, as in Ray's AutoscalingCluster) the fake provider starts one node
+    # per request and the autoscaler asks again for the rest. With it, v1 was seen to start up to two
+    # nodes over max_workers (the provider starts them one by one, releasing its lock between them),
+    # which its next update removed again as "max_workers_per_type", with a trial placed on one.
     types = {name: {"node_config": {}, "min_workers": 0, **spec} for name, spec in worker_node_types.items()}
     types[HEAD_NODE_TYPE] = {"resources": dict(head_resources), "node_config": {}, "max_workers": 0}
     return {
