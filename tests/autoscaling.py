@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -157,8 +158,6 @@ def autoscaling_cluster(head_resources: dict[str, float], worker_node_types: dic
     own_dir = dir is None
     dir = Path(tempfile.mkdtemp(prefix="ausweep-as-")) if dir is None else Path(dir)
     dir.mkdir(parents=True, exist_ok=True)
-    # Ray's Unix sockets live in the temp dir and Linux caps their paths at 107 bytes.
-    temp = Path(tempfile.mkdtemp(prefix="ausweep-as-ray-", dir="/tmp"))
     gcs_port, dash_port, client_port, agent_port = _free_ports(4)
     ip = ray.util.get_node_ip_address()
     address = f"{ip}:{gcs_port}"
@@ -169,6 +168,8 @@ def autoscaling_cluster(head_resources: dict[str, float], worker_node_types: dic
     fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32))
+    # Ray's Unix sockets live in the temp dir and Linux caps their paths at 107 bytes.
+    temp = Path(tempfile.mkdtemp(prefix="ausweep-as-ray-", dir="/tmp"))
 
     res = dict(head_resources)
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--disable-usage-stats",
@@ -187,9 +188,14 @@ def autoscaling_cluster(head_resources: dict[str, float], worker_node_types: dic
         env.update(RAY_enable_autoscaler_v2="1", RAY_CLOUD_INSTANCE_ID=FAKE_HEAD_NODE_ID,
                    RAY_OVERRIDE_NODE_ID_FOR_TESTING=FAKE_HEAD_NODE_ID)
     log = dir / "head.log"
-    with open(log, "ab") as out:
-        head = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)
+    try:
+        with open(log, "ab") as out:
+            head = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        token.unlink(missing_ok=True)
+        raise
     cluster = AutoscalingCluster(address, dir, config, join_env, head.pid, temp, log)
     try:
         deadline = time.monotonic() + timeout_s
@@ -199,8 +205,6 @@ def autoscaling_cluster(head_resources: dict[str, float], worker_node_types: dic
             time.sleep(0.5)
         yield cluster
     finally:
-        import shutil
-
         _stop(head.pid, temp)
         with contextlib.suppress(Exception):
             head.wait(timeout=5)
