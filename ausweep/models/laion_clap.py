@@ -238,7 +238,7 @@ TOKENIZER = "FacebookAI/roberta-base"
 
 
 def load_clap_text_audio(name: str = "laion-clap", checkpoint: str | None = None, device: str = "cpu",
-                         tokenizer: str = TOKENIZER, **kw: Any) -> Any:
+                         tokenizer: str = TOKENIZER, text: dict[str, Any] | None = None, **kw: Any) -> Any:
     """Both towers of LAION-CLAP file ``name`` as a :class:`~ausweep.models.clap.ClapTextAudio`, for
     AudioBERT's text-to-audio retrieval in the same joint space as the ``name`` audio vectors.
     The tokenizer comes from the hub (cached; ``HF_HUB_OFFLINE`` honoured)."""
@@ -247,7 +247,7 @@ def load_clap_text_audio(name: str = "laion-clap", checkpoint: str | None = None
     from ausweep.models.clap import ClapTextAudio
     from ausweep.models.text import hub_errors
 
-    model, fe = load_clap_model(name, locate_checkpoint(name, checkpoint))
+    model, fe = load_clap_model(name, locate_checkpoint(name, checkpoint), text=text)
     with hub_errors(tokenizer, None):
         tok = tf.AutoTokenizer.from_pretrained(tokenizer)
     return ClapTextAudio(model, tok, fe, device=device, name=name, **kw)

@@ -61,7 +61,7 @@ def test_laion_clap_file_gives_the_reference_audio_embeddings(tmp_path, monkeypa
     import ausweep.models.laion_clap as lc
 
     model, fe = load_clap_model("laion-clap", tmp_path / "630k-audioset-best.pt", text=TEXT)
-    monkeypatch.setattr(lc, "load_clap_model", lambda name, path: (model, fe))
+    monkeypatch.setattr(lc, "load_clap_model", lambda name, path, text=None: (model, fe))
     enc = load_audio_encoder("laion-clap")
     waves = _clips([10.0, 3.3])
     got = enc.embed(waves)
@@ -83,6 +83,17 @@ def test_laion_clap_file_gives_the_reference_audio_embeddings(tmp_path, monkeypa
         got_t = model.get_text_features(input_ids=ids, attention_mask=mask)
         got_t = torch.nn.functional.normalize(got_t if isinstance(got_t, torch.Tensor) else got_t.pooler_output, dim=-1)
     assert (got_t - want_t).abs().max() < 1e-4
+    # AudioBERT's retrieval towers from the same file (tokenizer: a small local one instead of roberta-base)
+    from ausweep.models.laion_clap import load_clap_text_audio
+    from ausweep.models.tiny import TINY_TEXT, tiny_tokenizer
+
+    tiny_tokenizer(TINY_TEXT["tiny-bert"]["tokenizer"]).save_pretrained(tmp_path / "tok")
+    towers = load_clap_text_audio("laion-clap", tokenizer=str(tmp_path / "tok"), text=TEXT)
+    enc_ids = towers.tokenizer(["dog barking"], return_tensors="pt")
+    with torch.no_grad():
+        want_q = torch.nn.functional.normalize(ref.encode_text(dict(enc_ids), "cpu"), dim=-1)
+    assert (towers.embed_text(["dog barking"]) - want_q).abs().max() < 1e-4
+    np.testing.assert_allclose(towers.embed_audio(waves[:1]).numpy(), want[:1], atol=1e-4)
 
 
 def test_every_key_of_the_file_is_loaded_checked_or_named(tmp_path):
