@@ -108,3 +108,53 @@ def test_optuna_search_resumes_its_own_history_after_driver_kill(tmp_path):
     # the conditional key is searched exactly where its condition holds
     for t in complete:
         assert ("probe/weight_decay" in t.params) == t.params["probe/standardize"]
+
+
+def test_multi_objective_lora_rank_logs_the_pareto_front(tmp_path, monkeypatch, ray_session):
+    """Optuna's multi-objective TPE on the tiny AudioBERT demo: dev accuracy up, trainable parameters
+    down; the parent run holds the Pareto front of the trials as they were logged."""
+    import csv
+
+    from mlflow.tracking import MlflowClient
+
+    from ausweep.sweep.cli import main
+    from ausweep.sweep.search import pareto_mask
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("AUSWEEP_CACHE", str(tmp_path / "cache"))
+    spec = {
+        "study": "audiobert",
+        "config": str(REPO / "configs" / "audiobert" / "demo.yaml"),
+        "overrides": {"max_items": 24, "retrieval.extract.cache_dir": str(tmp_path / "cache" / "embeddings")},
+        "search_space": {"adapter.lora_r": {"choice": [1, 4, 16]}, "train.lr": {"loguniform": [1e-4, 1e-2]}},
+        "tune": {"metric": "dev/acc", "mode": "max", "num_samples": 4,
+                 "search": {"name": "optuna", "seed": 0, "n_startup_trials": 2, "objectives": [
+                     {"metric": "dev/acc", "mode": "max"}, {"metric": "trainable_params", "mode": "min", "cost": True}]}},
+        "resources": {"cpu": 1, "gpu": 0},
+    }
+    path = tmp_path / "pareto.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert main([str(path), "--storage", str(tmp_path / "runs")]) == 0
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("pareto")
+    runs = client.search_runs([exp.experiment_id])
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 4
+    assert {"pareto.csv", "pareto.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    table = list(csv.DictReader(open(client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path)))))
+    logged = sorted((int(c.data.params["adapter.lora_r"]), c.data.metrics["dev/acc"], c.data.metrics["trainable_params"])
+                    for c in children)
+    written = sorted((int(r["adapter.lora_r"]), float(r["dev/acc"]), float(r["trainable_params"])) for r in table)
+    assert written == pytest.approx(logged)
+    front = pareto_mask([(a, n) for _, a, n in written], ["max", "min"])
+    assert [r["on_front"] == "True" for r in sorted(table, key=lambda r: (int(r["adapter.lora_r"]), float(r["dev/acc"]),
+                                                                       float(r["trainable_params"])))] == front
+    # a larger LoRA rank costs more parameters: the cheapest trial is always on the front
+    assert front[[n for _, _, n in written].index(min(n for _, _, n in written))]
+    [run_dir] = list((tmp_path / "runs").glob("pareto-*"))
+    study = _study(run_dir)
+    assert len(study.directions) == 2 and sum(t.state.name == "COMPLETE" for t in study.trials) == 4
