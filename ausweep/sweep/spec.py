@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ausweep.config import ConfigError, deep_merge, flatten, from_dict, load_yaml, option, set_dotted, to_dict, unflatten
-from ausweep.sweep.search import SearchSpec, check_search
 from ausweep.files import resources_root
+from ausweep.sweep.search import SearchSpec, check_search
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 # Names of data a metric may be *chosen* on: a metric whose key has one of these as a part separated by

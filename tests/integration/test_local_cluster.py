@@ -29,7 +29,8 @@ import psutil
 import pytest
 import yaml
 
-from ausweep.cluster.local import exports as cluster_exports, read_mlflow_password
+from ausweep.cluster.local import exports as cluster_exports
+from ausweep.cluster.local import read_mlflow_password
 from ausweep.track.store import ui_url
 from tests.tiny import make_fsd50k, write_sweep
 
