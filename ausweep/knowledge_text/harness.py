@@ -24,6 +24,7 @@ lm-eval's rule), so per-item log-likelihoods agree to float noise (tested).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -179,7 +180,7 @@ def score_with_lm_eval(items: Sequence[MCItem], backend: str = "hf", lm: Any = N
         model: Any = HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size, device=str(lm.device),
                           max_length=lm.max_length, **(model_args or {}))
     else:
-        if importlib_find("vllm") is None:
+        if importlib.util.find_spec("vllm") is None:
             raise ValueError("scorer backend 'vllm' needs the vllm package (pip install vllm, on a GPU machine)")
         if pretrained is None:
             raise ValueError("the vllm backend needs the model's folder or hub id (pretrained=)")
@@ -218,9 +219,3 @@ def model_path(name: str) -> str:
         raise ValueError(f"text model '{name}' is built in memory ({spec.source}) and has no folder for vLLM; "
                          "use lm_eval_model=hf")
     return spec.hub_id
-
-
-def importlib_find(name: str) -> Any:
-    import importlib.util
-
-    return importlib.util.find_spec(name)

@@ -151,6 +151,21 @@ def prepare(configs: list[KnowledgeConfig], space: dict[str, dict[str, Any]]) ->
             check_lm_with_head(c.model, "causal")
         except ValueError as e:  # NoHeadError (a masked LM, a seq2seq model), a bad folder
             raise ConfigError("", "model", str(e)) from None
+    for c in configs:  # the lm-eval backend's packages and, for vLLM, a folder or hub id to load
+        if c.scorer == "lm_eval":
+            import importlib.util
+
+            from ausweep.knowledge_text.harness import model_path
+
+            needed = ["lm_eval", "datasets"] + (["vllm"] if c.lm_eval_model == "vllm" else [])
+            missing = [p for p in needed if importlib.util.find_spec(p) is None]
+            if missing:
+                raise ConfigError("", "scorer", f"scorer=lm_eval (lm_eval_model={c.lm_eval_model}) needs the packages {missing}")
+            if c.lm_eval_model == "vllm":
+                try:
+                    model_path(c.model)
+                except ValueError as e:
+                    raise ConfigError("", "lm_eval_model", str(e)) from None
     for name in sorted({s for c in configs for s in c.sets}):
         try:
             check_set(name)

@@ -207,3 +207,10 @@ def test_lm_eval_scorer_refuses_what_it_cannot_do():
             KnowledgeConfig(scorer="lm_eval", **bad)
     with pytest.raises(ValueError, match="no folder for vLLM"):
         model_path("tiny-qwen2")
+    from ausweep.config import ConfigError
+    from ausweep.knowledge_text.study import prepare
+
+    cfg = KnowledgeConfig(model="tiny-qwen2", sets=["music"], scorer="lm_eval", lm_eval_model="vllm")
+    with pytest.raises(ConfigError, match="vllm" if importlib.util.find_spec("vllm") is None else "no folder for vLLM"):
+        prepare([cfg], {})
+    prepare([KnowledgeConfig(model="tiny-qwen2", sets=["music"], scorer="lm_eval")], {})  # hf: fine
