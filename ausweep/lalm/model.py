@@ -11,6 +11,13 @@ SALMONN. The Whisper encoder is always frozen; the LLM is frozen, LoRA-adapted o
 (``llm_mode``). Only the trainable weights are saved (:meth:`LALM.save_trained`); :func:`load_lalm`
 rebuilds the frozen parts from their names.
 
+Under DeepSpeed ZeRO-3, :func:`build_lalm` with ``zero3_config`` loads partitioned: the LLM (and a
+Whisper checkpoint) load under ``deepspeed.zero.Init`` through transformers' DeepSpeed integration,
+so no rank ever holds the whole checkpoint in its parameters; the modules ausweep initialises itself
+(Q-Former, projection, LoRA adapters) are built whole, seeded, outside ``zero.Init`` (an in-place
+init on a partitioned placeholder would do nothing) and then partitioned. The weights are the same
+as without it (a test gathers them and compares the outputs).
+
 Importing this module imports torch (the :class:`LALM` module subclasses ``torch.nn.Module``) but
 loads no model; transformers and peft are imported when a model is built.
 """
@@ -297,13 +304,23 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- building
 
 
-def build_lalm(cfg: LALMConfig, device: str = "cpu") -> LALM:
+def build_lalm(cfg: LALMConfig, device: str = "cpu", zero3_config: dict[str, Any] | None = None) -> LALM:
     """Load the encoder and LLM named in ``cfg``, add a freshly initialised (seeded) Q-Former and
-    projection, and set what trains per ``cfg.llm_mode``. Returned in eval mode."""
+    projection, and set what trains per ``cfg.llm_mode``. Returned in eval mode.
+
+    ``zero3_config``: a DeepSpeed ZeRO-3 config (every rank of an initialised ``torch.distributed``
+    calling): load partitioned (module doc), so that every parameter comes back as a ZeRO-3
+    partition (``p.ds_tensor`` holds this rank's share, ``p`` itself is an empty placeholder until
+    gathered) and ``device`` is DeepSpeed's. ``deepspeed.initialize`` takes the model as it is.
+    Models that are built rather than loaded (the tiny test models, the CTranslate2 Whisper tiny.en)
+    are built whole first: they are small.
+    """
     from ausweep.models.heads import load_lm_with_head
 
-    encoder, feature_extractor = _load_encoder(cfg.encoder, device, cfg.dtype)
-    lm = load_lm_with_head(cfg.llm, kind="causal", device=device, dtype=cfg.dtype)
+    if zero3_config is not None:
+        device = "cpu"  # placement is DeepSpeed's; nothing is moved
+    encoder, feature_extractor = _load_encoder(cfg.encoder, device, cfg.dtype, zero3_config)
+    lm = load_lm_with_head(cfg.llm, kind="causal", device=device, dtype=cfg.dtype, zero3_config=zero3_config)
     llm, tokenizer = lm.model, lm.tokenizer
     _ensure_pad_token(tokenizer, cfg.llm)
     if getattr(llm.config, "pad_token_id", None) is None:
@@ -322,7 +339,20 @@ def build_lalm(cfg: LALMConfig, device: str = "cpu") -> LALM:
             torch.manual_seed(cfg.seed)
             llm = _add_lora(llm, cfg)
     lalm = LALM(cfg, encoder, feature_extractor, llm, tokenizer)
+    if zero3_config is not None:
+        _partition_the_rest(lalm, zero3_config)
     return lalm.eval()
+
+
+def _partition_the_rest(module: nn.Module, zero3_config: dict[str, Any]) -> None:
+    """Partition every parameter that is not yet a ZeRO-3 one (LoRA adapters, Q-Former, projection,
+    models built whole), as ``deepspeed.initialize`` would: rank 0's values are broadcast (every
+    rank built the same ones anyway, seeded), then each rank keeps its slice."""
+    import deepspeed
+    from deepspeed.runtime.zero.partition_parameters import is_zero_param
+
+    if any(not is_zero_param(p) for p in module.parameters()):
+        deepspeed.zero.Init(module=module, config_dict_or_path=zero3_config)
 
 
 def load_lalm(folder: str | os.PathLike, device: str = "cpu") -> LALM:
@@ -361,8 +391,10 @@ def load_lalm(folder: str | os.PathLike, device: str = "cpu") -> LALM:
 # ----------------------------------------------------------------------------- internals
 
 
-def _load_encoder(name: str, device: str, dtype: str) -> tuple[nn.Module, Any]:
-    """``(WhisperEncoder, WhisperFeatureExtractor)`` for ``name``; the decoder is dropped."""
+def _load_encoder(name: str, device: str, dtype: str, zero3_config: dict[str, Any] | None = None) -> tuple[nn.Module, Any]:
+    """``(WhisperEncoder, WhisperFeatureExtractor)`` for ``name``; the decoder is dropped.
+    ``zero3_config``: a Whisper checkpoint loads partitioned (:func:`ausweep.models.heads.zero3_loading`)
+    and is not moved to ``device``."""
     torch_dtype = getattr(torch, dtype)
     if name in _WHISPER_TINY_EN:
         from ausweep.models import whisper_ct2
@@ -381,6 +413,7 @@ def _load_encoder(name: str, device: str, dtype: str) -> tuple[nn.Module, Any]:
     else:
         import transformers as tf
 
+        from ausweep.models.heads import zero3_loading
         from ausweep.models.text import hub_errors
 
         path = _encoder_path(name)
@@ -388,10 +421,34 @@ def _load_encoder(name: str, device: str, dtype: str) -> tuple[nn.Module, Any]:
             config = tf.AutoConfig.from_pretrained(path)
             if config.model_type != "whisper":
                 raise ValueError(f"encoder '{name}' has model_type '{config.model_type}'; the LALM needs a Whisper encoder")
-            model = tf.WhisperModel.from_pretrained(path, dtype=torch_dtype)
+            cls = tf.WhisperModel if zero3_config is None else _whisper_for_zero3()
+            with zero3_loading(zero3_config):
+                model = cls.from_pretrained(path, dtype=torch_dtype)
             fe = tf.WhisperFeatureExtractor.from_pretrained(path)
+        if zero3_config is not None:
+            return model.get_encoder().eval(), fe
     encoder = model.get_encoder()
     return encoder.to(device).eval(), fe
+
+
+def _whisper_for_zero3() -> type:
+    """``WhisperModel`` that loads under ZeRO-3. transformers 5.24's ``WhisperPreTrainedModel._init_weights``
+    evaluates ``sinusoids(*embed_positions.weight.shape)`` for the encoder even when the checkpoint
+    filled that weight, and under ZeRO-3 the shape is the empty placeholder's (0,): a TypeError on
+    every rank. Loaded weights need no init, so the generic one runs then; an unloaded table is
+    gathered by transformers first and takes Whisper's own branch."""
+    import transformers as tf
+    from transformers.modeling_utils import PreTrainedModel
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    class WhisperModel(tf.WhisperModel):
+        def _init_weights(self, module: nn.Module) -> None:
+            if isinstance(module, WhisperEncoder) and getattr(module.embed_positions.weight, "_is_hf_initialized", False):
+                PreTrainedModel._init_weights(self, module)
+            else:
+                super()._init_weights(module)
+
+    return WhisperModel
 
 
 def _encoder_path(name: str) -> str:

