@@ -16,11 +16,20 @@ the text-only sets (``sound``, ``music``, ``phonology``):
 
 It is NOT a benchmark of real-world audio: the sounds are synthetic and the questions easy.
 
+The training clips are of other kinds (:data:`TRAIN_TASKS`: tones, noise, beeps, two notes, three
+stacked notes, spoken words, loud or quiet) and are asked other question families
+(:data:`TRAIN_FAMILIES`: describe, transcribe, count, loudness, duration). Every evaluation family
+(pitch height, tone or noise, pitch direction, triad quality, interval, rhyme, syllables) is held
+out of training, so a trained model is scored on questions it was never taught to answer.
+
 :func:`make_demo_sets` writes, into one folder::
 
     eval.jsonl     MCItem records with ``audio`` (ausweep.benchmarks.mcq.load_mc reads it): the items reported
     dev.jsonl      more MCItem records, on other clips: the items hyperparameters are chosen on (with n_dev > 0)
-    train.jsonl    instruction examples {audio, instruction, response} (ausweep.lalm.data.load_instructions)
+    train_metadata.jsonl   the training clips' text metadata {audio, caption, transcript, attributes,
+                   instructions}: what ausweep.lalm.distill turns into backbone-written responses
+    train.jsonl    the same instructions answered from the metadata {audio, instruction, response}
+                   (ausweep.lalm.data.load_instructions); the `given` training data
     clips/{eval,dev,train}/*.wav    16 kHz mono, 1-2 s; no clip is shared between splits
     manifest.json  parameters, every clip's recipe and sha256; written last
 
@@ -34,6 +43,7 @@ existing set; the same seed gives the same files. Needs ``sox`` and ``espeak-ng`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -58,13 +68,13 @@ from ausweep.data.synth import install_folder, made_by, new_partial_dir, read_ma
 from ausweep.data.synth import midi_hz as _midi_hz
 from ausweep.data.synth import require_tools as _require_tools
 from ausweep.data.synth import run_tool as _run
-from ausweep.files import cache_root, write_text_atomic
+from ausweep.files import cache_root, write_jsonl_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
 GENERATOR = "ausweep.lalm.demo_data"  # the module's old path, kept so sets generated before the move stay valid
 # Bump whenever a recipe, a word table or a question changes: an older set is then regenerated.
-GENERATOR_VERSION = 2  # 2: a dev split
+GENERATOR_VERSION = 3  # 2: a dev split; 3: training clips with metadata, held-out question families
 SPLITS = ("eval", "train", "dev")  # planned in this order: adding dev changed no eval or train clip
 CATEGORIES = ("sound", "music", "phonology")
 DEFAULT_N_TRAIN = 280
@@ -83,7 +93,11 @@ chord's intervals and the spoken word are the recipe's own parameters (see manif
 
 eval.jsonl   multiple-choice items (ausweep.benchmarks.mcq format, with audio): report these
 dev.jsonl    multiple-choice items on other clips: choose hyperparameters on these (when made)
-train.jsonl  instruction examples (audio, instruction, response) on other clips
+train_metadata.jsonl  training clips' text metadata (caption, transcript, attributes, instructions):
+             the input of the DeSTA-style self-distillation (ausweep.lalm.distill)
+train.jsonl  the same instructions answered from the metadata (audio, instruction, response)
+Training instructions never come from an evaluation question family (describe, transcribe, count,
+loudness, duration only; see manifest.json "train_families").
 Delete this folder to force regeneration.
 """
 
@@ -141,6 +155,7 @@ class _Spec:
     recipe: dict[str, Any]
     commands: list[list[str]]
     dedup_key: str = ""  # identical keys would give identical clips (espeak is deterministic)
+    gain_db: float = 0.0
 
 
 def _shuffled(r: np.random.Generator, options: Sequence[str]) -> tuple[str, ...]:
@@ -269,6 +284,196 @@ TASKS: tuple[tuple[str, str, Task], ...] = (
 )
 
 
+# ----------------------------------------------------------------------------- training clips
+# The training split is NOT drawn from TASKS: its clips carry text metadata (a caption, a
+# transcript for speech, attributes) and are asked instructions of other families (below), so
+# that the evaluation measures transfer, not in-task fine-tuning. Captions state the physics
+# ("a 2400 Hz sine tone", "C4, E4 and G4 sounded together"), never an evaluation label ("a high
+# tone", "a major chord"): a backbone that knows what 2400 Hz or C-E-G is can say so itself (the
+# DeSTA self-distillation in ausweep.lalm.distill), and the LALM learns to say it from the audio.
+
+# Instruction families of the training data; none is a family of TASKS (the evaluation's).
+TRAIN_FAMILIES: dict[str, tuple[str, ...]] = {
+    "describe": ("Describe the sound.", "What do you hear in this clip?", "Write a one-sentence caption for this audio."),
+    "transcribe": ("Transcribe the speech.", "What words are spoken in the clip?"),
+    "count": ("How many separate sounds do you hear?", "Count the sound events in the clip."),
+    "loudness": ("Is the clip loud or quiet?", "How loud is the sound?"),
+    "duration": ("How long does the sound last?", "About how many seconds long is the clip?"),
+}
+# Words that would put an instruction in an evaluation family (TASKS' subcategories); the tests
+# check that no training instruction holds one. README: "held-out question families".
+EVAL_FAMILY_TERMS: dict[str, tuple[str, ...]] = {
+    "pitch_height": ("high or low", "pitch"),
+    "tone_or_noise": ("tone or noise", "pure tone"),
+    "pitch_direction": ("higher or lower", "higher", "lower"),
+    "triad_quality": ("major", "minor", "chord"),
+    "interval": ("interval", "third", "fifth", "octave"),
+    "rhyme": ("rhyme",),
+    "syllables": ("syllable",),
+}
+QUIET_DB = 20.0  # a "quiet" training clip peaks 20 dB below a "loud" one (-21 vs -1 dBFS)
+_NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def eval_family_of(instruction: str) -> str | None:
+    """The evaluation family (a subcategory of :data:`TASKS`) whose terms ``instruction`` uses, or None."""
+    text = instruction.casefold()
+    for family, terms in EVAL_FAMILY_TERMS.items():
+        if any(term in text for term in terms):
+            return family
+    return None
+
+
+@dataclass(frozen=True)
+class _TrainSpec:
+    caption: str
+    transcript: str | None
+    attributes: dict[str, Any]
+    answers: dict[str, str]  # family -> the ground-truth response (the `given` training data)
+    recipe: dict[str, Any]
+    commands: list[list[str]]
+    dedup_key: str = ""
+    gain_db: float = 0.0  # applied after peak normalisation: -QUIET_DB for a quiet clip
+
+
+def _note_name(midi: int) -> str:
+    return f"{_NOTE_NAMES[midi % 12]}{midi // 12 - 1}"
+
+
+def _loudness(r: np.random.Generator, j: int) -> tuple[str, float]:
+    loud = (j + int(r.integers(0, 2))) % 2 == 0
+    return ("loud", 0.0) if loud else ("quiet", -QUIET_DB)
+
+
+def _count_word(n: int) -> str:
+    return _NUMBER_WORDS[n - 1]
+
+
+def _physical(caption: str, transcript: str | None, seconds: float, level: str, n_events: int | None,
+              recipe: dict[str, Any], commands: list[list[str]], gain: float, extra: dict[str, Any],
+              dedup_key: str = "") -> _TrainSpec:
+    attributes = {"duration_s": round(seconds, 1), "loudness": level, **extra}
+    answers = {"describe": caption, "loudness": level, "duration": f"about {seconds:.1f} seconds"}
+    if n_events is not None:
+        answers["count"] = _count_word(n_events)
+        attributes["events"] = n_events
+    if transcript is not None:
+        answers["transcribe"] = transcript
+    return _TrainSpec(caption, transcript, attributes, answers, recipe, commands, dedup_key, gain)
+
+
+def _train_tone(r: np.random.Generator, c: _Ctx, j: int) -> _TrainSpec:
+    freq = float(np.exp(r.uniform(np.log(120), np.log(2800))))
+    dur = float(r.uniform(0.6, 1.8))
+    level, gain = _loudness(r, j)
+    caption = f"a {freq:.0f} Hz sine tone, {dur:.1f} s, {level}"
+    return _physical(caption, None, dur, level, 1, {"freq_hz": round(freq, 2), "seconds": round(dur, 3)},
+                     [_tone(c, c.raw, freq, dur)], gain, {"frequency_hz": round(freq)})
+
+
+def _train_noise(r: np.random.Generator, c: _Ctx, j: int) -> _TrainSpec:
+    kind = str(r.choice(["whitenoise", "pinknoise", "brownnoise"]))
+    dur = float(r.uniform(0.6, 1.8))
+    skip = float(r.uniform(0, 3))
+    level, gain = _loudness(r, j)
+    colour = kind.replace("noise", "")
+    caption = f"a {dur:.1f} s burst of {colour} noise, {level}"
+    cmd = c.synth(c.raw, "synth", _f(skip + dur), kind, "trim", _f(skip), "fade", "h", "0.02", _f(dur), "0.05")
+    return _physical(caption, None, dur, level, 1, {"noise": kind, "seconds": round(dur, 3)}, [cmd], gain,
+                     {"noise_colour": colour})
+
+
+def _train_beeps(r: np.random.Generator, c: _Ctx, j: int) -> _TrainSpec:
+    n = j % 3 + 2  # 2..4 beeps, cycling
+    freq = float(r.uniform(400, 2000))
+    beep, gap = float(r.uniform(0.12, 0.2)), float(r.uniform(0.12, 0.2))
+    level, gain = _loudness(r, j)
+    total = n * beep + (n - 1) * gap
+    cmds, parts = [], []
+    for k in range(n):
+        part = c.path(f"b{k}.wav")
+        cmds.append(_tone(c, part, freq, beep))
+        if k < n - 1:
+            cmds.append(c.sox([part], c.path(f"p{k}.wav"), "pad", "0", _f(gap)))
+            part = c.path(f"p{k}.wav")
+        parts.append(part)
+    cmds.append(c.sox(parts, c.raw))
+    caption = f"{_count_word(n)} short beeps of a {freq:.0f} Hz tone, {total:.1f} s, {level}"
+    return _physical(caption, None, total, level, n, {"freq_hz": round(freq, 2), "beeps": n, "beep_s": round(beep, 3),
+                                                      "gap_s": round(gap, 3)}, cmds, gain, {"frequency_hz": round(freq)})
+
+
+def _train_notes(r: np.random.Generator, c: _Ctx, j: int) -> _TrainSpec:
+    first = int(r.integers(48, 72))
+    second = first + int(r.choice([-1, 1])) * int(r.integers(1, 13))
+    note = float(r.uniform(0.5, 0.8))
+    level, gain = _loudness(r, j)
+    a, b = c.path("a.wav"), c.path("b.wav")
+    f1, f2 = _midi_hz(first), _midi_hz(second)
+    caption = (f"two sine notes one after the other, {_note_name(first)} ({f1:.0f} Hz) then "
+               f"{_note_name(second)} ({f2:.0f} Hz), {2 * note:.1f} s, {level}")
+    return _physical(caption, None, 2 * note, level, 2,
+                     {"notes_midi": [first, second], "freq_hz": [round(f1, 2), round(f2, 2)], "note_s": round(note, 3)},
+                     [_tone(c, a, f1, note), _tone(c, b, f2, note), c.sox([a, b], c.raw)], gain,
+                     {"notes": f"{_note_name(first)} {_note_name(second)}"})
+
+
+def _train_stack(r: np.random.Generator, c: _Ctx, j: int) -> _TrainSpec:
+    root = int(r.integers(48, 67))
+    shape = [(0, 4, 7), (0, 3, 7), (0, 3, 6), (0, 4, 8), (0, 5, 7), (0, 2, 7)][int(r.integers(0, 6))]
+    notes = [root + s for s in shape]
+    dur = float(r.uniform(1.0, 1.8))
+    level, gain = _loudness(r, j)
+    tones = [a for n in notes for a in ("sine", _f(_midi_hz(n), 2))]
+    names = [_note_name(n) for n in notes]
+    hz = [f"{_midi_hz(n):.0f}" for n in notes]
+    caption = (f"three sine notes sounded together, {names[0]}, {names[1]} and {names[2]} "
+               f"({hz[0]}, {hz[1]} and {hz[2]} Hz), {dur:.1f} s, {level}")
+    return _physical(caption, None, dur, level, None,
+                     {"notes_midi": notes, "freq_hz": [round(_midi_hz(n), 2) for n in notes], "seconds": round(dur, 3)},
+                     [c.synth(c.raw, "synth", _f(dur), *tones, "remix", "-", "fade", "h", "0.02", _f(dur), "0.1")], gain,
+                     {"notes": " ".join(names)})
+
+
+_TRAIN_WORDS = tuple(sorted({w for ws in SYLLABLE_WORDS.values() for w in ws} | set(SPOKEN_RHYME_WORDS)))
+
+
+def _train_speech(r: np.random.Generator, c: _Ctx, j: int) -> _TrainSpec:
+    n = j % 2 + 1  # one word or two
+    words = [_TRAIN_WORDS[int(r.integers(0, len(_TRAIN_WORDS)))] for _ in range(n)]
+    text = " ".join(words)
+    recipe, cmds, key = _say(r, c, text)
+    level, gain = _loudness(r, j)
+    voice = "male" if recipe["voice"] in _MALE_VOICES else "female"
+    seconds = 0.5 * n + 0.3  # espeak's length is not known before rendering: a round figure
+    caption = f'a {voice} voice saying "{text}", {level}'
+    spec = _physical(caption, text, seconds, level, None, {**recipe, "words": words}, cmds, gain,
+                     {"speaker": voice}, key)
+    answers = {k: v for k, v in spec.answers.items() if k != "duration"}  # a guessed length is no answer
+    attributes = {k: v for k, v in spec.attributes.items() if k != "duration_s"}
+    return dataclasses.replace(spec, answers=answers, attributes=attributes)
+
+
+TrainTask = Callable[[np.random.Generator, _Ctx, int], _TrainSpec]
+# (kind, recipe, instruction families asked besides "describe"); clips cycle through them.
+TRAIN_TASKS: tuple[tuple[str, TrainTask, tuple[str, ...]], ...] = (
+    ("tone", _train_tone, ("loudness", "duration", "count")),
+    ("noise", _train_noise, ("loudness", "duration", "count")),
+    ("beeps", _train_beeps, ("count", "loudness", "duration")),
+    ("notes", _train_notes, ("count", "duration", "loudness")),
+    ("stack", _train_stack, ("loudness", "duration")),
+    ("speech", _train_speech, ("transcribe",)),
+)
+
+
+def _train_instructions(r: np.random.Generator, kind_families: tuple[str, ...], j: int) -> list[tuple[str, str]]:
+    """``[(family, instruction)]`` of one training clip: a description and one other family."""
+    describe = TRAIN_FAMILIES["describe"]
+    other = kind_families[j % len(kind_families)]
+    templates = TRAIN_FAMILIES[other]
+    return [("describe", describe[int(r.integers(0, len(describe)))]), (other, templates[int(r.integers(0, len(templates)))])]
+
+
 # ----------------------------------------------------------------------------- generation
 
 
@@ -278,7 +483,7 @@ class _Job:
     category: str
     subcategory: str
     index: int  # within the split
-    spec: _Spec
+    spec: _Spec | _TrainSpec
     ctx: _Ctx
     rel: str  # clip path relative to the set's folder
 
@@ -298,15 +503,16 @@ def make_demo_sets(root: str | os.PathLike, n_train: int = DEFAULT_N_TRAIN, n_ev
                    seed: int = DEFAULT_SEED, progress: bool = True, n_dev: int = 0) -> dict[str, Path]:
     """Generate (or reuse) the demo audio question sets in ``root``.
 
-    ``n_eval`` clips become multiple-choice items (``eval.jsonl``); ``n_train`` other clips become
-    instruction examples (``train.jsonl``): each clip gives its multiple-choice prompt
-    (:func:`ausweep.benchmarks.mcq.format_prompt`) answered with the option text, and an open
-    instruction ("Describe the sound." -> "a high tone"; "What word is spoken?" -> "cat").
+    ``n_eval`` clips become multiple-choice items (``eval.jsonl``); ``n_train`` clips of the
+    training kinds (:data:`TRAIN_TASKS`) get text metadata (``train_metadata.jsonl``: caption,
+    transcript, attributes and two instructions of :data:`TRAIN_FAMILIES`) and those instructions
+    answered from the metadata (``train.jsonl``: "Describe the sound." -> "a 440 Hz sine tone,
+    1.2 s, loud"). No training instruction is of an evaluation family.
     ``n_dev`` more clips become multiple-choice items of ``dev.jsonl``, for choosing hyperparameters
-    without touching the evaluation items. Clips cycle through :data:`TASKS`, so the categories
-    are balanced; no clip (and no spoken word in the same voice, speed and pitch) is in two splits.
+    without touching the evaluation items. Clips cycle through :data:`TASKS` (training clips through
+    :data:`TRAIN_TASKS`), so the categories are balanced; no clip (and no spoken word in the same voice, speed and pitch) is in two splits.
 
-    Returns ``{"root", "eval", "dev", "train", "manifest"}`` paths (``dev`` exists when ``n_dev > 0``). A complete set made with the same
+    Returns ``{"root", "eval", "dev", "train", "metadata", "manifest"}`` paths (``dev`` exists when ``n_dev > 0``). A complete set made with the same
     parameters and generator version is reused; an older or incomplete set of ours is replaced;
     a non-empty folder that is not ours raises FileExistsError.
     """
@@ -339,7 +545,7 @@ def make_demo_sets(root: str | os.PathLike, n_train: int = DEFAULT_N_TRAIN, n_ev
 
 def _paths(root: Path) -> dict[str, Path]:
     return {"root": root, "eval": root / "eval.jsonl", "dev": root / "dev.jsonl", "train": root / "train.jsonl",
-            "manifest": root / "manifest.json"}
+            "metadata": root / "train_metadata.jsonl", "manifest": root / "manifest.json"}
 
 
 def _plan(tmp: Path, params: dict[str, int]) -> list[_Job]:
@@ -348,10 +554,11 @@ def _plan(tmp: Path, params: dict[str, int]) -> list[_Job]:
     jobs: list[_Job] = []
     used: set[str] = set()
     for split, n in ((s, params.get(f"n_{s}", 0)) for s in SPLITS):
-        per_task = [0] * len(TASKS)
+        tasks = _TRAIN_AS_TASKS if split == "train" else TASKS
+        per_task = [0] * len(tasks)
         for i in range(n):
-            t = i % len(TASKS)
-            category, sub, task = TASKS[t]
+            t = i % len(tasks)
+            category, sub, task = tasks[t]
             j = per_task[t]
             per_task[t] += 1
             ctx = _Ctx(work=tmp / ".work" / f"{split}_{i:05d}", sample_rate=params["sample_rate"], k=j)
@@ -370,11 +577,16 @@ def _plan(tmp: Path, params: dict[str, int]) -> list[_Job]:
     return jobs
 
 
+# The training kinds in the shape of TASKS, for _plan.
+_TRAIN_AS_TASKS: tuple[tuple[str, str, Any], ...] = tuple(("train", kind, task) for kind, task, _ in TRAIN_TASKS)
+_TRAIN_FAMILIES_OF = {kind: families for kind, _, families in TRAIN_TASKS}
+
+
 def _generate(tmp: Path, params: dict[str, int], progress: bool) -> None:
     """Clips, eval.jsonl, dev.jsonl (n_dev > 0), train.jsonl, README and (last) manifest.json, all inside ``tmp``."""
     from tqdm.auto import tqdm
 
-    from ausweep.benchmarks.mcq import MCItem, format_prompt, save_jsonl
+    from ausweep.benchmarks.mcq import MCItem, save_jsonl
 
     jobs = _plan(tmp, params)
     for split in SPLITS:
@@ -391,17 +603,21 @@ def _generate(tmp: Path, params: dict[str, int], progress: bool) -> None:
 
     mc_items: dict[str, list[MCItem]] = {"eval": [], "dev": []}
     train: list[dict[str, str]] = []
+    metadata: list[dict[str, Any]] = []
     records = []
     for job in jobs:
         audio = str(tmp / job.rel)
+        if isinstance(job.spec, _TrainSpec):
+            rec = _train_records(job, audio, params["seed"], train, metadata)
+            records.append({"file": job.rel, "split": job.split, "id": f"train-{job.subcategory}-{job.index:05d}",
+                            "category": job.category, "subcategory": job.subcategory, **rec,
+                            "sha256": hashlib.sha256((tmp / job.rel).read_bytes()).hexdigest(),
+                            "recipe": job.spec.recipe})
+            continue
         item = MCItem(id=f"{job.split}-{job.subcategory}-{job.index:05d}", question=job.spec.question,
                       options=job.spec.options, answer=job.spec.options.index(job.spec.answer),
                       category=job.category, subcategory=job.subcategory, audio=audio)
-        if job.split in mc_items:
-            mc_items[job.split].append(item)
-        else:
-            train.append({"audio": audio, "instruction": format_prompt(item), "response": job.spec.answer})
-            train.append({"audio": audio, "instruction": job.spec.open_instruction, "response": job.spec.open_response})
+        mc_items[job.split].append(item)
         records.append({"file": job.rel, "split": job.split, "id": item.id, "category": job.category,
                         "subcategory": job.subcategory, "answer": job.spec.answer,
                         "description": job.spec.description,
@@ -411,11 +627,33 @@ def _generate(tmp: Path, params: dict[str, int], progress: bool) -> None:
     if mc_items["dev"]:
         save_jsonl(mc_items["dev"], tmp / "dev.jsonl")
     _save_train(train, tmp / "train.jsonl")
+    write_jsonl_atomic(tmp / "train_metadata.jsonl",
+                       [{**m, "audio": os.path.relpath(m["audio"], tmp)} for m in metadata])
     (tmp / "README.txt").write_text(README.format(version=GENERATOR_VERSION))
     manifest = {"generator": GENERATOR, "version": GENERATOR_VERSION, "note": "GENERATED DEMO AUDIO - NOT A REAL BENCHMARK",
-                "params": params, "tasks": [f"{c}/{s}" for c, s, _ in TASKS], "clips": records}
+                "params": params, "tasks": [f"{c}/{s}" for c, s, _ in TASKS],
+                "train_kinds": [k for k, _, _ in TRAIN_TASKS], "train_families": sorted(TRAIN_FAMILIES),
+                "held_out_families": [s for _, s, _ in TASKS], "clips": records}
     # Written last, atomically: a folder with a valid manifest is a complete set.
     write_text_atomic(tmp / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+
+
+def _train_records(job: _Job, audio: str, seed: int, train: list[dict[str, str]], metadata: list[dict[str, Any]]) -> dict[str, Any]:
+    """Append one training clip's instruction examples (answered from its metadata) to ``train``
+    and its metadata line to ``metadata``; return what the manifest records of it."""
+    spec = job.spec
+    assert isinstance(spec, _TrainSpec)
+    r = np.random.default_rng((seed, zlib.crc32(b"instructions"), zlib.crc32(job.subcategory.encode()), job.index))
+    asked = _train_instructions(r, _TRAIN_FAMILIES_OF[job.subcategory], job.ctx.k)
+    for family, instruction in asked:
+        train.append({"audio": audio, "instruction": instruction, "response": spec.answers[family]})
+    meta: dict[str, Any] = {"audio": audio, "caption": spec.caption}
+    if spec.transcript is not None:
+        meta["transcript"] = spec.transcript
+    meta.update(attributes=spec.attributes, instructions=[i for _, i in asked])
+    metadata.append(meta)
+    return {"caption": spec.caption, "transcript": spec.transcript, "attributes": spec.attributes,
+            "families": [f for f, _ in asked]}
 
 
 def _save_train(rows: list[dict[str, str]], path: Path) -> None:
@@ -429,7 +667,8 @@ def _make_clip(job: _Job, tmp: Path) -> None:
     out = tmp / job.rel
     for argv in job.spec.commands:
         _run(argv, out)
-    _run(_finish(job.ctx, out), out)  # mono 16-bit, <= 2 s, short fades, peak -1 dBFS
+    finish = _finish(job.ctx, out)  # mono 16-bit, <= 2 s, short fades, peak -1 dBFS
+    _run(finish + (["gain", _f(job.spec.gain_db, 1)] if job.spec.gain_db else []), out)
     shutil.rmtree(job.ctx.work, ignore_errors=True)
 
 
@@ -446,7 +685,7 @@ def _read_valid_manifest(root: Path, params: dict[str, int]) -> dict[str, Any] |
     clips = manifest.get("clips")
     if not isinstance(clips, list) or len(clips) != params["n_eval"] + params["n_train"] + params["n_dev"]:
         return None
-    if not (root / "eval.jsonl").is_file() or not (root / "train.jsonl").is_file():
+    if not all((root / name).is_file() for name in ("eval.jsonl", "train.jsonl", "train_metadata.jsonl")):
         return None
     if params["n_dev"] and not (root / "dev.jsonl").is_file():
         return None
@@ -475,7 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = make_demo_sets(args.out_dir, args.n_train, args.n_eval, args.seed, progress=not args.quiet, n_dev=args.n_dev)
     except (ValueError, FileExistsError, RuntimeError) as e:  # DemoToolError is a RuntimeError
         parser.exit(2, f"error: {e}\n")
-    for key in ("eval", "dev", "train", "manifest"):
+    for key in ("eval", "dev", "train", "metadata", "manifest"):
         if paths[key].exists():
             print(f"{key}: {paths[key]}")
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ausweep.benchmarks.mcq import LETTERS, load_mc
+from ausweep.benchmarks.mcq import load_mc
 from ausweep.data import demo_mc as dd
 from ausweep.data.audio import read_audio
 
@@ -149,15 +149,55 @@ def test_eval_items_and_train_examples(demo):
     lines = [json.loads(line) for line in paths["train"].read_text().splitlines()]
     assert len(lines) == 2 * N
     from ausweep.lalm.data import load_instructions
+    from ausweep.lalm.distill import load_metadata
 
     examples = load_instructions(paths["train"])
     assert [e.response for e in examples] == [rec["response"] for rec in lines]
     assert {e.audio for e in examples} == {str(paths["root"] / rec["audio"]) for rec in lines}
+    meta = load_metadata(paths["metadata"])  # the self-distillation's input: same clips, same instructions
+    assert [(m.audio, ins) for m in meta for ins in m.instructions] == [(e.audio, e.instruction) for e in examples]
+    by_file = {c["file"]: c for c in manifest["clips"]}
     for rec in lines:
         assert set(rec) == {"audio", "instruction", "response"}
         assert (paths["root"] / rec["audio"]).is_file()
-        if rec["instruction"].startswith("Question:"):  # the MC prompt: the response is one of its options
-            assert any(f"{LETTERS[i]}. {rec['response']}" in rec["instruction"] for i in range(4))
+        if rec["instruction"] in dd.TRAIN_FAMILIES["describe"]:
+            assert rec["response"] == by_file[rec["audio"]]["caption"]
+    assert sum(m.transcript is not None for m in meta) == N // len(dd.TRAIN_TASKS)  # the speech clips
+
+
+def test_no_training_instruction_is_of_an_evaluation_family(demo):
+    """The evaluation's question families are held out of training: the training families are
+    others, every evaluation question is recognised as its own family, no training instruction as any."""
+    paths, manifest = demo
+    held_out = {s for _, s, _ in dd.TASKS}
+    assert not held_out & set(dd.TRAIN_FAMILIES) and set(manifest["held_out_families"]) == held_out
+    for it in load_mc(paths["eval"]):
+        assert dd.eval_family_of(it.question) == it.subcategory, it.question
+    allowed = {ins for templates in dd.TRAIN_FAMILIES.values() for ins in templates}
+    assert {dd.eval_family_of(ins) for ins in allowed} == {None}
+    trained = [json.loads(line)["instruction"] for line in paths["train"].read_text().splitlines()]
+    trained += [ins for line in paths["metadata"].read_text().splitlines() for ins in json.loads(line)["instructions"]]
+    assert set(trained) <= allowed and {dd.eval_family_of(ins) for ins in trained} == {None}
+    questions = {it.question for it in load_mc(paths["eval"])}
+    assert not any(q in ins for q in questions for ins in trained)
+
+
+def test_training_clips_are_what_their_metadata_says(demo):
+    paths, manifest = demo
+    train = [c for c in manifest["clips"] if c["split"] == "train"]
+    assert {c["subcategory"] for c in train} == {k for k, _, _ in dd.TRAIN_TASKS}
+    assert {c["attributes"]["loudness"] for c in train} == {"loud", "quiet"}
+    for c in train:
+        x = _wave(paths, c)
+        peak_db = 20 * np.log10(np.abs(x).max())
+        assert peak_db == pytest.approx(-1.0 if c["attributes"]["loudness"] == "loud" else -1.0 - dd.QUIET_DB, abs=0.5), c
+        if c["subcategory"] in ("tone", "beeps"):
+            (f,) = _peaks(x)
+            assert f == pytest.approx(c["recipe"]["freq_hz"], rel=0.01), c
+            assert f"{c['recipe']['freq_hz']:.0f} Hz" in c["caption"], c
+        if c["subcategory"] == "beeps":  # the count in the caption is the number of bursts heard
+            env = np.convolve(np.abs(x) > 0.3 * np.abs(x).max(), np.ones(80), "same") > 0
+            assert int(np.sum(np.diff(env.astype(int)) == 1)) == c["attributes"]["events"], c
 
 
 def test_train_and_eval_share_no_clip(demo):
