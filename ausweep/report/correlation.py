@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 ALL = "all"  # the macro average over paired tasks
 ALL_MICRO = "all_micro"  # every item of the paired tasks weighing the same
+ANY_PRESET = "*"  # `preset='*'`: sweeps run with any preset, or none
 DEV_PREFIX = "dev/"  # metrics measured on a dev split, disjoint from the evaluation items
 # Params that say how a run was executed, not what it computed.
 NOT_RECIPE = ("progress", "storage", "device", "batch_size", "eval_batch_size", "describe_batch_size", "revision",
@@ -60,9 +61,9 @@ NOT_RECIPE = ("progress", "storage", "device", "batch_size", "eval_batch_size", 
 class CorrelationConfig:
     text_experiment: str = option("knowledge_text", help="MLflow experiment (sweep name) of the text-only scores.")
     audio_experiment: str = option("lalm_backbone", help="MLflow experiment (sweep name) of the audio-grounded scores.")
-    text_run: str | None = option(None, help="Parent run id of the text sweep; default: its latest finished sweep (with `preset`, if set).")
-    audio_run: str | None = option(None, help="Parent run id of the audio sweep; default: its latest finished sweep (with `preset`, if set).")
-    preset: str | None = option(None, help="Only sweeps run with this preset (e.g. demo); '' for sweeps run without one.")
+    text_run: str | None = option(None, help="Parent run id of the text sweep; default: its latest finished sweep run with `preset`.")
+    audio_run: str | None = option(None, help="Parent run id of the audio sweep; default: its latest finished sweep run with `preset`.")
+    preset: str = option("", help="Only sweeps run with this preset (e.g. demo). Default '': sweeps run without a preset, the one-recipe sweeps, so a tuning preset (lalm_backbone --preset tune / hparams, which give each backbone its own recipe) is never compared by default; '*': any preset.")
     text_backbone_param: str = option("model", help="Param that names the backbone in the text sweep's child runs.")
     audio_backbone_param: str = option("lalm.llm", help="Param that names the backbone in the audio sweep's child runs.")
     task_map: str | None = option(None, help="YAML task map pairing text and audio categories (ausweep.benchmarks.tasks); default configs/backbone_tasks.yaml.")
@@ -357,12 +358,12 @@ def latest_sweep(client: Any, experiment: str, preset: str | None) -> Any:
     if exp is None:
         raise ReportError(f"no MLflow experiment '{experiment}' at {redact_uri(client.tracking_uri)}: run `python -m ausweep.sweep {experiment}` first")
     filt = "attributes.status = 'FINISHED' and tags.`ausweep.sweep` != ''"
-    if preset is not None:
+    if preset is not None and preset != ANY_PRESET:
         filt += f" and tags.`ausweep.preset` = '{preset}'"
     runs = [r for r in client.search_runs([exp.experiment_id], filter_string=filt, order_by=["attributes.start_time DESC"], max_results=200)
             if "mlflow.parentRunId" not in r.data.tags]
     if not runs:
-        which = f" with preset '{preset}'" if preset is not None else ""
+        which = "" if preset in (None, ANY_PRESET) else f" with preset '{preset}'" if preset else " run without a preset (--preset P or preset='*' for others)"
         raise ReportError(f"experiment '{experiment}' has no finished sweep{which}")
     return runs[0]
 

@@ -25,7 +25,7 @@ def test_show_takes_overrides_after_options(capsys):
 def test_list_and_fields(capsys):
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
-    assert "probe " in out and "[presets: demo, layers, hparams, byo]" in out
+    assert "probe " in out and "[presets: demo, current, layers, hparams, byo]" in out
     assert main(["probe", "--fields"]) == 0
     out = capsys.readouterr().out
     for field in ("text.template", "probe.temperature", "extract.shard_size", "embeddings.text", "data.root"):

@@ -292,12 +292,28 @@ def test_missing_sweep_and_wrong_param_are_clear_errors(tmp_path):
         run(CorrelationConfig(tracking_uri=uri, log_to_mlflow=False))
     _sweep(uri, "knowledge_text", "model", [("a", {"acc": 0.1})])
     _sweep(uri, "lalm_backbone", "llm", [("a", {"acc": 0.1})])
-    with pytest.raises(ReportError, match="no param 'lalm.llm'"):
+    # by default only sweeps run without a preset: these were run with --preset demo
+    with pytest.raises(ReportError, match="no finished sweep run without a preset"):
         run(CorrelationConfig(tracking_uri=uri, log_to_mlflow=False))
+    with pytest.raises(ReportError, match="no param 'lalm.llm'"):
+        run(CorrelationConfig(tracking_uri=uri, preset="*", log_to_mlflow=False))
     with pytest.raises(ReportError, match="no finished sweep with preset 'other'"):
         run(CorrelationConfig(tracking_uri=uri, preset="other", log_to_mlflow=False))
     with pytest.raises(ReportError, match="no task of .*backbone_tasks.yaml is on both sides"):
-        run(CorrelationConfig(tracking_uri=uri, audio_backbone_param="llm", log_to_mlflow=False))
+        run(CorrelationConfig(tracking_uri=uri, preset="demo", audio_backbone_param="llm", log_to_mlflow=False))
+
+
+def test_a_tuning_preset_is_not_compared_by_default(tmp_path):
+    """lalm_backbone --preset tune gives each backbone its own recipe: the default report takes the
+    newest sweep run without a preset, even when a tuning sweep finished later."""
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    _sweep(uri, "knowledge_text", "model", [(b, _text(x, x)) for b, x in zip("qls", (0.8, 0.5, 0.2))], preset="")
+    _sweep(uri, "lalm_backbone", "lalm.llm", [({"lalm.llm": b}, _audio(x, x)) for b, x in zip("qls", (0.7, 0.4, 0.3))], preset="")
+    tuned = _sweep(uri, "lalm_backbone", "lalm.llm", [({"lalm.llm": b}, _audio(1 - x, 1 - x)) for b, x in zip("qls", (0.7, 0.4, 0.3))],
+                   preset="tune")
+    rep = report(CorrelationConfig(tracking_uri=uri, log_to_mlflow=False))
+    assert rep.metrics["pearson_r/all"] > 0.9  # the default sweep's scores, not the tuned sweep's (r < 0)
+    assert report(CorrelationConfig(tracking_uri=uri, audio_run=tuned, log_to_mlflow=False)).metrics["pearson_r/all"] < 0
 
 
 def test_category_names_come_back_from_mlflow_keys_as_written(tmp_path):
