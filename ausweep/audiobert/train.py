@@ -188,6 +188,11 @@ def load_trainable_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor
     unknown, missing = sorted(set(state) - set(params)), sorted(set(params) - set(state))
     if unknown or missing:
         raise KeyError(f"trainable state does not fit the model: unknown {unknown[:5]}, missing {missing[:5]}")
+    shapes = [(n, tuple(state[n].shape), tuple(p.shape)) for n, p in params.items() if state[n].shape != p.shape]
+    if shapes:
+        n, saved, here = shapes[0]
+        raise ValueError(f"trainable state does not fit the model: {n} is {saved} in the state, {here} in the model "
+                         f"({len(shapes)} such); a state restores only into a model built alike (e.g. the same LoRA rank)")
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(state[n].to(p.device, p.dtype))
@@ -301,13 +306,20 @@ def fit_epochs(
     eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
     metric: str = "acc",
     mode: str = "max",
-) -> Generator[dict[str, float], None, TrainResult]:
+    resume: Mapping[str, Any] | None = None,
+) -> Generator[EpochRow, None, TrainResult]:
     """:func:`fit` as a generator: yields each epoch's history row as soon as the epoch is done and
     returns the :class:`TrainResult` (``result = yield from fit_epochs(...)``).
 
     Training runs only while the caller asks for the next row, in the caller's thread: a caller
     that stops asking (a Tune trial stopped by its scheduler) or closes the generator stops the
     training there, and nothing keeps running behind it.
+
+    Each row is an :class:`EpochRow`, whose ``training_state()`` is the whole state of the run at
+    that epoch's end. ``resume`` (such a state, e.g. :func:`load_training_state` of another run's
+    checkpoint) continues that run at its next epoch with ``cfg``'s learning rate, weight decay and
+    gradient clipping (:data:`RESUMABLE_KEYS`): with the same ``cfg`` the rows and weights are those
+    of the uninterrupted run (on CPU; the CUDA RNG is not restored).
     """
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -323,8 +335,14 @@ def fit_epochs(
 
     best = _Best(metric, mode, trainable_state_dict(run.core), cfg.save_dir if run.main_process else None)
     history: list[dict[str, float]] = []
-    train_seconds = 0.0
-    for epoch in range(cfg.epochs):
+    train_seconds, start = 0.0, 0
+    if resume is not None:
+        start, train_seconds = _restore(run, best, history, shuffle, resume, cfg)
+
+    def state(epochs_done: int) -> Callable[[], dict[str, Any]]:
+        return lambda: _training_state(run, best, history, shuffle, epochs_done, train_seconds)
+
+    for epoch in range(start, cfg.epochs):
         losses, seconds = _train_epoch(run, train_data, cfg, shuffle)
         train_seconds += seconds
         row = {"epoch": float(epoch), "train_loss": float(np.mean(losses)), "lr": float(run.scheduler.get_last_lr()[0])}
@@ -335,7 +353,7 @@ def fit_epochs(
         else:
             best.offer(run.core, epoch, math.nan, always=True)  # no dev set: keep the last epoch
         history.append(row)
-        yield dict(row)
+        yield EpochRow(row, state(epoch + 1))
 
     if cfg.restore_best:
         load_trainable_state_dict(run.core, best.state)
@@ -352,6 +370,91 @@ def fit_epochs(
         best_state=best.state,
         checkpoint=best.checkpoint,
     )
+
+
+# ----------------------------------------------------------------------------- resumable training state
+
+STATE_FILE = "training_state.pt"
+# TrainConfig fields a resumed run takes from its own config rather than from the state it resumes:
+# the optimiser's hyperparameters, which can change between two optimiser steps. The others (epochs,
+# batch size, warm-up) set the schedule's horizon or the batches, which a resumed run shares.
+RESUMABLE_KEYS = ("lr", "weight_decay", "max_grad_norm")
+
+
+class EpochRow(dict):
+    """An epoch's history row (``{name: float}``) whose ``training_state()`` is the run's whole state
+    at that epoch's end: trainable weights, optimiser and schedule, best epoch so far, history and
+    RNGs. Taken only when asked for (the weights are copied then), before the next epoch starts."""
+
+    def __init__(self, row: Mapping[str, float], state: Callable[[], dict[str, Any]]):
+        super().__init__(row)
+        self._state = state
+
+    def training_state(self) -> dict[str, Any]:
+        return self._state()
+
+
+def _training_state(run: _Run, best: _Best, history: list[dict[str, float]], shuffle: torch.Generator,
+                    epochs_done: int, train_seconds: float) -> dict[str, Any]:
+    return {
+        "epochs_done": epochs_done,
+        "trainable": trainable_state_dict(run.core),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "best": {"epoch": best.epoch, "value": best.value, "state": dict(best.state)},
+        "history": [dict(r) for r in history],
+        "train_seconds": train_seconds,
+        "rng": {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()},
+    }
+
+
+def save_training_state(state: Mapping[str, Any], directory: str | Path) -> Path:
+    """Write a :meth:`EpochRow.training_state` to ``directory/training_state.pt`` (atomically)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / STATE_FILE
+    fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        torch.save(dict(state), tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """A state written by :func:`save_training_state` (the file or its directory), on CPU."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / STATE_FILE
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _restore(run: _Run, best: _Best, history: list[dict[str, float]], shuffle: torch.Generator,
+             state: Mapping[str, Any], cfg: TrainConfig) -> tuple[int, float]:
+    """Load ``state`` into the run, then give the optimiser ``cfg``'s hyperparameters; returns
+    (epochs already done, training seconds so far)."""
+    load_trainable_state_dict(run.core, state["trainable"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    # The schedule multiplies each group's base rate by its factor at the current step: a new learning
+    # rate becomes the new base, at the same point of the warm-up and cosine decay.
+    run.scheduler.base_lrs = [cfg.lr for _ in run.optimizer.param_groups]
+    factors = [f(run.scheduler.last_epoch) for f in run.scheduler.lr_lambdas]
+    for group, factor in zip(run.optimizer.param_groups, factors):
+        group.update(initial_lr=cfg.lr, lr=cfg.lr * factor, weight_decay=cfg.weight_decay)
+    run.scheduler._last_lr = [g["lr"] for g in run.optimizer.param_groups]
+    b = state["best"]
+    best.epoch, best.value, best.state = int(b["epoch"]), float(b["value"]), dict(b["state"])
+    history.extend(dict(r) for r in state["history"])
+    torch.set_rng_state(state["rng"]["torch"])
+    shuffle.set_state(state["rng"]["shuffle"])
+    epochs_done = int(state["epochs_done"])
+    if not 0 <= epochs_done <= cfg.epochs:
+        raise ValueError(f"the training state is {epochs_done} epochs in, outside this run's {cfg.epochs} epochs")
+    return epochs_done, float(state["train_seconds"])
 
 
 @dataclass
