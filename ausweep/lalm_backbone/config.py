@@ -7,13 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ausweep.config import option
+from ausweep.lalm.distill import DistillConfig
 from ausweep.lalm.model import LALMConfig
 from ausweep.lalm.train import TrainConfig
 
 
 @dataclass(frozen=True)
 class LALMDataConfig:
-    train: str | None = option(None, help="Instruction data: JSONL of {audio, instruction, response} (audio relative to the file). None: the generated demo set.")
+    responses: str = option("distill", help="Where training responses come from. 'distill' (DeSTA): each backbone writes them itself from the clips' text metadata (data.metadata; ausweep.lalm.distill), so the data depends on lalm.llm. 'given': the instruction file data.train as it is.")
+    metadata: str | None = option(None, help="responses=distill: the training clips' metadata, JSONL of {audio, caption, transcript?, attributes?, instructions} (audio relative to the file). None: the generated demo set's.")
+    distill: DistillConfig = option(DistillConfig(), help="responses=distill: how the backbone writes them (prompt, generation length, Ray actors, cache).")
+    train: str | None = option(None, help="responses=given: instruction data, JSONL of {audio, instruction, response} (audio relative to the file). None: the generated demo set's (responses written from the metadata).")
     eval: str | None = option(None, help="Audio multiple-choice manifest the trial reports (acc, acc/<category>...): JSONL/YAML/CSV of question, options, answer, category, audio. None: the generated demo set.")
     dev: str | None = option(None, help="Audio multiple-choice manifest to choose hyperparameters on (metrics dev/acc, dev/acc/<category>...); its clips must be in neither eval nor train. None: the generated demo set's dev split when eval is generated too, else no dev metrics (and a sweep over anything but the backbone is refused).")
     demo_root: str | None = option(None, help="Where the demo sets are generated (default $AUSWEEP_CACHE/demo/lalm).")
@@ -26,6 +30,14 @@ class LALMDataConfig:
     def __post_init__(self) -> None:
         if self.demo_n_train < 1 or self.demo_n_eval < 1 or self.demo_n_dev < 1:
             raise ValueError("demo_n_train, demo_n_eval and demo_n_dev must be >= 1")
+        if self.responses not in ("distill", "given"):
+            raise ValueError(f"data.responses must be 'distill' or 'given', got {self.responses!r}")
+        if self.responses == "distill" and self.train is not None:
+            raise ValueError("data.train is an instruction file of given responses: set data.responses=given to train on "
+                             "it, or give the clips' metadata as data.metadata to have each backbone write the responses")
+        if self.responses == "given" and self.metadata is not None:
+            raise ValueError("data.metadata is read by self-distillation (data.responses=distill); with responses=given "
+                             "the instructions and responses are data.train")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,14 @@ multiple-choice set (:func:`ausweep.lalm.evaluate.evaluate_mc`). Metrics use the
 text-only study (``acc``: macro over categories, ``acc_micro``, ``acc/<category>/<subcategory>``),
 so ``python -m ausweep.report correlation`` can put the two side by side per backbone and task.
 
+Training data, by default, is DeSTA-style self-distilled (``data.responses=distill``): the backbone
+itself answers each training instruction from the clip's text metadata (caption, transcript,
+attributes; :mod:`ausweep.lalm.distill`), once per backbone before any trial, and the LALM learns to
+give that answer from the audio. ``data.responses=given`` trains on an instruction file as it is.
+Evaluation is kept out of training twice over: no clip is in two of train / dev / eval, and no
+training instruction contains an evaluation or dev question (the demo set's training instructions
+are of other families altogether: describe, transcribe, count, loudness, duration).
+
 Two item sets are scored: ``eval`` (reported: ``acc``...) and ``dev`` (``dev/acc``...), on clips
 of their own and disjoint from the training clips (checked by content before any trial). The
 default sweep trains every backbone with one fixed recipe; a sweep that searches anything else
@@ -52,21 +60,74 @@ def demo_root(cfg: LALMDataConfig) -> Path:
 
 
 def data_paths(cfg: LALMDataConfig, generate: bool = True, progress: bool = False) -> tuple[Path, Path, Path | None]:
-    """``(train JSONL, eval manifest, dev manifest or None)``; the demo sets are generated (once,
-    atomically) when not given. The demo dev split is used only with the demo evaluation set."""
-    train, evals, dev = cfg.train, cfg.eval, cfg.dev
+    """``(training source, eval manifest, dev manifest or None)``; the training source is the
+    clips' metadata JSONL with ``responses=distill`` and the instruction JSONL with ``given``. The
+    demo sets are generated (once, atomically) when not given. The demo dev split is used only with
+    the demo evaluation set."""
+    distilled = cfg.responses == "distill"
+    train, evals, dev = cfg.metadata if distilled else cfg.train, cfg.eval, cfg.dev
     if train is None or evals is None:
         from ausweep.data.demo_mc import make_demo_sets
 
         root = demo_root(cfg)
         paths = make_demo_sets(root, n_train=cfg.demo_n_train, n_eval=cfg.demo_n_eval, seed=cfg.demo_seed,
                                progress=progress, n_dev=cfg.demo_n_dev) if generate else {
-            "train": root / "train.jsonl", "eval": root / "eval.jsonl", "dev": root / "dev.jsonl"}
+            "train": root / "train.jsonl", "metadata": root / "train_metadata.jsonl", "eval": root / "eval.jsonl",
+            "dev": root / "dev.jsonl"}
         if dev is None and evals is None:
             dev = str(paths["dev"])
-        train = train or str(paths["train"])
+        train = train or str(paths["metadata" if distilled else "train"])
         evals = evals or str(paths["eval"])
     return Path(train).expanduser(), Path(evals).expanduser(), None if dev is None else Path(dev).expanduser()
+
+
+def training_data(cfg: LALMBackboneConfig, progress: bool = False) -> Path:
+    """The instruction JSONL a trial trains on: ``data.train`` (or the demo set's) with
+    ``responses=given``; else the backbone's self-distilled responses to the metadata's instructions
+    (:func:`ausweep.lalm.distill.distill`: generated on first use, then cached per backbone)."""
+    source = data_paths(cfg.data, generate=False)[0]
+    if cfg.data.responses == "given":
+        return source
+    from ausweep.lalm.distill import distill
+
+    return distill(cfg.lalm.llm, source, dataclasses.replace(cfg.data.distill, progress=progress and cfg.data.distill.progress),
+                   dtype=cfg.lalm.dtype)
+
+
+def training_instructions(cfg: LALMDataConfig, source: Path) -> tuple[list[str], list[str]]:
+    """``(clip paths, instructions)`` of the training source (metadata or instruction JSONL), read
+    without generating anything."""
+    if cfg.responses == "given":
+        from ausweep.lalm.data import load_instructions
+
+        examples = load_instructions(source)
+        return [ex.audio for ex in examples], [ex.instruction for ex in examples]
+    from ausweep.lalm.distill import load_metadata
+
+    clips = load_metadata(source)
+    return [m.audio for m in clips], [ins for m in clips for ins in m.instructions]
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def check_held_out(instructions: list[str], questions: dict[str, list[str]]) -> None:
+    """Raise ValueError when a training instruction contains a question of an evaluated set
+    (``{split: [questions]}``, whitespace and case ignored): a model trained on the evaluation's
+    own question would be measured on in-task fine-tuning, not on what it brings to the task."""
+    asked: dict[str, tuple[str, str]] = {}
+    for split, qs in questions.items():
+        for q in qs:
+            if q.strip():
+                asked.setdefault(_norm(q), (split, q))
+    for ins in dict.fromkeys(instructions):
+        text = _norm(ins)
+        for q, (split, original) in asked.items():
+            if q in text:
+                raise ValueError(f"the training instruction {ins!r} contains the {split} question {original!r}; keep "
+                                 "the evaluated question families out of training (data.responses=distill with the "
+                                 "demo metadata does)")
 
 
 def check_disjoint(splits: dict[str, list[str]]) -> None:
@@ -118,7 +179,8 @@ def run_trial(cfg: LALMBackboneConfig) -> dict[str, Any]:
     from ausweep.lalm.model import load_lalm
     from ausweep.lalm.train import fit
 
-    train_path, eval_path, dev_path = data_paths(cfg.data)
+    _, eval_path, dev_path = data_paths(cfg.data)
+    train_path = training_data(cfg, progress=cfg.progress)
     items = load_mc(eval_path)[: cfg.data.max_eval_items]
     dev_items = load_mc(dev_path)[: cfg.data.max_eval_items] if dev_path is not None else []
     key = config_hash(to_dict(dataclasses.replace(cfg, progress=True)))
@@ -164,11 +226,13 @@ def trial(cfg: LALMBackboneConfig) -> Iterator[dict[str, Any]]:
 
 def prepare(configs: list[LALMBackboneConfig], space: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Driver side, before any trial: check model names (no weights loaded), generate the demo sets
-    once (trials would otherwise race to write them), check that the data files load and that no
-    clip is in two of train / dev / eval. A sweep over anything but ``lalm.llm`` chooses among
-    recipes, so every config needs a dev set to choose on."""
+    once (trials would otherwise race to write them), check that the data files load, that no
+    clip is in two of train / dev / eval and that no training instruction is an evaluated question;
+    then self-distil the training responses once per backbone (``data.responses=distill``), on
+    ``data.distill.num_actors`` Ray actors. A sweep over anything but ``lalm.llm`` chooses among recipes,
+    so every config needs a dev set to choose on."""
     from ausweep.benchmarks.mcq import MCFormatError, load_mc
-    from ausweep.lalm.data import load_instructions
+    from ausweep.config import FileFormatError
     from ausweep.models.heads import check_lm_with_head, known_head_kind
 
     for c in configs:
@@ -191,13 +255,23 @@ def prepare(configs: list[LALMBackboneConfig], space: dict[str, dict[str, Any]])
             continue
         seen.add(paths)
         try:
-            train = load_instructions(paths[0])
+            clips, instructions = training_instructions(c.data, paths[0])
             evals = load_mc(paths[1])
             dev = load_mc(paths[2]) if paths[2] is not None else []
-            check_disjoint({"train": [ex.audio for ex in train], "eval": [it.audio for it in evals if it.audio],
+            check_disjoint({"train": clips, "eval": [it.audio for it in evals if it.audio],
                             "dev": [it.audio for it in dev if it.audio]})
-        except (MCFormatError, ValueError, FileNotFoundError) as e:
+            check_held_out(instructions, {"eval": [it.question for it in evals], "dev": [it.question for it in dev]})
+        except (MCFormatError, FileFormatError, ValueError, FileNotFoundError) as e:
             raise ConfigError("", "data", str(e)) from None
+    done: set[str] = set()
+    for c in configs:  # once per backbone, before trials race to write the same set
+        if c.data.responses == "distill":
+            from ausweep.lalm.distill import distill_dir
+
+            key = str(distill_dir(c.lalm.llm, c.lalm.dtype, data_paths(c.data, generate=False)[0], c.data.distill))
+            if key not in done:
+                done.add(key)
+                training_data(c, progress=True)
     return space
 
 

@@ -6,6 +6,7 @@ the plumbing is what is tested."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,9 @@ def write_lalm_sweep(path: Path, demo_root: Path) -> Path:
                         max_text_tokens=56, llm_mode="full")  # full: GPT-2 has no q_proj for LoRA
     demo["lalm"].pop("lora_targets", None)
     demo["train"].update(max_steps=3, checkpoint_every=0, log_every=1)
-    demo["data"] = {"demo_root": str(demo_root), "demo_n_train": 10, "demo_n_eval": 7, "demo_n_dev": 7}
+    # DeSTA self-distillation as shipped (one Ray actor per backbone), tiny backbones writing a few tokens
+    demo["data"] = {"demo_root": str(demo_root), "demo_n_train": 10, "demo_n_eval": 7, "demo_n_dev": 7,
+                    "distill": {**demo["data"]["distill"], "max_new_tokens": 4, "cache_dir": str(demo_root.parent / "desta")}}
     demo["eval_batch_size"] = 4
     spec = {
         "description": "tiny lalm_backbone sweep",
@@ -70,6 +73,18 @@ def test_backbone_sweeps_and_correlation_report(tmp_path, monkeypatch, ray_sessi
         assert (model_dir / "config.json").is_file() and model_dir.is_relative_to(tmp_path / "runs")
         assert model_dir.parts[len((tmp_path / "runs").parts) + 1] == "lalm_train"
     assert {"results.csv", "accuracy_by_backbone.png"} <= {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    # each backbone trained on its own self-distilled responses, written once (before the trials)
+    # to the instructions of the demo metadata, none of an evaluation family
+    from ausweep.data.demo_mc import eval_family_of
+
+    sets = sorted((tmp_path / "desta").glob("*/train.jsonl"))
+    assert len(sets) == len(BACKBONES)
+    models = {json.loads((p.parent / "spec.json").read_text())["model"]["name"] for p in sets}
+    assert models == set(BACKBONES)
+    for p in sets:
+        rows = [json.loads(line) for line in p.read_text().splitlines()]
+        assert len(rows) == 2 * 10 and all(r["response"] for r in rows)
+        assert {eval_family_of(r["instruction"]) for r in rows} == {None}
 
     text = write_knowledge_sweep(tmp_path / "knowledge_tiny.yaml", models=BACKBONES)
     assert sweep([str(text), "--storage", str(tmp_path / "runs")]) == 0

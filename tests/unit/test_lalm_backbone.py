@@ -30,7 +30,7 @@ def _data(tmp_path, dev_clip: str | None = "own"):
              for k, (name, f) in enumerate([("train", 220.0), ("eval", 440.0), ("dev", 880.0)])}
     save_instructions([InstructionExample(clips["train"], "Describe the sound.", "a tone")], tmp_path / "train.jsonl")
     save_jsonl([MCItem("e1", "High or low?", ("high", "low"), 1, "sound", "pitch_height", clips["eval"])], tmp_path / "eval.jsonl")
-    paths = {"train": str(tmp_path / "train.jsonl"), "eval": str(tmp_path / "eval.jsonl")}
+    paths = {"responses": "given", "train": str(tmp_path / "train.jsonl"), "eval": str(tmp_path / "eval.jsonl")}
     if dev_clip is not None:
         audio = {"own": clips["dev"], "eval": clips["eval"]}.get(dev_clip)
         if dev_clip == "copy":
@@ -135,3 +135,49 @@ def test_generated_dev_split_shares_no_clip_and_changes_no_other_clip(tmp_path):
     assert not (tmp_path / "no-dev" / "dev.jsonl").exists()
     first = hashlib.sha256(train.read_bytes()).hexdigest()
     assert data_paths(cfg)[0] == train and hashlib.sha256(train.read_bytes()).hexdigest() == first  # reused
+
+
+def test_training_on_an_evaluation_question_is_refused(tmp_path):
+    from ausweep.lalm.data import InstructionExample, save_instructions
+    from ausweep.lalm_backbone.study import check_held_out, prepare
+
+    data = _data(tmp_path)
+    # the old demo recipe: the evaluation's own multiple-choice prompt as a training instruction
+    save_instructions([InstructionExample(str(tmp_path / "train.wav"), "Question: high  or LOW?\nAnswer:", "high")],
+                      tmp_path / "train.jsonl")
+    with pytest.raises(ConfigError, match="training instruction .* contains the eval question 'High or low\\?'"):
+        prepare([_cfg(data)], {"lalm.llm": {"grid": ["tiny-llama"]}})
+    check_held_out(["Describe the sound."], {"eval": ["High or low?"], "dev": ["High or low?"]})  # other families pass
+
+
+def test_self_distilled_training_data_is_the_default_and_written_once_per_backbone(tmp_path):
+    from ausweep.lalm.data import load_instructions
+    from ausweep.lalm_backbone.config import LALMDataConfig
+    from ausweep.lalm_backbone.study import data_paths, prepare, training_data
+
+    assert LALMDataConfig().responses == "distill"
+    with pytest.raises(ValueError, match="set data.responses=given to train on it"):
+        LALMDataConfig(train="t.jsonl")
+    with pytest.raises(ValueError, match="data.metadata is read by self-distillation"):
+        LALMDataConfig(responses="given", metadata="m.jsonl")
+
+    data = _data(tmp_path)
+    (tmp_path / "meta.jsonl").write_text(json.dumps({
+        "audio": "train.wav", "caption": "a 220 Hz sine tone, 0.2 s, loud", "attributes": {"loudness": "loud"},
+        "instructions": ["Describe the sound.", "How loud is the sound?"]}) + "\n")
+    data = {**{k: v for k, v in data.items() if k not in ("train", "responses")}, "metadata": str(tmp_path / "meta.jsonl"),
+            "distill": {"max_new_tokens": 3, "cache_dir": str(tmp_path / "desta"), "progress": False}}
+    configs = [_cfg(data, llm) for llm in ("tiny-llama", "tiny-qwen2", "tiny-llama")]
+    assert data_paths(configs[0].data)[0] == tmp_path / "meta.jsonl"
+    prepare(configs, {"lalm.llm": {"grid": ["tiny-llama", "tiny-qwen2"]}})
+    sets = sorted((tmp_path / "desta").glob("*/train.jsonl"))
+    assert len(sets) == 2  # one per backbone, the repeated backbone reused
+    for c in configs:
+        path = training_data(c)
+        assert path in sets
+        examples = load_instructions(path)
+        assert [(e.audio, e.instruction) for e in examples] == [(str(tmp_path / "train.wav"), "Describe the sound."),
+                                                                (str(tmp_path / "train.wav"), "How loud is the sound?")]
+    bad = dict(data, metadata=str(tmp_path / "eval.jsonl"))  # not metadata: one clear error naming the field
+    with pytest.raises(ConfigError, match="eval.jsonl \\(line 1\\): field '(answer|category|id|options|question|subcategory)': unknown field"):
+        prepare([_cfg(bad)], {"lalm.llm": {"grid": ["tiny-llama"]}})
