@@ -11,10 +11,12 @@ nothing can add nodes. The rule, first match wins:
 2. trials that ask for no GPU: no cap (Tune runs what the CPUs allow; an autoscaler sees the rest);
 3. a Ray this process started itself (a laptop, a test): no autoscaler, so as many trials as fit
    on its nodes;
-4. the autoscaler's largest cluster, where Ray tells: the cluster config in the GCS (Ray's
-   ``get_cluster_config()``, which Ray Train V2 uses the same way) or the cluster launcher's
-   ``~/ray_bootstrap_config.yaml`` on the head (``ray up``; Tune checks the same file): as many
-   trials as fit on the most nodes of every type (within the launcher's ``max_workers``);
+4. the autoscaler's largest cluster, from the cluster launcher's ``~/ray_bootstrap_config.yaml``
+   on the head (``ray up``; Tune checks the same file): as many trials as fit on the most nodes of
+   every type (within the launcher's ``max_workers``). (Ray also has a private
+   ``get_cluster_config()`` that Ray Data and Train V2 read, but in Ray 2.60 no autoscaler reports
+   its node groups there; tests/integration/test_autoscaling.py watched a real one. ausweep uses no
+   private Ray API.)
 5. otherwise (KubeRay, a hand-started multi-node cluster, a driver off the head): no cap. A cap
    that is too small stops an autoscaler; no cap on a fixed cluster costs only queued trials.
 
@@ -207,9 +209,6 @@ def cluster_capacity() -> Capacity | None:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         groups = tuple(NodeGroup(dict(n.get("Resources") or {}), 1) for n in nodes)
         return Capacity(groups, f"this process's own Ray ({len(groups)} node(s), no autoscaler)", fixed=True)
-    found = _gcs_capacity()
-    if found is not None:
-        return found
     path = Path(LAUNCHER_CONFIG).expanduser()
     if path.is_file():
         import yaml
@@ -232,30 +231,6 @@ def _ray_started_here() -> bool:
         return any(c.name() == "gcs_server" for c in psutil.Process().children())
     except psutil.Error:
         return False
-
-
-def _gcs_capacity() -> Capacity | None:
-    """The node groups an autoscaler reported to the GCS (not every autoscaler reports them).
-
-    Ray has no public API for this cluster config: Ray Data's and Ray Train V2's autoscaling read
-    it with the same private call. It is the one private Ray API ausweep uses; any failure means
-    "not known" (the caller then falls back to the launcher's file, else no cap), and
-    tests/integration/test_runtime_caps_ray.py calls it on a real Ray so an upgrade that moves it
-    shows there rather than as a silently uncapped sweep.
-    """
-    try:
-        from ray._private.state import state  # no public equivalent, see the docstring
-
-        config = state.get_cluster_config()
-    except Exception as e:  # a private API: absent or changed in another Ray is not an error
-        log.debug("no cluster config from the GCS: %s", e)
-        return None
-    if config is None or not config.node_group_configs:
-        return None
-    groups = tuple(NodeGroup({k: float(v) for k, v in g.resources.items()}, None if g.max_count < 0 else int(g.max_count))
-                   for g in config.node_group_configs)
-    return Capacity(groups, "the autoscaler's largest cluster (cluster config in the GCS)",
-                    max_resources={k: float(v) for k, v in config.max_resources.items()} or None)
 
 
 def max_concurrent_trials(trial: Mapping[str, float], file_value: int | None = None) -> ConcurrencyDecision:

@@ -21,13 +21,3 @@ def test_a_ray_this_process_started_is_fixed_and_sized_by_its_nodes(ray_session,
         assert decision.max_concurrent == min(2, int(gpus / 0.5))
     else:  # a CPU box: a GPU trial can never start here, and the user is told so
         assert decision.max_concurrent is None and "wait forever" in decision.warning
-
-
-def test_the_gcs_cluster_config_api_answers_and_a_plain_ray_reports_no_autoscaler_limits(ray_session):
-    """Ray's own call (the one Ray Train V2 uses) works on this Ray; nothing reported means unknown."""
-    from ray._private.state import state
-
-    from ausweep.runtime import _gcs_capacity
-
-    assert state.get_cluster_config() is None
-    assert _gcs_capacity() is None
