@@ -14,6 +14,13 @@ a describer and lets a text-only LLM answer from it, the classic baseline an aud
 * ``hf:<id or folder>``: any transformers ``automatic-speech-recognition`` pipeline (the
   transcript) or ``audio-classification`` pipeline (its top labels), for users with a hub cache,
   e.g. ``hf:openai/whisper-large-v3``, ``hf:MIT/ast-finetuned-audioset-10-10-0.4593``.
+* ``lalm:<name>``: a caption ("A dog barks twice") written by an audio-language model that
+  transformers loads natively (:mod:`ausweep.models.native_lalm`: ``qwen2-audio``,
+  ``audioflamingo3``, ``qwen2.5-omni``'s thinker, a folder or cached hub id of one of those
+  architectures, and the ``tiny-`` random builds for tests), asked a captioning instruction under
+  its own chat template and decoded greedily. This is the backbone study's cascade: caption, then
+  the text LLM answers. (transformers 5.24 has no native audio-captioning model class or pipeline:
+  Whisper-based captioners on the hub need ``trust_remote_code``, so an audio LALM is the captioner.)
 
 Every describer has ``describe(paths) -> list[str]``, batched; descriptions are cached in memory
 per (describer, file content hash), so repeated clips and repeated runs in one process are free.
@@ -37,6 +44,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 HF_PREFIX = "hf:"
+LALM_PREFIX = "lalm:"
+DEFAULT_CAPTION_PROMPT = "Describe the sound in one sentence."
+DEFAULT_CAPTION_MAX_NEW_TOKENS = 64
 Kind = Literal["transcript", "caption", "none"]
 
 # (describer cache key, sha256 of the file) -> description; lives for the process.
@@ -83,6 +93,9 @@ class Describer:
         if self.kind == "transcript":
             return f'The audio is speech that says: "{text}"'
         return f"The audio is {text}"
+
+    def release(self) -> None:
+        """Free the describer's model (its descriptions stay cached); it loads again if needed."""
 
     def _describe_batch(self, paths: list[str]) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -323,6 +336,88 @@ def _pipeline_task(config: Any, name: str) -> str:
                      "Whisper...ForConditionalGeneration) nor audio classification (ForAudioClassification)")
 
 
+# ----------------------------------------------------------------------------- audio-language model captions
+
+
+class LALMCaptioner(Describer):
+    """A caption from a native transformers audio-language model (``lalm:<name>``).
+
+    Each clip goes into the model's own chat template as ``[user: (audio, prompt)]`` and the
+    assistant's answer is decoded greedily (``do_sample=False``, one beam: the same clip and prompt
+    give the same caption), ``batch_size`` clips per left-padded ``generate`` call. The cache key
+    holds the model name, the prompt, ``max_new_tokens`` and the dtype, so changing any of them
+    describes again."""
+
+    kind = "caption"
+
+    def __init__(self, model: str, device: str = "cpu", batch_size: int = 8, prompt: str = DEFAULT_CAPTION_PROMPT,
+                 max_new_tokens: int = DEFAULT_CAPTION_MAX_NEW_TOKENS, dtype: str = "auto"):
+        super().__init__(device, batch_size)
+        if not prompt.strip():
+            raise ValueError("the caption prompt must not be empty")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        self.model_name, self.prompt, self.max_new_tokens = model, prompt.strip(), max_new_tokens
+        # float32 on CPU (bf16 matmuls are slow there); bf16 on a GPU holds a 7B LALM in ~16 GB
+        self.dtype = dtype if dtype != "auto" else ("float32" if str(device).startswith("cpu") else "bfloat16")
+        self.name = f"{LALM_PREFIX}{model}"
+        self._lalm: Any = None
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.name}|{self.dtype}|{self.max_new_tokens}|{self.prompt}"
+
+    def _load(self) -> Any:
+        if self._lalm is None:
+            from ausweep.models.native_lalm import load_native_lalm
+
+            self._lalm = load_native_lalm(self.model_name, device=self.device, dtype=self.dtype)
+        return self._lalm
+
+    def release(self) -> None:
+        if self._lalm is not None:
+            self._lalm = None
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+    def _describe_batch(self, paths: list[str]) -> list[str]:
+        import torch
+
+        lalm = self._load()
+        waves = [read_audio(p, SAMPLE_RATE, max_seconds=30.0) for p in paths]
+        prefix = lalm.chat_prefix(self.prompt)
+        kwargs, _ = lalm.encode([prefix] * len(waves), waves)
+        tok = lalm.tokenizer
+        with torch.inference_mode():
+            out = lalm.model.generate(**kwargs, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1,
+                                      pad_token_id=tok.pad_token_id)
+        # generate returns prompt + answer for these decoder-only models; keep the answer
+        answers = out[:, kwargs["input_ids"].shape[1]:]
+        return [t.strip() for t in tok.batch_decode(answers, skip_special_tokens=True)]
+
+    def context(self, text: str) -> str | None:
+        # a caption is a sentence ("A dog barks."), not a noun phrase like the pitch describer's
+        return f'The audio is described as: "{text}"' if text else None
+
+
+def check_lalm(model: str) -> None:
+    """``lalm:<model>`` without loading: a known short or ``tiny-`` name, a folder or cached hub id of a
+    known architecture, or a hub id that is not cached here (checked when it loads)."""
+    from ausweep.models import native_lalm
+
+    if not model:
+        raise ValueError(f"describer '{LALM_PREFIX}<name>' needs a model after '{LALM_PREFIX}' "
+                         f"(known: {', '.join(native_lalm.known())})")
+    if native_lalm.is_native(model):
+        return
+    local = Path(model).expanduser()
+    if local.exists() or "/" not in model:
+        raise ValueError(f"describer '{LALM_PREFIX}{model}': not a native audio-language model (known: "
+                         f"{', '.join(native_lalm.known())}, or a folder / hub id of one of their architectures)")
+
+
 # ----------------------------------------------------------------------------- registry
 
 DESCRIBERS: Registry[type[Describer]] = Registry("describer")
@@ -336,6 +431,9 @@ DESCRIBERS.register("whisper-tiny.en", "ausweep.cascade.describe:WhisperTinyEnDe
 
 def check_describer(name: str) -> None:
     """Validate a describer name without loading anything (UnknownNameError lists the known ones)."""
+    if name.startswith(LALM_PREFIX):
+        check_lalm(name[len(LALM_PREFIX):])
+        return
     if name.startswith(HF_PREFIX):
         if not name[len(HF_PREFIX):]:
             raise ValueError(f"describer '{HF_PREFIX}<id>' needs a model id or folder after '{HF_PREFIX}'")
@@ -343,12 +441,18 @@ def check_describer(name: str) -> None:
     DESCRIBERS.entry(name)
 
 
-def get_describer(name: str, device: str = "cpu", batch_size: int = 8) -> Describer:
-    """The describer called ``name`` (a :data:`DESCRIBERS` name or ``hf:<id>``); models load on first use."""
+def get_describer(name: str, device: str = "cpu", batch_size: int = 8, caption_prompt: str = DEFAULT_CAPTION_PROMPT,
+                  caption_max_new_tokens: int = DEFAULT_CAPTION_MAX_NEW_TOKENS, dtype: str = "auto") -> Describer:
+    """The describer called ``name`` (a :data:`DESCRIBERS` name, ``hf:<id>`` or ``lalm:<name>``); models
+    load on first use. ``caption_prompt``, ``caption_max_new_tokens`` and ``dtype`` are for ``lalm:``."""
+    if name.startswith(LALM_PREFIX):
+        check_lalm(name[len(LALM_PREFIX):])
+        return LALMCaptioner(name[len(LALM_PREFIX):], device=device, batch_size=batch_size, prompt=caption_prompt,
+                             max_new_tokens=caption_max_new_tokens, dtype=dtype)
     if name.startswith(HF_PREFIX):
         return HFPipelineDescriber(name[len(HF_PREFIX):], device=device, batch_size=batch_size)
     return DESCRIBERS.get(name)(device=device, batch_size=batch_size)
 
 
 def describer_names() -> list[str]:
-    return DESCRIBERS.names() + [f"{HF_PREFIX}<id>"]
+    return DESCRIBERS.names() + [f"{HF_PREFIX}<id>", f"{LALM_PREFIX}<name>"]

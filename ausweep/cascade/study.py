@@ -3,7 +3,8 @@
 Where it sits: between the text-only knowledge scores (:mod:`ausweep.benchmarks.scoring`, no audio)
 and the audio-grounded LALMs (:mod:`ausweep.lalm`, audio embeddings fed to the LLM). The cascade
 hears the clip only through a describer (:mod:`ausweep.cascade.describe`: Whisper ASR, a numpy
-pitch describer, any hub ASR / audio-classification model, or ``none``) and puts its words before
+pitch describer, any hub ASR / audio-classification model, a caption by a native audio-language
+model (``lalm:qwen2-audio``), or ``none``) and puts its words before
 the question (:func:`ausweep.benchmarks.mcq.format_prompt` ``context``); the same scorer then ranks
 the options. With ``describer=none`` it is exactly the text-only baseline on the same items.
 
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 def describe_items(items: Sequence[MCItem], describer: str | Describer, device: str = "cpu",
                    batch_size: int = 8) -> tuple[list[str], list[str | None]]:
     """Descriptions (``""`` for items without audio) and the contexts the prompt gets (None: no
-    context line, so an empty description leaves the prompt exactly text-only)."""
+    context line, so an empty description leaves the prompt exactly text-only). ``describer``: a
+    name (default options) or a :class:`Describer` made with :func:`get_describer`."""
     d = get_describer(describer, device=device, batch_size=batch_size) if isinstance(describer, str) else describer
     with_audio = [i for i, it in enumerate(items) if it.audio]
     texts = d.describe([items[i].audio for i in with_audio]) if with_audio else []  # type: ignore[misc]
@@ -86,6 +88,13 @@ def load_items(cfg: CascadeConfig) -> list[MCItem]:
     return load_mc(manifest_path(cfg))[: cfg.max_items]
 
 
+def make_describer(cfg: CascadeConfig, device: str) -> Describer:
+    """``cfg``'s describer on ``device`` with its options (the caption prompt and length, the dtype)."""
+    return get_describer(cfg.describer, device=device, batch_size=cfg.describe_batch_size,
+                         caption_prompt=cfg.caption_prompt, caption_max_new_tokens=cfg.caption_max_new_tokens,
+                         dtype=cfg.dtype)
+
+
 def evaluate_config(cfg: CascadeConfig) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Load the LM and the items of ``cfg`` and run the cascade."""
     from ausweep.extract.worker import resolve_device
@@ -93,8 +102,13 @@ def evaluate_config(cfg: CascadeConfig) -> tuple[dict[str, float], list[dict[str
 
     items = load_items(cfg)
     device = resolve_device(cfg.device)
+    describer = make_describer(cfg, device)
+    # Describe first and free the describer's model before the LM loads: a 7B captioner and a 14B LM
+    # need not share one GPU. The descriptions stay cached, so run_cascade does not describe again.
+    describe_items(items, describer)
+    describer.release()
     lm = load_lm_with_head(cfg.model, kind="causal", device=device, revision=cfg.revision, dtype=cfg.dtype)
-    metrics, rows = run_cascade(lm, items, cfg.describer, method=cfg.method, batch_size=cfg.batch_size,
+    metrics, rows = run_cascade(lm, items, describer, method=cfg.method, batch_size=cfg.batch_size,
                                 length_norm=cfg.length_norm, progress=cfg.progress, device=device,
                                 describe_batch_size=cfg.describe_batch_size)
     log.info("cascade %s + %s on %d items: %s", cfg.model, cfg.describer, len(items), metrics)
@@ -213,5 +227,5 @@ STUDY = Study(
     prepare=prepare,
     trial=trial,
     summarize=summarize,
-    description="Cascade baseline: a describer (ASR / pitch / none) turns the audio into text, a text-only LLM answers the multiple-choice question.",
+    description="Cascade baseline: a describer (ASR / pitch / an audio-language model's caption / none) turns the audio into text, a text-only LLM answers the multiple-choice question.",
 )

@@ -188,6 +188,110 @@ def test_run_config_and_study_hooks(clips, tmp_path):
     assert "describer" in files[0].read_text().splitlines()[0]
 
 
+# ----------------------------------------------------------------------------- audio-language model captions
+
+CAPTIONER = "lalm:tiny-qwen2-audio"  # a seeded random 2-layer Qwen2-Audio: its captions are noise, but fixed noise
+
+
+def _forwards(describer) -> list[int]:
+    """A counter of the captioning model's forward passes (a hook on the real module)."""
+    calls: list[int] = []
+    describer._load().model.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def _forget(describer) -> None:
+    for key in [k for k in D._CACHE if k[0] == describer.cache_key]:
+        del D._CACHE[key]
+
+
+def test_lalm_captions_are_greedy_batched_and_cached(clips):
+    paths = [clips["a440"], clips["two"], clips["noise"]]
+    d = D.get_describer(CAPTIONER, batch_size=3, caption_max_new_tokens=8)
+    assert isinstance(d, D.LALMCaptioner) and d.name == CAPTIONER and d.kind == "caption"
+    _forget(d)
+    calls = _forwards(d)
+    first = d.describe(paths)
+    assert len(first) == 3 and all(isinstance(t, str) and t for t in first)
+    assert len(set(first)) > 1  # the clips reach the model: different audio, different captions
+    n = len(calls)
+    assert n > 0
+    assert d.describe(paths[::-1]) == first[::-1] and len(calls) == n  # from the cache: no forward at all
+
+    # greedy: a second model and one clip per generate call write the same captions (left padding
+    # of the shorter prompts changes nothing)
+    _forget(d)
+    one = D.get_describer(CAPTIONER, batch_size=1, caption_max_new_tokens=8)
+    calls_one = _forwards(one)
+    assert one.describe(paths) == first and len(calls_one) > 0
+
+    # the prompt, length and dtype are part of the describer's identity
+    other = D.get_describer(CAPTIONER, caption_prompt="What do you hear?", caption_max_new_tokens=8)
+    assert len({d.cache_key, other.cache_key, D.get_describer(CAPTIONER).cache_key}) == 3
+    assert d.context(first[0]) == f'The audio is described as: "{first[0]}"' and d.context("") is None
+
+
+@pytest.fixture(scope="module")
+def lm_long(tmp_path_factory):
+    """tiny-llama with 512 positions, from a folder: the 64-position one crops a caption's context away."""
+    from ausweep.models.heads import load_lm_with_head
+    from ausweep.models.tiny import build_tiny_text
+
+    model, tok = build_tiny_text("tiny-llama", head=True)
+    model.config.max_position_embeddings = tok.model_max_length = 512
+    folder = tmp_path_factory.mktemp("tiny-llama-512")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    lm = load_lm_with_head(str(folder), kind="causal")
+    assert lm.max_length == 512
+    return lm
+
+
+def test_lalm_caption_goes_into_the_lm_prompt(lm_long, clips):
+    lm = lm_long
+    items = _items(clips)
+    d = D.get_describer(CAPTIONER, batch_size=2, caption_max_new_tokens=8)
+    seen: list[str] = []
+    hook = lm.model.register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.extend(lm.tokenizer.batch_decode((args[0] if args else kwargs["input_ids"]),
+                                                                       skip_special_tokens=True)),
+        with_kwargs=True)
+    try:
+        m, rows = run_cascade(lm, items, d, batch_size=4)
+    finally:
+        hook.remove()
+    captions = [r["description"] for r in rows]
+    assert all(captions[:3]) and captions[3] == ""  # the fourth item has no audio
+    for cap, row, item in zip(captions[:3], rows, items):
+        assert row["context"] == f'The audio is described as: "{cap}"' and row["describer"] == CAPTIONER
+        # what the LM's forward pass received, decoded: the caption, then the item's question
+        assert any(text.startswith(f'Context: The audio is described as: "{cap}"\nQuestion: {item.question}')
+                   for text in seen)
+    m_ref, rows_ref = evaluate_items(lm, items, contexts=[d.context(c) for c in captions], batch_size=4, progress=False)
+    assert [r["scores"] for r in rows] == [r["scores"] for r in rows_ref] and m["described"] == 0.75
+
+
+def test_lalm_describer_names_and_config(clips, tmp_path):
+    for ok in (CAPTIONER, "lalm:qwen2-audio", "lalm:tiny-qwen2.5-omni", "lalm:Some/Uncached-Audio-LM"):
+        D.check_describer(ok)  # no weights, no network
+    for bad in ("lalm:", "lalm:qwen2audio", f"lalm:{tmp_path}"):
+        with pytest.raises(ValueError, match="native audio-language model|needs a model"):
+            D.check_describer(bad)
+    with pytest.raises(ValueError, match="caption_max_new_tokens"):
+        CascadeConfig(describer=CAPTIONER, caption_max_new_tokens=0)
+    with pytest.raises(ValueError, match="caption_prompt"):
+        CascadeConfig(describer=CAPTIONER, caption_prompt="  ")
+    manifest = save_jsonl(_items(clips), tmp_path / "set" / "items.jsonl")
+    with pytest.raises(ConfigError, match="describer"):
+        prepare([from_dict(CascadeConfig, {"describer": "lalm:nope", "manifest": str(manifest)})], {})
+    # the study's own path: describe, free the captioner, load the LM, score
+    cfg = from_dict(CascadeConfig, {"model": "tiny-qwen2", "describer": CAPTIONER, "manifest": str(manifest),
+                                    "max_items": 3, "device": "cpu", "progress": False, "caption_max_new_tokens": 6})
+    assert prepare([cfg], {}) == {}
+    metrics = run(cfg)
+    assert metrics["n"] == 3 and metrics["described"] == 1.0
+
+
 # ----------------------------------------------------------------------------- real Whisper tiny.en
 
 # Words Whisper tiny.en hears reliably from espeak-ng (checked by hand over four voices).
