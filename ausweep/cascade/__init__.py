@@ -5,7 +5,8 @@ Where it sits: a study of the LLM-backbone question, beside ``knowledge_text`` (
 (:mod:`ausweep.benchmarks`) and the generated audio sets (:mod:`ausweep.data.demo_mc`) with them.
 
 * :mod:`.config`: :class:`~.config.CascadeConfig`.
-* :mod:`.describe`: describers (Whisper ASR, a pitch description, none, any ``hf:`` model).
+* :mod:`.describe`: describers (Whisper ASR, a pitch description, none, any ``hf:`` model, an
+  audio-language model's caption ``lalm:<name>``).
 * :mod:`.study`: ``prepare`` / ``trial`` / ``summarize`` (``python -m ausweep.sweep cascade``).
 
 Importing this package loads no data, models or torch.
