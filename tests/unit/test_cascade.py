@@ -217,6 +217,8 @@ def test_lalm_captions_are_greedy_batched_and_cached(clips):
     n = len(calls)
     assert n > 0
     assert d.describe(paths[::-1]) == first[::-1] and len(calls) == n  # from the cache: no forward at all
+    d.release()  # what the study does before its LM loads
+    assert d.describe(paths) == first and d._lalm is None  # cached captions need no model
 
     # greedy: a second model and one clip per generate call write the same captions (left padding
     # of the shorter prompts changes nothing)
