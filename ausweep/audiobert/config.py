@@ -36,6 +36,21 @@ class AudioBertConfig:
         help="Names of the linear layers that get LoRA adapters (BERT's self-attention projections).",
     )
     seed: int = option(0, help="Seed of the random initial weights (LoRA A matrices, audio projection).")
+    audio_source: Literal["clap", "ast"] = option(
+        "clap",
+        help="What is written at a span. 'clap': the retrieved clip's frozen CLAP audio embedding "
+        "(extracted once, cached) through a trained linear projection, as the paper describes. 'ast': as "
+        "upstream's code does it: an AST (audio_encoder) reads the retrieved clip's audio, its last hidden "
+        "states are averaged over all tokens, and it trains jointly with LoRA (its weights are in the "
+        "optimiser, at train.lr: upstream has no separate rate); the mean is written as is when the AST's "
+        "width equals the LM's hidden size (AST and BERT-base: 768), else through a trained linear "
+        "projection (upstream's 768 -> 1024 linear for BERT-large).",
+    )
+    audio_encoder: str = option(
+        "ast",
+        help="audio_source=ast only: the AST, as an audio registry name ('ast' = "
+        "MIT/ast-finetuned-audioset-10-10-0.4593, upstream's; 'tiny-ast' for tests), a local folder or a hub id.",
+    )
 
     def __post_init__(self) -> None:
         _need(self.d_audio >= 1, f"d_audio must be >= 1, got {self.d_audio}")
@@ -125,7 +140,7 @@ class AudioBertExperiment:
     cross_split_duplicates: Literal["drop", "keep"] = option("drop", help="Dev/test/wiki rows whose sentence and answer also appear in train (case- and whitespace-insensitive; animal dev/test/wiki 31/60/32, pitch 25/47/0): 'drop' leaves them out, so neither the best epoch nor the scores reward memorising train; 'keep' uses every row, as the published numbers were, for comparison with them. <split>/n_in_train counts them either way.")
     span: SpanSettings = option(SpanSettings(), help="Where auditory spans come from.")
     retrieval: RetrievalSettings = option(RetrievalSettings(), help="CLAP text-to-audio retrieval.")
-    adapter: AudioBertConfig = option(AudioBertConfig(), help="Projection and LoRA (d_audio is set from the CLAP model).")
+    adapter: AudioBertConfig = option(AudioBertConfig(), help="Audio source, projection and LoRA (d_audio is set from the CLAP model, or from the AST with audio_source=ast).")
     train: TrainConfig = option(TrainConfig(), help="AudioBERT training.")
 
     def __post_init__(self) -> None:

@@ -21,12 +21,22 @@ trainable is on their path).
 
 Only the LoRA matrices and the projection train; the LM (incl. its tied MLM head) stays frozen.
 
-Two deliberate differences from the upstream code (github.com/HJ-Ok/AudioBERT, ``AK_BERT``), which
-(a) uses AST's mean-pooled 768-d output directly (no projection, so it needs d_audio == hidden) and
-(b) keeps LoRA on for every row, and (c) overwrites the *output* of ``bert.embeddings`` (after
-position embeddings and LayerNorm) and then feeds that back in as ``inputs_embeds``, so positions
-are added twice. Here the projection makes any audio encoder usable, gating follows the paper's
-description, and the audio vector replaces only the word embedding.
+With ``audio_source="ast"`` (upstream's code) the vector written at a span is not a cached embedding
+but an AST's last hidden states, averaged over all its tokens, computed from the retrieved clip's
+audio features in the forward pass; the AST then trains with LoRA (its parameters require grad, so
+the training loop's optimiser holds them). The features of the clips retrieved for a data set are
+kept in one bank (:meth:`AudioBert.set_audio_bank`, (U, frames, mels)) and rows name theirs by index
+(``audio_clip``), so a batch never copies a spectrogram per sentence.
+
+Differences from the upstream code (github.com/HJ-Ok/AudioBERT, ``AK_BERT``), which (a) uses AST's
+mean-pooled 768-d output directly (no projection, so it needs d_audio == hidden; here that is
+``audio_source="ast"``, while the default injects the retrieved clip's frozen CLAP embedding through
+a projection, as the paper describes), (b) keeps LoRA on for every row, and (c) overwrites the
+*output* of ``bert.embeddings`` (after position embeddings and LayerNorm) and then feeds that back
+in as ``inputs_embeds``, so positions are added twice. Here gating follows the paper's description,
+and the audio vector replaces only the word embedding. (Upstream's animal-task code writes a
+variable it never defines, ``expanded_mean_audio_embs_1``; its pitch-task code defines it, and the
+AST path here follows that.)
 """
 
 from __future__ import annotations
@@ -69,12 +79,17 @@ class AudioBert(nn.Module):
             LoRA modules and its weights are frozen); pass a copy if you need the original.
         cfg: LoRA settings, ``d_audio`` and the seed of the new weights.
 
+        audio_encoder: with ``cfg.audio_source == "ast"``, the AST (a transformers ``ASTModel``, or
+            any module called as ``audio_encoder(input_values=(n, frames, mels))`` that returns
+            ``last_hidden_state`` (n, tokens, d_audio)); it trains jointly. None otherwise.
+
     Attributes:
         lm: the ``peft.PeftModel`` around ``mlm``.
-        audio_proj: ``Linear(d_audio, hidden)``.
+        audio_proj: ``Linear(d_audio, hidden)``; with the AST and ``d_audio == hidden``, ``Identity``.
+        audio_encoder: the AST, or None.
     """
 
-    def __init__(self, mlm: nn.Module, cfg: AudioBertConfig | None = None):
+    def __init__(self, mlm: nn.Module, cfg: AudioBertConfig | None = None, audio_encoder: nn.Module | None = None):
         super().__init__()
         from peft import LoraConfig, get_peft_model
 
@@ -82,6 +97,13 @@ class AudioBert(nn.Module):
         self.cfg = cfg
         self.hidden_size = int(mlm.config.hidden_size)
         self.n_layers = int(mlm.config.num_hidden_layers)
+        if (cfg.audio_source == "ast") != (audio_encoder is not None):
+            raise ValueError(f"audio_source={cfg.audio_source!r} " + (
+                "needs the AST as audio_encoder" if audio_encoder is None else "takes no audio_encoder"))
+        if audio_encoder is not None:
+            width = getattr(getattr(audio_encoder, "config", None), "hidden_size", cfg.d_audio)
+            if int(width) != cfg.d_audio:
+                raise ValueError(f"d_audio={cfg.d_audio} but the audio encoder is {width} wide")
         lora = LoraConfig(
             r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
             target_modules=list(cfg.target_modules), bias="none",
@@ -92,14 +114,39 @@ class AudioBert(nn.Module):
             with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
                 self.lm = get_peft_model(mlm, lora)
-            self.audio_proj = nn.Linear(cfg.d_audio, self.hidden_size)
+            if audio_encoder is not None and cfg.d_audio == self.hidden_size:
+                self.audio_proj: nn.Module = nn.Identity()  # upstream writes the AST mean as is
+            else:
+                self.audio_proj = nn.Linear(cfg.d_audio, self.hidden_size)
         for name, p in self.lm.named_parameters():  # PEFT froze the base already; make sure of it
             p.requires_grad_("lora_" in name)
+        self.audio_encoder = audio_encoder
+        if audio_encoder is not None:
+            audio_encoder.requires_grad_(True)  # trained jointly, as upstream (AdamW over all its weights)
+        self.register_buffer("audio_bank", None, persistent=False)
+
+    def set_audio_bank(self, features: torch.Tensor) -> None:
+        """The AST input features of the retrieved clips, (U, frames, mels); ``audio_clip`` indexes
+        its rows. Not saved with the weights (it is data); it moves with the model (``.to``)."""
+        if self.audio_encoder is None:
+            raise ValueError("an audio bank needs audio_source='ast'")
+        if features.ndim != 3 or features.shape[0] == 0:
+            raise ValueError(f"audio bank must be (U, frames, mels) with U >= 1, got {tuple(features.shape)}")
+        device = next(self.audio_encoder.parameters()).device
+        self.audio_bank = features.to(device, torch.float32)
+
+    def embed_audio(self, values: torch.Tensor) -> torch.Tensor:
+        """(n, frames, mels) AST input features -> (n, d_audio): the mean of the AST's last hidden
+        states over all its tokens (CLS and distillation tokens included), as upstream's code."""
+        assert self.audio_encoder is not None
+        dtype = next(self.audio_encoder.parameters()).dtype
+        return self.audio_encoder(input_values=values.to(dtype)).last_hidden_state.mean(1)
 
     # ------------------------------------------------------------------ parameters
 
     def trainable_parameter_count(self) -> int:
-        """Parameters that train: the LoRA matrices plus the audio projection."""
+        """Parameters that train: the LoRA matrices, the audio projection and, with
+        ``audio_source="ast"``, the AST."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def lora_parameter_count(self) -> int:
@@ -116,8 +163,9 @@ class AudioBert(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         span_first_token: torch.Tensor,
-        audio_embedding: torch.Tensor,
+        audio_embedding: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        audio_clip: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Masked-LM logits.
 
@@ -130,21 +178,40 @@ class AudioBert(nn.Module):
                 differ.
             audio_embedding: (B, K, d_audio) float, the audio of span k at ``[:, k]``; (B, d_audio)
                 is read as K = 1. Entries of absent spans are ignored (conventionally zeros).
+                ``audio_source="clap"`` only.
             token_type_ids: optional (B, T).
+            audio_clip: ``audio_source="ast"`` only: (B, K) (or (B,)) int64, the row of the audio bank
+                (:meth:`set_audio_bank`) holding span k's retrieved clip; -1 for absent spans.
 
         Returns:
             (B, T, vocab) logits. Rows without any span are exactly the pretrained model's logits.
         """
         B, T = input_ids.shape
         spans = span_first_token.unsqueeze(1) if span_first_token.ndim == 1 else span_first_token  # (B, K)
-        audio_in = audio_embedding.unsqueeze(1) if audio_embedding.ndim == 2 else audio_embedding  # (B, K, d)
         if spans.ndim != 2 or spans.shape[0] != B or spans.shape[1] < 1:
             raise ValueError(f"span_first_token must have shape ({B},) or ({B}, K), got {tuple(span_first_token.shape)}")
         K = spans.shape[1]
-        if audio_in.shape != (B, K, self.cfg.d_audio):
-            want = f"({B}, {self.cfg.d_audio})" if K == 1 else ""
-            want += (" or " if want else "") + f"({B}, {K}, {self.cfg.d_audio})"
-            raise ValueError(f"audio_embedding must have shape {want}, got {tuple(audio_embedding.shape)}")
+        ast = self.audio_encoder is not None
+        given = audio_clip if ast else audio_embedding
+        if given is None or (audio_clip if not ast else audio_embedding) is not None:
+            raise ValueError(f"audio_source={self.cfg.audio_source!r} reads "
+                             + ("audio_clip (rows of the audio bank)" if ast else "audio_embedding") + ", and only that")
+        if ast:
+            clip_in = audio_clip.unsqueeze(1) if audio_clip.ndim == 1 else audio_clip  # (B, K)
+            if clip_in.shape != (B, K):
+                raise ValueError(f"audio_clip must have shape ({B}, {K}), got {tuple(audio_clip.shape)}")
+            if self.audio_bank is None:
+                raise ValueError("audio_clip needs an audio bank: call set_audio_bank first")
+            n_bank = int(self.audio_bank.shape[0])
+            present = clip_in[spans >= 0]
+            if bool(((present < 0) | (present >= n_bank)).any()):
+                raise ValueError(f"audio_clip of a present span must be in [0, {n_bank}), got {present.tolist()}")
+        else:
+            audio_in = audio_embedding.unsqueeze(1) if audio_embedding.ndim == 2 else audio_embedding  # (B, K, d)
+            if audio_in.shape != (B, K, self.cfg.d_audio):
+                want = f"({B}, {self.cfg.d_audio})" if K == 1 else ""
+                want += (" or " if want else "") + f"({B}, {K}, {self.cfg.d_audio})"
+                raise ValueError(f"audio_embedding must have shape {want}, got {tuple(audio_embedding.shape)}")
         if bool(((spans < NO_SPAN) | (spans >= T)).any()):
             raise ValueError(f"span_first_token must be -1 or in [0, {T}), got {span_first_token.tolist()}")
         if K > 1:
@@ -167,8 +234,14 @@ class AudioBert(nn.Module):
             embeds = self.word_embeddings(ids)  # (b1, T, H)
             row, k = valid[with_rows].nonzero(as_tuple=True)  # (n,) each: the present spans of these rows
             # only present spans are projected, so whatever padding entries hold never reaches the model
-            picked = audio_in[with_rows][row, k].to(self.audio_proj.weight.dtype)  # (n, d_audio)
-            audio = self.audio_proj(picked)  # (n, H)
+            if ast:
+                # each distinct clip of the batch goes through the AST once
+                wanted, inverse = clip_in[with_rows][row, k].unique(return_inverse=True)  # (u,), (n,)
+                picked = self.embed_audio(self.audio_bank[wanted])[inverse]  # (n, d_audio)
+            else:
+                picked = audio_in[with_rows][row, k]  # (n, d_audio)
+            audio = self.audio_proj(picked.to(embeds.dtype if isinstance(self.audio_proj, nn.Identity)
+                                              else self.audio_proj.weight.dtype))  # (n, H)
             at = (row, spans[with_rows][row, k])
             embeds = embeds.index_put(at, audio.to(embeds.dtype))  # out of place: keeps autograd simple
             out = self.lm(inputs_embeds=embeds, attention_mask=attention_mask[with_rows], **extra(with_rows))

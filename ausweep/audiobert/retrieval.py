@@ -150,3 +150,24 @@ def retrieve_audio_embeddings(
         picked[rows] = idx[:, 0]
         out[rows] = vectors[idx[:, 0]]
     return out, picked
+
+
+def clip_features(paths: Sequence[str], feature_extractor: Any, max_seconds: float | None = None,
+                  batch_size: int = 64) -> torch.Tensor:
+    """The AST input features of the audio files ``paths`` (retrieved clips): (U, frames, mels) float32.
+
+    Each file is read mono at the feature extractor's rate (:func:`ausweep.data.audio.read_audio`,
+    which also reads members of tar shards, ``shard.tar#key.flac``), cut to ``max_seconds``, and
+    turned into AST's normalised Kaldi fbank, padded or cropped to its window, as upstream's data
+    loader does with ``ASTFeatureExtractor``.
+    """
+    from ausweep.data.audio import read_audio
+
+    if not paths:
+        raise ValueError("no clips to read")
+    sr = int(feature_extractor.sampling_rate)
+    out = []
+    for start in range(0, len(paths), batch_size):
+        waves = [read_audio(p, sr, max_seconds=max_seconds) for p in paths[start : start + batch_size]]
+        out.append(feature_extractor(waves, sampling_rate=sr, return_tensors="pt")["input_values"].float())
+    return torch.cat(out)

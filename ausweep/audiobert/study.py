@@ -9,7 +9,9 @@ One trial = one (task, LoRA settings, seed) point:
    extraction stage (sharded, cached).
 2. AudioBERT: each span's retrieved audio embedding is projected and written over the input
    embedding of that span's first token; LoRA is active only for sentences with a span; trained
-   with the masked-LM loss, best dev epoch kept.
+   with the masked-LM loss, best dev epoch kept. With ``adapter.audio_source=ast`` (upstream's code)
+   an AST reads each span's retrieved clip (its audio, read from the corpus) instead, and trains
+   jointly; its mean-pooled output is what is written.
 3. Scores per split with the upstream metrics (animal: exact match of every word-piece; pitch:
    higher vs lower at the mask), next to the same BERT with no audio (the text-only model).
 
@@ -36,11 +38,11 @@ import numpy as np
 
 from ausweep.audiobert.config import AudioBertExperiment, TrainConfig
 from ausweep.config import config_hash, to_dict
-from ausweep.study import Study
+from ausweep.study import CHECKPOINT, Study
 from ausweep.track.artifacts import rows_to_csv
 
 log = logging.getLogger(__name__)
-CONTEXT_VERSION = 3  # 2: all spans per sentence (span (N, K, 2), audio (N, K, d), clip (N, K)); 3: cross_split_duplicates
+CONTEXT_VERSION = 4  # 2: all spans per sentence (span (N, K, 2), audio (N, K, d), clip (N, K)); 3: cross_split_duplicates; 4: clip_path
 NO_SPAN = -1
 
 
@@ -100,7 +102,9 @@ def auditory_context(cfg: AudioBertExperiment) -> dict[str, Any]:
     """Per split, K = ``span.max_spans`` slots per sentence, filled in sentence order: ``span``
     (N, K, 2) character spans (-1 in empty slots), ``audio`` (N, K, d) the retrieved CLAP audio
     embedding of each span (zeros in empty slots), ``clip`` (N, K) retrieved clip indices (-1 in
-    empty slots); plus ``metrics``. Cached under a hash of everything that determines it."""
+    empty slots), ``clip_path`` (N, K) the retrieved clip's audio file ('' in empty slots: what
+    ``adapter.audio_source=ast`` reads); plus ``metrics``. Cached under a hash of everything that
+    determines it."""
     cache = cfg.retrieval.extract.cache()
     spec = context_spec(cfg)
     hit = cache.get(spec)
@@ -111,7 +115,7 @@ def auditory_context(cfg: AudioBertExperiment) -> dict[str, Any]:
     metrics = json.loads(str(hit.pop("metrics")))
     out: dict[str, Any] = {"metrics": metrics}
     for split in _splits(cfg):
-        out[split] = {k: hit[f"{split}/{k}"] for k in ("span", "audio", "clip")}
+        out[split] = {k: hit[f"{split}/{k}"] for k in ("span", "audio", "clip", "clip_path")}
     return out
 
 
@@ -158,6 +162,8 @@ def _build_context(cfg: AudioBertExperiment) -> dict[str, np.ndarray]:
         out[f"{s}/span"] = np.array(padded, dtype=np.int64).reshape(n, K, 2)
         out[f"{s}/audio"] = audio[rows].reshape(n, K, audio.shape[1])
         out[f"{s}/clip"] = picked[rows].reshape(n, K)
+        out[f"{s}/clip_path"] = np.array([corpus.clips[p].path if p >= 0 else "" for p in picked[rows].tolist()],
+                                         dtype=str).reshape(n, K)
         counts = [len(sp) for sp in spans[s]]
         metrics[f"span/{s}/coverage"] = float(np.mean([c > 0 for c in counts])) if items else 0.0
         metrics[f"span/{s}/spans_per_sentence"] = float(np.mean(counts)) if items else 0.0
@@ -186,7 +192,8 @@ def _train_detector(cfg: AudioBertExperiment, splits: dict[str, list[Any]]):
 # ----------------------------------------------------------------------------- one trial
 
 
-def _encode(cfg: AudioBertExperiment, tokenizer: Any, split: str, ctx: dict[str, Any], max_length: int) -> dict[str, Any]:
+def _encode(cfg: AudioBertExperiment, tokenizer: Any, split: str, ctx: dict[str, Any], max_length: int,
+            bank_rows: dict[str, int] | None = None) -> dict[str, Any]:
     import torch
 
     from ausweep.audiobert.model import encode_masked
@@ -196,8 +203,36 @@ def _encode(cfg: AudioBertExperiment, tokenizer: Any, split: str, ctx: dict[str,
     spans = [[None if a == NO_SPAN else (int(a), int(b)) for a, b in row] for row in ctx[split]["span"]]
     data = encode_masked(tokenizer, [it.sentence for it in items], spans, [it.answer for it in items],
                          max_length=max_length)
-    data["audio_embedding"] = torch.from_numpy(ctx[split]["audio"])
+    if bank_rows is None:
+        data["audio_embedding"] = torch.from_numpy(ctx[split]["audio"])
+    else:  # audio_source=ast: each slot names its clip's row of the audio bank (-1: empty slot)
+        data["audio_clip"] = torch.tensor([[bank_rows[p] if p else NO_SPAN for p in row]
+                                           for row in ctx[split]["clip_path"].tolist()], dtype=torch.long)
     return data
+
+
+def load_ast(name: str) -> tuple[Any, Any]:
+    """``(ASTModel, ASTFeatureExtractor)`` of audio registry name ``name`` (``ast``, ``tiny-ast``, a
+    folder or hub id), for ``adapter.audio_source=ast``."""
+    from ausweep.models.audio import ASTEncoder, load_audio_encoder
+
+    enc = load_audio_encoder(name, device="cpu")
+    if not isinstance(enc, ASTEncoder):
+        raise ValueError(f"adapter.audio_encoder: '{name}' is a {type(enc).__name__}, not an AST "
+                         "(audio_source=ast runs an Audio Spectrogram Transformer, e.g. 'ast' or 'tiny-ast')")
+    return enc.model, enc.fe
+
+
+def ast_audio_bank(cfg: AudioBertExperiment, ctx: dict[str, Any], feature_extractor: Any) -> tuple[Any, dict[str, int]]:
+    """The AST input features of every clip retrieved in any split, (U, frames, mels), and each
+    clip path's row. The clips are read from the corpus here, once per trial."""
+    from ausweep.audiobert.retrieval import clip_features
+
+    paths = sorted({p for s in _splits(cfg) for p in ctx[s]["clip_path"].ravel().tolist() if p})
+    if not paths:
+        raise ValueError("adapter.audio_source=ast: no span retrieved any clip, so there is no audio to read")
+    log.info("reading the %d retrieved clips for the AST", len(paths))
+    return clip_features(paths, feature_extractor, cfg.retrieval.corpus.max_seconds), {p: i for i, p in enumerate(paths)}
 
 
 def score(model: Any, data: dict[str, Any], task: str, tokenizer: Any, batch_size: int = 64, text_only: bool = False) -> dict[str, Any]:
@@ -229,21 +264,35 @@ def score(model: Any, data: dict[str, Any], task: str, tokenizer: Any, batch_siz
     return {"acc": float(np.mean(correct)) if correct else float("nan"), "correct": correct}
 
 
-def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
-    """Train one AudioBERT; yields a result per epoch (for ASHA), then the final scores."""
+def trial(cfg: AudioBertExperiment, restore: Path | None = None) -> Iterator[dict[str, Any]]:
+    """Train one AudioBERT; yields a result per epoch (for ASHA and PBT), then the final scores.
+
+    Each epoch's result offers the training state at its end (:data:`~ausweep.study.CHECKPOINT`);
+    ``restore`` (a folder holding one, maybe another trial's: PBT) goes on from that state with this
+    config's learning rate, weight decay and clipping. The best dev epoch is then the best of the
+    state's history and the epochs trained here."""
     import torch
 
     from ausweep.audiobert.model import AudioBert, lora_param_formula
-    from ausweep.audiobert.train import fit_epochs
+    from ausweep.audiobert.train import fit_epochs, load_training_state, save_training_state
     from ausweep.models.heads import load_lm_with_head
 
     ctx = auditory_context(cfg)
     lm = load_lm_with_head(cfg.model, kind="mlm", device=cfg.train.device)
-    adapter = dataclasses.replace(cfg.adapter, d_audio=int(ctx["train"]["audio"].shape[-1]))
-    model = AudioBert(lm.model, adapter)
+    ast, bank, bank_rows = None, None, None
+    if cfg.adapter.audio_source == "ast":  # upstream's code: a jointly trained AST reads the retrieved clips
+        ast, fe = load_ast(cfg.adapter.audio_encoder)
+        bank, bank_rows = ast_audio_bank(cfg, ctx, fe)
+        d_audio = int(ast.config.hidden_size)
+    else:
+        d_audio = int(ctx["train"]["audio"].shape[-1])
+    adapter = dataclasses.replace(cfg.adapter, d_audio=d_audio)
+    model = AudioBert(lm.model, adapter, audio_encoder=ast)
+    if bank is not None:
+        model.set_audio_bank(bank)
     tok = lm.tokenizer
     max_length = min(256, lm.max_length or 256)  # AuditoryBench sentences are short; 256 is ample
-    data = {s: _encode(cfg, tok, s, ctx, max_length) for s in _splits(cfg)}
+    data = {s: _encode(cfg, tok, s, ctx, max_length, bank_rows) for s in _splits(cfg)}
 
     def dev_eval(m: Any) -> dict[str, float]:  # selects the best epoch: dev only, never test or wiki
         return {"acc": score(m, data["dev"], cfg.task, tok, cfg.train.eval_batch_size)["acc"]}
@@ -252,7 +301,8 @@ def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
     # Training runs in this generator's own thread, one epoch per row asked for: when Tune stops the
     # trial (ASHA, a stopper) it stops asking or closes the generator, and no epoch runs after that.
     # (A helper thread feeding a queue would train on beside the next trial of a reused actor.)
-    epochs = fit_epochs(model, data["train"], cfg.train, eval_fn=dev_eval, metric="acc")
+    resume = load_training_state(restore) if restore is not None else None
+    epochs = fit_epochs(model, data["train"], cfg.train, eval_fn=dev_eval, metric="acc", resume=resume)
     with contextlib.closing(epochs):
         while True:
             try:
@@ -260,7 +310,8 @@ def trial(cfg: AudioBertExperiment) -> Iterator[dict[str, Any]]:
             except StopIteration as done:
                 result = done.value
                 break
-            yield {"train_loss": row["train_loss"], "dev/acc": row.get("dev_acc", float("nan")), "epoch": row["epoch"]}
+            yield {"train_loss": row["train_loss"], "dev/acc": row.get("dev_acc", float("nan")), "epoch": row["epoch"],
+                   CHECKPOINT: lambda folder, row=row: save_training_state(row.training_state(), folder)}
 
     metrics: dict[str, Any] = dict(ctx["metrics"])
     per_item = []
@@ -311,6 +362,8 @@ def prepare(configs: list[AudioBertExperiment], space: dict[str, dict[str, Any]]
     for c in configs:
         check_lm_with_head(c.model, kind="mlm")
         check_audio_model(c.retrieval.clap)
+        if c.adapter.audio_source == "ast":
+            check_audio_model(c.adapter.audio_encoder)
     done = set()
     for c in configs:
         key = config_hash(context_spec(c))
@@ -373,4 +426,7 @@ STUDY = Study(
     trial=trial,
     summarize=summarize,
     description="AudioBERT (span detector + CLAP retrieval + span-gated LoRA BERT) on AuditoryBench.",
+    # what a restored trial applies (train.RESUMABLE_KEYS; torch is not imported here): what PBT may mutate
+    mutable_keys=("train.lr", "train.weight_decay", "train.max_grad_norm"),
+    shape_keys=("adapter.lora_r", "adapter.target_modules", "model", "retrieval.clap"),  # LoRA and projection shapes
 )
