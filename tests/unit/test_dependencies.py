@@ -1,7 +1,7 @@
 """Every third-party package ausweep imports is declared, and the installed versions meet the bounds.
 
 Declared means: in pyproject.toml's ``dependencies``, in one of its optional extras, or among the
-model packages the Makefile installs with ``--no-deps`` (``OFFLINE_MODELS``). Imports inside
+packages the Makefile installs beside them (``OFFLINE_MODELS``, ``REFERENCES``, ``REFERENCE_DEPS``). Imports inside
 functions (lazy imports of heavy or optional packages) count too.
 """
 
@@ -39,10 +39,15 @@ def _requirements() -> list[Requirement]:
 
 
 def _no_deps_models() -> set[str]:
-    """The model packages the Makefile installs with --no-deps (``OFFLINE_MODELS := a==1 b==2``)."""
-    m = re.search(r"^OFFLINE_MODELS\s*:=\s*(.*)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
-    assert m, "Makefile: OFFLINE_MODELS not found"
-    return {canonicalize_name(Requirement(r).name) for r in m.group(1).split()}
+    """The packages the Makefile installs beside the extras: the model packages and reference
+    implementations (``OFFLINE_MODELS``, ``REFERENCES``, with --no-deps) and ``REFERENCE_DEPS``."""
+    text = (ROOT / "Makefile").read_text()
+    names = set()
+    for var in ("OFFLINE_MODELS", "REFERENCES", "REFERENCE_DEPS"):
+        m = re.search(rf"^{var}\s*:=\s*(.*)$", text, re.MULTILINE)
+        assert m, f"Makefile: {var} not found"
+        names |= {canonicalize_name(Requirement(r).name) for r in m.group(1).split()}
+    return names
 
 
 def third_party_imports(root: Path) -> dict[str, set[str]]:
