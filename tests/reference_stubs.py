@@ -60,6 +60,10 @@ def torchvision_stub() -> Iterator[None]:
     if "torchvision" in sys.modules and not isinstance(sys.modules["torchvision"], _StubModule):
         yield  # a real torchvision is loaded: nothing to stand in for
         return
+    try:  # transformers decides at import whether torchvision is there: let it decide before the stub
+        import transformers.models.auto.image_processing_auto  # noqa: F401
+    except Exception:  # noqa: BLE001 - transformers absent or different: nothing to settle
+        pass
     finder = _StubFinder()
     sys.meta_path.insert(0, finder)
     try:

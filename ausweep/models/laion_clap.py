@@ -403,15 +403,17 @@ def compare_with_reference(device: str = "cpu", amodel: str = "HTSAT-tiny", seed
 
     import transformers as tf
 
+    from ausweep.models.audio import ClapAudioEncoder
+
+    # transformers' side first: its lazy imports must not run while a test stands in for torchvision
+    model = tf.ClapModel(clap_config(amodel, False, SMALL_TEXT))
+    fe = feature_extractor(False)
     ref = reference_model(amodel, fusion=False, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         save_official_layout(ref, Path(tmp) / "ref.pt", SMALL_TEXT["max_position_embeddings"])
         state = read_state_dict(Path(tmp) / "ref.pt")
-    model = tf.ClapModel(clap_config(amodel, False, SMALL_TEXT))
-    fe = feature_extractor(False)
     converted, _ = convert_state_dict(state, model, "reference", fe)
     model.load_state_dict(converted, strict=True)
-    from ausweep.models.audio import ClapAudioEncoder
 
     enc = ClapAudioEncoder(model.eval(), fe, "reference", device=device)
     g = np.random.default_rng(seed)
