@@ -1,9 +1,10 @@
 """Stage 1 of the pipeline: sound sets, the (class, clip) lists that extraction reads.
 
 A :class:`SoundSet` names its classes, the text that stands for each class in the LM template,
-and its clips. Sources: FSD50K in its released layout (:mod:`ausweep.data.fsd50k`) and the
-generated offline demo set (:mod:`ausweep.data.demo`). :mod:`ausweep.data.audio` reads audio
-files with one clear error per bad file.
+and its clips. Sources: FSD50K in its released layout (:mod:`ausweep.data.fsd50k`),
+LAION-Audio-630K's webdataset tar shards (:mod:`ausweep.data.laion630k`, clips read inside the
+shards: :mod:`ausweep.data.tars`) and the generated offline demo set (:mod:`ausweep.data.demo`).
+:mod:`ausweep.data.audio` reads audio files with one clear error per bad file.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Clip:
-    path: str  # absolute path of the audio file
+    path: str  # absolute path of the audio file, or of a member of a tar shard: "/abs/12.tar#12/345.flac"
     label: str  # class id, one of SoundSet.classes: the class this entry counts the clip for
     # Every class of the set the file carries in its ground truth (label among them); () = just
     # label. A multi-label file may be listed under one class but still belong to another.
@@ -64,6 +65,15 @@ def _file_identity(path: str, chunk: int = 1 << 16) -> str:
     """
     import os
 
+    from ausweep.data.tars import member_size, split_member_path
+
+    in_tar = split_member_path(path)
+    if in_tar is not None:  # a member of a tar shard: its name and size, and the shard's identity
+        shard, member = in_tar
+        size = member_size(shard, member)
+        if size is None:
+            return f"{member}:missing"
+        return f"{member}:{size}:{_file_identity(shard, chunk)}"
     try:
         st = os.stat(path)
     except OSError:

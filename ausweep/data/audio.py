@@ -8,6 +8,7 @@ sweep over thousands of FSD50K clips points at the clip to fix instead of dying 
 
 from __future__ import annotations
 
+import io
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -32,22 +33,34 @@ def read_audio(path: str | Path, sample_rate: int, max_seconds: float | None = N
     Channels are averaged to mono; a file at another rate is resampled with a polyphase filter
     (``scipy.signal.resample_poly``); with ``max_seconds`` only the first ``max_seconds`` are kept
     (and only about that much is decoded, so long FSD50K dev clips stay cheap). Any format
-    libsndfile reads works (wav, flac, ogg).
+    libsndfile reads works (wav, flac, ogg). ``path`` may name a member of a tar shard,
+    ``shard.tar#key.flac`` (:mod:`ausweep.data.tars`), which is read without unpacking the shard.
 
     Raises :class:`AudioReadError` naming the file when it is missing, cannot be decoded, holds no
     samples, or holds NaN/inf samples.
     """
     import soundfile as sf  # the data stage is importable without the audio stack
 
+    from ausweep.data.tars import TarMemberError, read_member, split_member_path
+
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError(f"max_seconds must be positive or None, got {max_seconds}")
-    path = Path(path)
-    if not path.is_file():
-        raise AudioReadError(path, "file not found" if not path.exists() else "not a regular file")
+    in_tar = split_member_path(path)
+    source: str | io.BytesIO
+    if in_tar is not None:  # "shard.tar#member.flac": read in place (ausweep.data.tars)
+        try:
+            source = io.BytesIO(read_member(*in_tar))
+        except TarMemberError as e:
+            raise AudioReadError(e.where, e.reason) from None
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise AudioReadError(path, "file not found" if not path.exists() else "not a regular file")
+        source = str(path)
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(source) as f:
             file_rate = f.samplerate
             # Decode a little past max_seconds only: resampling needs no more than that.
             frames = -1 if max_seconds is None else int(math.ceil(max_seconds * file_rate)) + 1

@@ -203,8 +203,9 @@ def _unique_clip_embeddings(model: str, revision: str | None, soundset: SoundSet
     cache = cfg.cache()
     cache.sweep_temp_files()
     mspec = audio_model_spec(model, revision, max_seconds)
+    listed = {c.label for c in soundset.clips}  # a set: a corpus such as LAION-630K has a class per clip
     for label in soundset.classes:
-        if not any(c.label == label for c in soundset.clips):
+        if label not in listed:
             raise ExtractionError(f"class '{label}' of sound set '{soundset.name}' has no clips")
     paths = list(dict.fromkeys(c.path for c in soundset.clips))
     shards = [paths[i : i + cfg.shard_size] for i in range(0, len(paths), cfg.shard_size)]

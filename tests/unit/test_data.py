@@ -395,7 +395,7 @@ def test_a_just_written_file_is_not_memoised(tmp_path, monkeypatch):
 
 def test_data_config_validates():
     assert DataConfig().source == "demo"
-    assert set(DATA_SOURCES.names()) == {"demo", "fsd50k"}
+    assert set(DATA_SOURCES.names()) == {"demo", "fsd50k", "laion630k"}
     with pytest.raises(ConfigError, match="root"):
         from_dict(DataConfig, {"source": "fsd50k"}, where="study.yaml", prefix="data")
     with pytest.raises(ConfigError, match="must be one of"):
