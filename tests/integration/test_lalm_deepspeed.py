@@ -1,11 +1,14 @@
 """LALM training end to end: real Ray Train workers running real DeepSpeed ZeRO-3 on CPU (gloo).
 
 Tiny random Whisper + tiny random Llama behind a one-block Q-Former, on four sine-tone clips
-with instructions. Three training calls share the module (about 40 s each on 2 idle cores):
+with instructions. The two models are saved as checkpoints first, so the workers load them as a
+real backbone loads: under ZeRO-3 partitioned initialisation (``train.zero_init``, the default).
+Three training calls share the module (about 40 s each on 2 idle cores):
 
 * ``full``: 8 steps in one call, a checkpoint every 4;
 * ``split``: the same run stopped after 4 steps, then started again under the same name, so
-  Ray Train hands the workers the step-4 checkpoint and they resume from it.
+  Ray Train hands the workers the step-4 checkpoint and they resume from it. Its first call loads
+  the model whole (``zero_init=False``): the losses must not depend on how the model was loaded.
 
 The four examples make exactly one global micro-batch (2 per worker x 2 workers), so every
 step sees the same batch and the loss must fall.
@@ -25,9 +28,12 @@ from ausweep.lalm.train import TrainConfig, fit
 
 pytestmark = pytest.mark.integration
 
-LALM = LALMConfig(encoder="tiny-whisper", llm="tiny-llama", qformer_layers=1, num_queries=4, qformer_heads=2,
-                  max_text_tokens=32)
 STEPS, CKPT = 8, 4
+
+
+def lalm_config(models: Path) -> LALMConfig:
+    return LALMConfig(encoder=str(models / "whisper"), llm=str(models / "llama"), qformer_layers=1, num_queries=4,
+                      qformer_heads=2, max_text_tokens=32)
 
 
 def train_cfg(**kw) -> TrainConfig:
@@ -51,12 +57,26 @@ def tones(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tones, ray_session, tmp_path_factory) -> dict:
+def lalm(tmp_path_factory) -> LALMConfig:
+    from ausweep.models.tiny import build_tiny_audio, build_tiny_text
+
+    models = tmp_path_factory.mktemp("backbones")
+    llm, tok = build_tiny_text("tiny-llama", head=True)
+    llm.save_pretrained(models / "llama")
+    tok.save_pretrained(models / "llama")
+    whisper, fe = build_tiny_audio("tiny-whisper")
+    whisper.save_pretrained(models / "whisper")
+    fe.save_pretrained(models / "whisper")
+    return lalm_config(models)
+
+
+@pytest.fixture(scope="module")
+def runs(tones, lalm, ray_session, tmp_path_factory) -> dict:
     storage = tmp_path_factory.mktemp("lalm_runs")
-    full = fit(LALM, train_cfg(), tones, storage, "full")
-    first = fit(LALM, train_cfg(stop_after_steps=CKPT), tones, storage, "split")
-    resumed = fit(LALM, train_cfg(), tones, storage, "split")
-    return {"storage": storage, "data": tones, "full": full, "first": first, "resumed": resumed}
+    full = fit(lalm, train_cfg(), tones, storage, "full")
+    first = fit(lalm, train_cfg(stop_after_steps=CKPT, zero_init=False), tones, storage, "split")
+    resumed = fit(lalm, train_cfg(), tones, storage, "split")
+    return {"storage": storage, "data": tones, "lalm": lalm, "full": full, "first": first, "resumed": resumed}
 
 
 def test_zero3_loss_decreases_over_steps(runs):
@@ -75,6 +95,7 @@ def test_resumed_run_matches_the_uninterrupted_one(runs):
     assert (first["step"], first["finished"]) == (CKPT, 0.0)
     # The second call really started from the checkpoint: it trained steps 5-8 only.
     assert (resumed["start_step"], resumed["step"], resumed["finished"]) == (CKPT, STEPS, 1.0)
+    # Loaded whole (first) or into partitions (full): the same weights, the same losses.
     assert first["losses"] == pytest.approx(full["losses"][:CKPT], rel=1e-6, abs=0)
     # Same fp32 arithmetic in the same order on the same batch with the same dropout masks, and
     # ZeRO-3 restores the fp32 shards and Adam moments exactly; a 2-rank gloo sum does not depend
@@ -101,7 +122,7 @@ def test_trained_lalm_loads_and_differs_from_its_initial_weights(runs):
     from ausweep.lalm.model import build_lalm, load_lalm
 
     trained = load_lalm(runs["full"]["model_dir"])
-    init = build_lalm(LALM)  # same seed: the Q-Former starts from the same weights
+    init = build_lalm(runs["lalm"])  # same seed: the Q-Former starts from the same weights
     moved = [n for n, p in trained.qformer.named_parameters() if not torch.equal(p, dict(init.qformer.named_parameters())[n])]
     assert moved, "training did not change the Q-Former"
     assert trained.parameter_counts() == init.parameter_counts()
@@ -109,4 +130,4 @@ def test_trained_lalm_loads_and_differs_from_its_initial_weights(runs):
 
 def test_existing_run_without_resume_is_refused(runs):
     with pytest.raises(FileExistsError, match="full"):
-        fit(LALM, train_cfg(), runs["data"], runs["storage"], "full", resume=False)
+        fit(runs["lalm"], train_cfg(), runs["data"], runs["storage"], "full", resume=False)
