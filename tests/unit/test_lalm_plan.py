@@ -99,6 +99,26 @@ def test_cli_plans_the_shipped_14b_preset_offline(capsys):
     assert "no/such-model" in capsys.readouterr().err
 
 
+def test_host_memory_at_load_with_and_without_partitioned_loading(capsys):
+    def run(*overrides):
+        assert main(["configs/lalm/qwen3-14b.yaml", *overrides, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    part, whole, offload = run(), run("train.zero_init=false"), run("train.offload_params=true")
+    c = part["counts"]
+    weights = 2 * (c["encoder"] + c["llm"])  # bf16
+    built = 4 * c["qformer"] + 2 * c["lora"]  # the connector and adapters every rank builds whole
+    # Without zero.Init every rank holds the whole model (~29 GiB for 14B): 8 of them per node.
+    assert whole["host_at_load"] == pytest.approx(weights + built) and whole["checkpoint_mapped"] == 0
+    assert 28 * 2**30 < whole["host_at_load"] < 30 * 2**30
+    # Loaded into partitions on the GPUs, a rank's host memory is what it builds itself; rank 0
+    # maps the checkpoint once per node.
+    assert part["host_at_load"] == pytest.approx(built) and part["checkpoint_mapped"] == pytest.approx(weights)
+    assert part["host_at_load"] < 1e9
+    # With the partitions on the host: an eighth of the weights, plus a layer gathered while it loads.
+    assert offload["host_at_load"] == pytest.approx(built + weights / 8 + 2 * 2 * c["largest_layer"])
+
+
 @pytest.mark.parametrize("family", ["qwen3", "llama"])
 def test_activation_estimate_matches_what_autograd_saves(tmp_path, family):
     """Without checkpointing, the per-layer estimate is what autograd keeps for the backward pass
