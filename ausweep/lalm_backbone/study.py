@@ -114,8 +114,9 @@ def _norm(text: str) -> str:
 
 def check_held_out(instructions: list[str], questions: dict[str, list[str]]) -> None:
     """Raise ValueError when a training instruction contains a question of an evaluated set
-    (``{split: [questions]}``, whitespace and case ignored): a model trained on the evaluation's
-    own question would be measured on in-task fine-tuning, not on what it brings to the task."""
+    (``{split: [questions]}``, whitespace and case ignored; a question of fewer than three words
+    only when it is the whole instruction): a model trained on the evaluation's own question would
+    be measured on in-task fine-tuning, not on what it brings to the task."""
     asked: dict[str, tuple[str, str]] = {}
     for split, qs in questions.items():
         for q in qs:
@@ -124,7 +125,7 @@ def check_held_out(instructions: list[str], questions: dict[str, list[str]]) -> 
     for ins in dict.fromkeys(instructions):
         text = _norm(ins)
         for q, (split, original) in asked.items():
-            if q in text:
+            if q == text or (q in text and len(q.split()) >= 3):
                 raise ValueError(f"the training instruction {ins!r} contains the {split} question {original!r}; keep "
                                  "the evaluated question families out of training (data.responses=distill with the "
                                  "demo metadata does)")

@@ -148,6 +148,9 @@ def test_training_on_an_evaluation_question_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="training instruction .* contains the eval question 'High or low\\?'"):
         prepare([_cfg(data)], {"lalm.llm": {"grid": ["tiny-llama"]}})
     check_held_out(["Describe the sound."], {"eval": ["High or low?"], "dev": ["High or low?"]})  # other families pass
+    check_held_out(["Is it loud? Yes."], {"eval": ["Yes."]})  # a short question only as a whole instruction
+    with pytest.raises(ValueError, match="contains the eval question 'Yes.'"):
+        check_held_out([" yes. "], {"eval": ["Yes."]})
 
 
 def test_self_distilled_training_data_is_the_default_and_written_once_per_backbone(tmp_path):
