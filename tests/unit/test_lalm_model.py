@@ -508,3 +508,38 @@ def test_two_builds_of_one_lora_config_are_identical():
     b = build_lalm(cfg).trained_state_dict()
     assert a.keys() == b.keys() and any("lora_A" in k for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lm_config_reads_the_hidden_size_without_weights(tmp_path):
+    """The worker sizes ZeRO's buckets from lm_config before any model exists: the same hidden
+    size as the built model, for a builtin tiny name and a checkpoint folder."""
+    from ausweep.models.heads import lm_config
+    from ausweep.models.tiny import build_tiny_text
+
+    model, tok = build_tiny_text("tiny-gpt2", head=True)
+    model.save_pretrained(tmp_path / "gpt2")
+    tok.save_pretrained(tmp_path / "gpt2")
+    for name in ("tiny-llama", "tiny-gpt2", str(tmp_path / "gpt2")):
+        built = build_lalm(LALMConfig(encoder="tiny-whisper", llm=name, qformer_layers=1, num_queries=2, qformer_heads=2,
+                                      llm_mode="frozen"))
+        hidden = built.causal_lm.get_input_embeddings().embedding_dim
+        assert lm_config(name).get_text_config().hidden_size == hidden, name
+
+
+def test_zero3_loading_is_scoped_and_needs_stage_3():
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    from ausweep.lalm.train import TrainConfig
+    from ausweep.lalm.train.ds_config import deepspeed_config
+    from ausweep.models.heads import zero3_loading
+
+    z3 = deepspeed_config(TrainConfig(zero_stage=3, num_workers=2), 2, hidden_size=8)
+    assert not is_deepspeed_zero3_enabled()
+    with zero3_loading(z3):
+        assert is_deepspeed_zero3_enabled()  # what from_pretrained reads to load under zero.Init
+    assert not is_deepspeed_zero3_enabled()  # later loads in the process are not partitioned
+    with zero3_loading(None):
+        assert not is_deepspeed_zero3_enabled()
+    with pytest.raises(ValueError, match="stage=2"):
+        with zero3_loading(deepspeed_config(TrainConfig(zero_stage=2, num_workers=2), 2, hidden_size=8)):
+            pass
