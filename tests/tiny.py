@@ -1,4 +1,4 @@
-"""Shared tiny settings for tests: a fake FSD50K tree and tiny sweep files.
+"""Shared tiny settings for tests: a fake FSD50K tree, fake LAION-Audio-630K shards and tiny sweep files.
 
 One place for the small models and data every integration test uses, so a test reads as
 "run the CLI on the tiny sweep" rather than a page of setup.
@@ -7,6 +7,9 @@ One place for the small models and data every integration test uses, so a test r
 from __future__ import annotations
 
 import csv
+import io
+import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +64,35 @@ def write_sweep(path: Path, data_root: Path, cache_dir: Path, text_models=TINY_T
     }
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def make_laion630k(folder: Path, shards: dict[str, list[tuple[str, str, list[str]]]], sizes: bool = True,
+                   prefix: str = "fsx/processed/train/", sr: int = 48000, seconds: float = 0.5) -> dict[str, np.ndarray]:
+    """LAION-Audio-630K's released webdataset layout (``make_tar.py``) under ``folder``: per shard
+    name, samples ``(key, 'flac' | 'wav', captions)`` as ``<prefix><key>.<ext>`` + ``<prefix><key>.json``
+    (members stored under a folder path, as make_tar.py adds them), and ``sizes.json``. Each sample
+    is its own tone at ``sr``. Returns key -> the waveform as stored (16-bit)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    waves: dict[str, np.ndarray] = {}
+    t = np.arange(int(sr * seconds)) / sr
+    for shard, samples in shards.items():
+        with tarfile.open(folder / shard, "w") as tar:
+            for key, fmt, captions in samples:
+                i = len(waves)
+                wave = (0.3 * np.sin(2 * np.pi * (200 + 150 * i) * t)
+                        + 0.02 * np.random.default_rng(i).standard_normal(len(t))).astype(np.float32)
+                buf = io.BytesIO()
+                sf.write(buf, wave, sr, format=fmt.upper(), subtype="PCM_16")
+                waves[key] = sf.read(io.BytesIO(buf.getvalue()), dtype="float32")[0]
+                _tar_add(tar, f"{prefix}{key}.{fmt}", buf.getvalue())
+                _tar_add(tar, f"{prefix}{key}.json",
+                         json.dumps({"text": captions, "tag": ["x"], "original_data": {}}).encode())
+    if sizes:
+        (folder / "sizes.json").write_text(json.dumps({s: len(v) for s, v in shards.items()}))
+    return waves

@@ -150,8 +150,9 @@ def test_ast_inputs_are_checked(tiny):
 
 
 def test_trial_reads_the_retrieved_clips_into_a_jointly_trained_ast(tmp_path, monkeypatch):
-    """The study end to end (demo corpus, tiny BERT, tiny CLAP for retrieval, tiny AST): the context
-    names each slot's retrieved file, and the trial's trainable weights are LoRA plus the whole AST."""
+    """The study end to end, retrieving from LAION-Audio-630K's tar layout (tiny BERT, tiny CLAP for
+    retrieval, tiny AST): the context names each slot's retrieved clip (a member of a shard), the AST
+    reads it in place, and the trial's trainable weights are LoRA plus the whole AST."""
     from pathlib import Path
 
     import yaml
@@ -159,11 +160,16 @@ def test_trial_reads_the_retrieved_clips_into_a_jointly_trained_ast(tmp_path, mo
     from ausweep.audiobert import study
     from ausweep.config import from_dict
     from ausweep.data.sources import load_soundset
+    from tests.tiny import make_laion630k
 
     monkeypatch.setenv("AUSWEEP_CACHE", str(tmp_path / "cache"))
+    shards = {"name0.tar": [("1", "flac", ["A dog barks."]), ("2", "flac", ["A cat meows."])],
+              "name1.tar": [("3", "flac", ["A cow moos in a field."]), ("4", "wav", ["A church bell rings."])]}
+    make_laion630k(tmp_path / "laion" / "train", shards)
     d = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "audiobert" / "demo.yaml").read_text())
     d.update(max_items=4, eval_splits=["dev"])
     d["train"].update(epochs=1)
+    d["retrieval"]["corpus"] = {"source": "laion630k", "root": str(tmp_path / "laion"), "max_seconds": 2.0}
     d["retrieval"]["extract"]["cache_dir"] = str(tmp_path / "embeddings")
     d["adapter"].update(audio_source="ast", audio_encoder="tiny-ast")
     cfg = from_dict(study.AudioBertExperiment, d, where="demo.yaml")
@@ -173,6 +179,7 @@ def test_trial_reads_the_retrieved_clips_into_a_jointly_trained_ast(tmp_path, mo
         clip, path = ctx[s]["clip"], ctx[s]["clip_path"]
         assert path.shape == clip.shape and (clip >= 0).any()
         assert path.tolist() == [[corpus.clips[c].path if c >= 0 else "" for c in row] for row in clip.tolist()]
+        assert all(".tar#fsx/processed/train/" in p for p in path.ravel().tolist() if p)
     final = list(study.trial(cfg))[-1]
     ast, _ = study.load_ast("tiny-ast")
     assert final["trainable_params"] == final["lora_params"] + sum(p.numel() for p in ast.parameters())

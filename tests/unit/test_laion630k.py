@@ -1,13 +1,12 @@
 """LAION-Audio-630K's webdataset layout as a sound set, read in place, and extracted like FSD50K.
 
-A tiny generated tree in the released layout (``make_tar.py``: ``<name><i>.tar`` shards of
-``<key>.flac`` + ``<key>.json`` pairs, members stored under their folder path, ``sizes.json``).
+A tiny generated tree in the released layout (:func:`tests.tiny.make_laion630k`: ``<name><i>.tar``
+shards of ``<key>.flac`` + ``<key>.json`` pairs, members stored under their folder path, ``sizes.json``).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from pathlib import Path
 
@@ -20,14 +19,14 @@ from ausweep.data.audio import AudioReadError, read_audio
 from ausweep.data.laion630k import LaionError, load_laion630k
 from ausweep.data.sources import DataConfig, load_soundset
 from ausweep.data.tars import split_member_path
+from tests.tiny import make_laion630k
 
 SR = 48000  # LAION's processed audio is FLAC at 48 kHz
 
 
 def _wave(seed: int, seconds: float = 0.5) -> np.ndarray:
     t = np.arange(int(SR * seconds)) / SR
-    rng = np.random.default_rng(seed)
-    return (0.3 * np.sin(2 * np.pi * (200 + 150 * seed) * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+    return (0.3 * np.sin(2 * np.pi * (200 + 150 * seed) * t)).astype(np.float32)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -42,25 +41,6 @@ def _audio_bytes(wave: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def make_shards(folder: Path, shards: dict[str, list[tuple[str, str, list[str]]]], sizes: bool = True,
-                prefix: str = "fsx/processed/train/") -> dict[str, np.ndarray]:
-    """Write ``{shard name: [(key, 'flac'|'wav', captions)]}`` under ``folder``; returns key -> wave
-    (as stored: 16-bit). Members carry ``prefix`` as make_tar.py's path-added files do."""
-    folder.mkdir(parents=True, exist_ok=True)
-    waves = {}
-    for shard, samples in shards.items():
-        with tarfile.open(folder / shard, "w") as tar:
-            for key, fmt, captions in samples:
-                seed = len(waves)
-                data = _audio_bytes(_wave(seed), fmt)
-                waves[key] = sf.read(io.BytesIO(data), dtype="float32")[0]
-                _add(tar, f"{prefix}{key}.{fmt}", data)
-                _add(tar, f"{prefix}{key}.json", json.dumps({"text": captions, "tag": ["x"], "original_data": {}}).encode())
-    if sizes:
-        (folder / "sizes.json").write_text(json.dumps({s: len(v) for s, v in shards.items()}))
-    return waves
-
-
 SHARDS = {
     "name0.tar": [("11", "flac", ["A dog barks twice.", "Barking."]), ("12", "flac", ["Rain on a roof."])],
     "name10.tar": [("31", "wav", ["A church bell rings."])],
@@ -72,7 +52,7 @@ SHARDS = {
 def tree(tmp_path, monkeypatch):
     monkeypatch.setenv("AUSWEEP_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "laion" / "freesound_no_overlap" / "train"
-    waves = make_shards(root, SHARDS)
+    waves = make_laion630k(root, SHARDS)
     return tmp_path / "laion", waves
 
 
