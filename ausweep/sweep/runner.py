@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from ausweep.config import ConfigError, config_hash, flatten, from_dict, to_dict
+from ausweep.config import ConfigError, config_hash, flatten, from_dict, set_dotted, to_dict
 from ausweep.files import write_text_atomic
-from ausweep.study import RUN_DIR_ENV, SUMMARY_METRICS, Study
+from ausweep.study import CHECKPOINT, RUN_DIR_ENV, SUMMARY_METRICS, Study
+from ausweep.sweep.pbt import PBT_FIELDS, check_pbt_study
 from ausweep.sweep.search import SearchSpec, write_pareto
 from ausweep.sweep.spec import Sweep, is_selection_metric, load_sweep
 from ausweep.sweep.studies import STUDIES
@@ -40,6 +41,7 @@ STATE_FILE = "ausweep_sweep.json"
 DEFAULT_STORAGE = "ausweep_runs"
 # Set by Ray's job supervisor for the entrypoint of `ray job submit` (its runtime_env and job id).
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+CHECKPOINT_META = "ausweep_checkpoint.json"  # in each Tune checkpoint of a trial: {iteration, trial_id}
 TRIAL_ARTIFACTS = "trial_artifacts"  # <run_dir>/trial_artifacts/<trial id>/result_<n>/: the files of a trial's n-th result
 
 
@@ -134,6 +136,8 @@ def sweep_fingerprint(sweep: Sweep) -> dict[str, Any]:
             if k not in ("max_concurrent_trials", "max_failures")}
     if sweep.spec.tune.search == SearchSpec():  # random search: fingerprints stored before tune.search still match
         tune = {k: v for k, v in tune.items() if not k.startswith("search.")}
+    if sweep.spec.tune.scheduler.name != "pbt":  # so do those stored before PBT's settings
+        tune = {k: v for k, v in tune.items() if k.split(".")[:2] not in (["scheduler", f] for f in PBT_FIELDS)}
     fp = {"study": sweep.spec.study, "preset": sweep.preset, "config": flatten(sweep.base),
           "search_space": sweep.space, "tune": tune}
     if sweep.conditions:
@@ -191,18 +195,27 @@ def check_resume(state: dict[str, Any], run_dir: Path, fingerprint: dict[str, An
     return changes
 
 
-def _trainable(config: dict[str, Any], study_name: str, completed_dir: str) -> None:
+def _trainable(config: dict[str, Any], study_name: str, completed_dir: str, checkpoint_every: int = 0,
+               mutated_keys: tuple[str, ...] = ()) -> None:
     """The Tune function trainable: build the typed config, run the study's trial, report.
 
     Tune saves its experiment state every few seconds, so after a driver crash it may not know
-    that a trial finished. The driver records every finished trial (by config hash) under
-    ``completed_dir``; such a trial replays its record instead of running again.
+    that a trial finished. The driver records every finished trial (by config hash; under PBT, whose
+    trials change config, by trial id) under ``completed_dir``; such a trial replays its record
+    instead of running again.
+
+    ``checkpoint_every`` (PBT's perturbation interval): every such result of a study that offers its
+    state (:data:`~ausweep.study.CHECKPOINT`) is reported with a Tune checkpoint, and a trial that Tune
+    starts with a checkpoint (its own after a pause or a driver restart, or a better trial's that PBT
+    cloned into it) hands it to the study's ``trial(config, restore=folder)``. Each result carries the
+    values of ``mutated_keys`` it was trained with, as ``pbt/<key>`` metrics.
     """
     from ray import tune
 
     from ausweep.track.tune_callback import REPLAYED, completed_path
 
-    record = completed_path(completed_dir, config_hash(config))
+    trial_id = tune.get_context().get_trial_id()
+    record = completed_path(completed_dir, trial_id if mutated_keys else config_hash(config))
     if record.is_file():
         tune.report({**json.loads(record.read_text()), REPLAYED: 1})
         return
@@ -212,32 +225,76 @@ def _trainable(config: dict[str, Any], study_name: str, completed_dir: str) -> N
     os.environ[RUN_DIR_ENV] = str(run_dir)
     study = STUDIES.get(study_name)
     cfg = from_dict(study.config_cls, config, where="trial config")
-    trial_id = tune.get_context().get_trial_id()
-    _report_results(study.trial(cfg), tune.report, run_dir / TRIAL_ARTIFACTS / trial_id)
+    flat = flatten(to_dict(cfg))
+    extra: dict[str, Any] = {f"pbt/{k}": flat[k] for k in mutated_keys}
+    checkpoint = tune.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as folder:
+        start = 0
+        if folder is not None:
+            meta = json.loads((Path(folder) / CHECKPOINT_META).read_text())
+            start = int(meta["iteration"])
+            if meta["trial_id"] != trial_id:  # PBT cloned a better trial into this one
+                extra["tags"] = {"ausweep.pbt.cloned_from": f"{meta['trial_id']}@{start}"}
+            results = study.trial(cfg, restore=Path(folder))
+        else:
+            results = study.trial(cfg)
+        _report_results(results, tune.report, run_dir / TRIAL_ARTIFACTS / trial_id, checkpoint_every=checkpoint_every,
+                        start=start, extra=extra, trial_id=trial_id)
 
 
-def _report_results(results: Iterable[Mapping[str, Any]], report: Callable[[dict[str, Any]], Any],
-                    artifact_root: Path) -> None:
+def _report_results(results: Iterable[Mapping[str, Any]], report: Callable[..., Any], artifact_root: Path,
+                    checkpoint_every: int = 0, start: int = 0, extra: Mapping[str, Any] | None = None,
+                    trial_id: str = "") -> None:
     """Report a trial's results one by one, the i-th one's artifacts written under ``artifact_root/result_<i>``.
 
     The study's generator is closed however this ends: Tune stops a trial by raising (SystemExit)
     out of ``report``, and an unclosed generator would keep its ``finally`` (freeing a loaded model)
     waiting for the garbage collector.
+
+    Results are counted on from ``start`` (the reports before the checkpoint a trial restarted from):
+    a result that offers the study's state (:data:`~ausweep.study.CHECKPOINT`) at a multiple of
+    ``checkpoint_every`` is reported with a ``ray.tune.Checkpoint`` of it. ``extra`` goes into the
+    first result (its ``tags`` merged), except ``pbt/`` values, which go into every one.
     """
     from ausweep.track.artifacts import write_artifacts
     from ausweep.track.tune_callback import ARTIFACT_DIR
 
+    extra = dict(extra or {})
+    every = {k: v for k, v in extra.items() if k.startswith("pbt/")}
+    once = {k: v for k, v in extra.items() if k not in every}
     results = iter(results)
     with contextlib.closing(results) if hasattr(results, "close") else contextlib.nullcontext():
-        for i, result in enumerate(results):
+        for i, result in enumerate(results, start):
             # Files go to the sweep's storage (every node and the driver read it), not through Tune:
             # the result carries their folder's path, and the driver's MLflow logger uploads them.
-            result = dict(result)
+            result = {**dict(result), **every}
+            if once:
+                result["tags"] = {**(result.get("tags") or {}), **once.pop("tags", {})}
+                result.update(once)
+                once = {}
             artifacts = result.pop("artifacts", None)
             if artifacts:
                 folder = write_artifacts(artifact_root / f"result_{i:05d}", artifacts)
                 result[ARTIFACT_DIR] = str(folder)
-            report(result)
+            save = result.pop(CHECKPOINT, None)
+            if save is not None and checkpoint_every and (i + 1) % checkpoint_every == 0:
+                _report_checkpoint(report, result, save, {"iteration": i + 1, "trial_id": trial_id})
+            else:
+                report(result)
+
+
+def _report_checkpoint(report: Callable[..., Any], result: dict[str, Any], save: Callable[[Path], Any],
+                       meta: dict[str, Any]) -> None:
+    """``report(result, checkpoint=...)`` with the study's state written by ``save`` and ``meta``
+    (:data:`CHECKPOINT_META`); Tune copies the folder to the sweep's storage before ``report`` returns."""
+    import tempfile
+
+    from ray.tune import Checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="ausweep-ckpt-") as tmp:
+        save(Path(tmp))
+        (Path(tmp) / CHECKPOINT_META).write_text(json.dumps(meta))
+        report(result, checkpoint=Checkpoint.from_directory(tmp))
 
 
 def _tracker(name: str, state: dict[str, Any], run_dir: Path | None) -> Any:
@@ -258,7 +315,21 @@ def _validate(sweep: Sweep, study: Study) -> list[Any]:
     configs = []
     for d in sweep.config_dicts():
         configs.append(from_dict(study.config_cls, d, where=str(sweep.path)))
+    if sweep.spec.tune.scheduler.name == "pbt":
+        label = str(sweep.path) + (f" (preset {sweep.preset})" if sweep.preset else "")
+        check_pbt_study(sweep.spec.tune.scheduler, study, label)
     return configs
+
+
+def _with_defaults(sweep: Sweep, keys: list[str], typed: Any) -> Sweep:
+    """``sweep`` with the typed config's value of each of ``keys`` that its base config leaves to the default."""
+    import dataclasses
+
+    base, flat, defaults = json.loads(json.dumps(sweep.base)), flatten(sweep.base), flatten(to_dict(typed))
+    for key in keys:
+        if key not in flat and key not in sweep.space:
+            set_dotted(base, key, defaults[key])
+    return dataclasses.replace(sweep, base=base)
 
 
 def run_sweep(
@@ -276,6 +347,8 @@ def run_sweep(
     sweep = load_sweep(name, preset, overrides)
     study = STUDIES.get(sweep.spec.study)
     configs = _validate(sweep, study)
+    if sweep.spec.tune.scheduler.name == "pbt":  # PBT perturbs the values in a trial's config: they must be there
+        sweep = _with_defaults(sweep, list(sweep.spec.tune.scheduler.hyperparam_mutations), configs[0])
     from ausweep.runtime import MAX_CONCURRENT_ENV, parse_max_concurrent
 
     if os.environ.get(MAX_CONCURRENT_ENV, "").strip():  # a typo fails before Ray starts
@@ -390,20 +463,28 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
     from ausweep.track.tune_callback import MLflowTrialLogger, TensorBoardLogger, TrialProgress
 
     res = sweep.spec.resources
+    settings = sweep.spec.tune
+    pbt = settings.scheduler.name == "pbt"
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, study_name=study.name, completed_dir=str(run_dir / "completed")),
+        tune.with_parameters(_trainable, study_name=study.name, completed_dir=str(run_dir / "completed"),
+                             checkpoint_every=settings.scheduler.perturbation_interval if pbt else 0,
+                             mutated_keys=tuple(settings.scheduler.hyperparam_mutations) if pbt else ()),
         {"cpu": res.cpu, "gpu": res.gpu},
     )
     if resume:
-        # Finished trials are kept; unfinished and errored ones run again (into their MLflow runs).
+        # Finished trials are kept; unfinished and errored ones run again (into their MLflow runs), from
+        # their last checkpoint if they have one (PBT).
         return tune.Tuner.restore(str(run_dir), trainable, resume_unfinished=True, restart_errored=True)
-    settings = sweep.spec.tune
     scheduler = None
     if settings.scheduler.name == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
         s = settings.scheduler
         scheduler = ASHAScheduler(max_t=s.max_t, grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    elif pbt:
+        from ausweep.sweep.pbt import make_pbt
+
+        scheduler = make_pbt(settings.scheduler, settings.seed)
     search_alg, param_space = make_search_alg(settings.search, settings.metric, settings.mode, settings.seed,
                                               sweep.base, space, sweep.conditions)
     tune_config = tune.TuneConfig(
@@ -412,8 +493,10 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
         # Reusing trial processes skips a torch/transformers import (seconds) per trial.
         reuse_actors=True,
     )
+    # PBT changes a trial's config as it goes (and two trials may come to share one): its MLflow child
+    # and completed record follow the trial's id instead.
     callbacks = [MLflowTrialLogger(tracker, swept_keys=list(space), tags={"ausweep.sweep": sweep.name},
-                                   completed_dir=str(run_dir / "completed"))]
+                                   completed_dir=str(run_dir / "completed"), by_trial_id=pbt)]
     try:  # Tune would add its own, which hands tensorboardX keys it must rename ("acc@1")
         callbacks.append(TensorBoardLogger())
     except ImportError:

@@ -22,6 +22,8 @@ the key. ``num_samples`` repeats the grid, drawing the random axes afresh each t
 ``tune.search`` picks the search algorithm: random (the default) or a model-based searcher (``optuna``,
 ``hyperopt``) that samples ``num_samples`` trials where finished ones did well; a distribution may then
 carry ``when: {other.key: [values]}`` (a conditional key). See :mod:`ausweep.sweep.search`.
+``tune.scheduler`` stops poor trials early (``asha``) or trains a population whose worse trials take
+over the better ones' checkpoints with mutated hyperparameters (``pbt``, :mod:`ausweep.sweep.pbt`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, Literal
 
 from ausweep.config import ConfigError, deep_merge, flatten, from_dict, load_yaml, option, set_dotted, to_dict, unflatten
 from ausweep.files import resources_root
+from ausweep.sweep.pbt import check_pbt
 from ausweep.sweep.search import SearchSpec, check_search
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -53,10 +56,27 @@ def is_selection_metric(metric: str) -> bool:
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    name: Literal["fifo", "asha"] = option("fifo", help="'fifo' runs every trial to the end; 'asha' stops poor trials early.")
+    name: Literal["fifo", "asha", "pbt"] = option("fifo", help="'fifo' runs every trial to the end; 'asha' stops poor trials early; 'pbt' (population-based training, see ausweep.sweep.pbt) has worse trials take over better ones' checkpoints with mutated hyperparameters.")
     max_t: int = option(100, help="ASHA: the most reports (epochs) a trial gets.")
     grace_period: int = option(1, help="ASHA: reports every trial gets before it can be stopped.")
     reduction_factor: float = option(4.0, help="ASHA: keep 1/reduction_factor of trials at each rung.")
+    perturbation_interval: int = option(2, help="PBT: reports (epochs) between two perturbations; a trial saves a checkpoint at each, and only there can it be cloned or paused.")
+    burn_in_period: int = option(0, help="PBT: reports (epochs) before a trial's first perturbation.")
+    hyperparam_mutations: dict[str, Any] = option({}, help="PBT: dotted config key -> {loguniform|uniform|randint: [low, high]} (perturbed by a factor, or resampled) or a list of values (moved to a neighbour, or resampled). Only keys the study applies to a restored trial (e.g. train.lr, train.weight_decay), never ones that set weight shapes (adapter.lora_r).")
+    quantile_fraction: float = option(0.25, help="PBT: the bottom fraction of the population that clones the top fraction (0 < q <= 0.5).")
+    resample_probability: float = option(0.25, help="PBT: chance that a mutated key is drawn afresh instead of perturbed.")
+    perturbation_factors: list[float] = option([1.2, 0.8], help="PBT: factors a numeric key is multiplied by when perturbed.")
+    synch: bool = option(False, help="PBT: perturb the whole population at once, when every trial has reached the interval (trials wait), instead of each trial at its own pace; a clone then goes on exactly where it left off.")
+
+    def __post_init__(self) -> None:
+        if self.perturbation_interval < 1 or self.burn_in_period < 0:
+            raise ValueError("perturbation_interval must be >= 1 and burn_in_period >= 0")
+        if not 0 < self.quantile_fraction <= 0.5:
+            raise ValueError(f"quantile_fraction must be in (0, 0.5], got {self.quantile_fraction}")
+        if not 0 <= self.resample_probability <= 1:
+            raise ValueError(f"resample_probability must be in [0, 1], got {self.resample_probability}")
+        if not self.perturbation_factors or any(f <= 0 for f in self.perturbation_factors):
+            raise ValueError(f"perturbation_factors must be positive numbers, got {self.perturbation_factors}")
 
 
 @dataclass(frozen=True)
@@ -278,6 +298,7 @@ def load_sweep(name: str, preset: str | None = None, overrides: dict[str, Any] |
                 del parsed_space[key]
     label = f"{where}" + (f" (preset {preset})" if preset else "")
     _check_selection(spec.tune, parsed_space, label)
+    check_pbt(spec.tune.scheduler, spec.tune.search.name, parsed_space, label)
     check_search(spec.tune.search, spec.tune.metric, spec.tune.mode, parsed_space, conditions, label, is_selection_metric)
     return Sweep(path.stem, path, spec, preset, base, parsed_space, conditions)
 
@@ -299,7 +320,7 @@ def _check_selection(tune: TuneSettings, space: dict[str, dict[str, Any]], where
     sampled = sorted(k for k, d in space.items() if next(iter(d)) != "grid")
     early_stop = tune.scheduler is not None and tune.scheduler.name != "fifo"
     if (sampled or early_stop) and not is_selection_metric(tune.metric):
-        why = "ASHA stops trials by it" if early_stop else f"it picks among sampled values of {', '.join(sampled)}"
+        why = f"{tune.scheduler.name.upper()} ranks trials by it" if early_stop else f"it picks among sampled values of {', '.join(sampled)}"
         raise ConfigError(where, "tune.metric", f"'{tune.metric}' names no validation or dev split ({why}); "
                           f"select on a metric with a '{SELECTION_SPLITS[0]}' or '{SELECTION_SPLITS[1]}' part, "
                           "e.g. val/acc@1 or pitch/dev/acc")

@@ -52,18 +52,25 @@ NOT_METRICS = _TUNE_KEYS | set(RESERVED) | {REPLAYED, ARTIFACT_DIR, "config"}
 
 
 class MLflowTrialLogger(Callback):
+    """``by_trial_id``: a trial's child run and completed record are keyed by its Tune trial id rather
+    than its config hash, for schedulers that change a trial's config as it runs (PBT)."""
+
     def __init__(self, tracker: SweepTracker, swept_keys: list[str] = (), tags: Mapping[str, str] | None = None,
-                 completed_dir: str | None = None):
+                 completed_dir: str | None = None, by_trial_id: bool = False):
         self.tracker = tracker
         self.completed_dir = completed_dir
         self.swept_keys = list(swept_keys)
         self.tags = dict(tags or {})
+        self.by_trial_id = by_trial_id
         self.runs: dict[str, str] = {}  # tune trial id -> mlflow run id
+
+    def trial_key(self, trial: Any) -> str:
+        return trial.trial_id if getattr(self, "by_trial_id", False) else config_hash(trial.config or {})
 
     def _child(self, trial: Any, attempt: bool) -> str:
         cfg = trial.config or {}
-        key = config_hash(cfg)
-        tags = {**self.tags, "ausweep.config_hash": key, "ausweep.trial_id": trial.trial_id}
+        key = self.trial_key(trial)
+        tags = {**self.tags, "ausweep.config_hash": config_hash(cfg), "ausweep.trial_id": trial.trial_id}
         run_id = self.tracker.child_for_trial(key, _run_name(cfg, self.swept_keys, trial.trial_id), flatten(cfg), tags,
                                               attempt=attempt)
         self.runs[trial.trial_id] = run_id
@@ -115,7 +122,7 @@ class MLflowTrialLogger(Callback):
         # replay ends; the other order left a FINISHED child whose trial --resume ran again.
         if self.completed_dir is not None and trial.last_result:
             record = {k: v for k, v in trial.last_result.items() if k not in RESERVED and k != "config" and _plain(v)}
-            write_completed(self.completed_dir, config_hash(trial.config or {}), record)
+            write_completed(self.completed_dir, self.trial_key(trial), record)
         self.tracker.end(run_id, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
