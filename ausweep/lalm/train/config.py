@@ -40,8 +40,9 @@ class TrainConfig:
     offload_params: bool = option(False, help="ZeRO-Infinity: parameters live on the CPU between uses (zero_stage 3 only).")
     zero_init: bool = option(
         True, help="zero_stage 3 only: load the LALM under ZeRO-3 partitioned initialisation (deepspeed.zero.Init through "
-        "transformers' DeepSpeed integration), so each rank only ever holds its shard of the weights (rank 0 also reads "
-        "the checkpoint files); False: every rank loads the whole model into host memory and deepspeed.initialize "
+        "transformers' DeepSpeed integration): each rank keeps only its shard of the checkpoint's weights (one layer is "
+        "gathered at a time while loading; rank 0 maps the checkpoint files; the Q-Former, projection and LoRA are built "
+        "whole, then partitioned). False: every rank loads the whole model into host memory and deepspeed.initialize "
         "partitions it. Same weights either way; ignored under zero_stage 2.",
     )
     gradient_checkpointing: bool = option(
