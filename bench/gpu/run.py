@@ -23,9 +23,11 @@ rewritten after every part, so a run cut off by the lease still brings back what
 3. ``extract``: clips/s of ausweep's extraction worker (:class:`ausweep.extract.worker.Extractor`,
    in-process, no Ray) against a bare transformers loop with the same batch size and dtype, for
    Whisper-large-v3-sized and AST-sized encoders with random weights, over synthetic 10 s clips.
-4. ``equivalence``: ausweep's loaders against the papers' reference implementations (PaSST, PANNs,
-   AudioMAE, CLAP), where both the ausweep verifier and the reference package import. A pluggable
-   step: it reports what it finds and "not available" for the rest.
+4. ``equivalence``: ausweep's loaders against the papers' reference packages on random weights saved
+   in the released files' layouts (:mod:`ausweep.models.reference_equivalence`, the code the unit
+   tests run): PaSST vs hear21passt, CNN14 vs panns_inference, AudioMAE vs timm's VisionTransformer,
+   LAION-CLAP vs laion_clap's CLAP. Real torchaudio, torchvision and timm where they import (a GPU
+   machine); each row says which packages were real and which were stood in for.
 
 Nothing here downloads: models are built from config files with random weights (throughput and MFU
 do not depend on the weights).
@@ -40,7 +42,6 @@ import gc
 import importlib
 import importlib.metadata
 import importlib.util
-import inspect
 import json
 import os
 import platform
@@ -50,7 +51,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 T0 = time.monotonic()  # the budget counts from the start of the process, imports included
 
@@ -72,8 +73,8 @@ PARTS = ("probe", "lalm", "extract", "equivalence")
 RUN_ORDER = ("probe", "extract", "equivalence", "lalm")
 # Share of the whole budget each part may use at most; the LALM part gets what is left. --tiny
 # (the CI check, on a small shared CPU) spends most of its time in imports and DeepSpeed's set-up.
-SHARES = {"probe": 0.18, "extract": 0.18, "equivalence": 0.06}
-TINY_SHARES = {"probe": 0.25, "extract": 0.25, "equivalence": 0.1}
+SHARES = {"probe": 0.18, "extract": 0.18, "equivalence": 0.14}
+TINY_SHARES = {"probe": 0.15, "extract": 0.15, "equivalence": 0.35}
 
 # Dense (no sparsity) peaks of an H100 / H200 SXM from NVIDIA's data sheets, TFLOP/s, and the bf16
 # matmul rate measured on a lent H200.
@@ -617,76 +618,98 @@ def part_extract(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- part 4: reference equivalence
 
-# One entry per reference implementation: ausweep's module holding the verifier, the reference
-# package it compares against, and the verifier names to look for (first found is used). A verifier
-# is called with ``device=`` and ``tiny=`` where its signature takes them, and returns a dict of
-# numbers (e.g. the largest absolute difference); the lead wires the exact names in here.
-EQUIVALENCE = {
-    "passt": ("ausweep.models.passt", "hear21passt"),
-    "pann": ("ausweep.models.pann", "panns_inference"),
-    "audiomae": ("ausweep.models.audiomae", "timm"),
-    "clap": ("ausweep.models.clap", "laion_clap"),
-}
-VERIFIER_PREFIXES = ("verify", "compare", "check_against", "reference_")
+# The checks live in ausweep.models.reference_equivalence, which the unit tests run too (same code,
+# same random-weight references in the released files' layouts). They run in a child process (the
+# stand-ins and reference packages they import never reach the other parts, and the child is stopped
+# when the part's share runs out; each row it finished is kept). On a GPU each check runs at the
+# released size when its estimate fits, else at the unit tests' small size; --tiny always small.
+# Seconds: (small on a CPU, released on a GPU, small on a GPU), imports included.
+# On a GPU, the checks whose stand-ins the real packages replace come first; on a CPU, the cheapest.
+EQUIVALENCE_ORDER = ("passt", "audiomae", "laion_clap", "pann")
+CPU_EQUIVALENCE_ORDER = ("audiomae", "passt", "pann", "laion_clap")
+EQUIVALENCE_SECONDS = {"passt": (10, 10, 5), "audiomae": (8, 8, 4), "laion_clap": (15, 10, 8), "pann": (10, 8, 5)}
+WORKER_FLAG = "--equivalence-worker"
 
 
-def find_verifier(module) -> Callable | None:
-    for attr in sorted(dir(module)):
-        fn = getattr(module, attr)
-        if attr.startswith(VERIFIER_PREFIXES) and callable(fn) and getattr(fn, "__module__", "") == module.__name__:
-            return fn
-    return None
+def equivalence_worker(device: str, tiny: bool, seconds: float) -> int:
+    """The child: one JSON line per check, printed as soon as it is done."""
+    import torch
+
+    from ausweep.models import reference_equivalence as eq
+
+    budget = Budget(seconds)
+    for name in CPU_EQUIVALENCE_ORDER if device == "cpu" else EQUIVALENCE_ORDER:
+        package, imports = eq.REFERENCES[name]
+        row: dict[str, Any] = {"reference": name, "package": package, "imports": list(imports)}
+        small, full, small_gpu = EQUIVALENCE_SECONDS[name]
+        small_size = tiny or device == "cpu" or not budget.fits(full)
+        need = small if device == "cpu" else (small_gpu if small_size else full)
+        if not budget.fits(need):
+            row["status"] = f"skipped: about {need} s needed, {budget.left():.0f} s left in the budget"
+        else:
+            try:
+                res = eq.reference_equivalence(name, device=device, tiny=small_size)
+                row.update(res)
+                bad = res["max_diff"] >= res["tolerance"]
+                row["status"] = "ok" if res["ok"] else (f"mismatch: max |diff| {res['max_diff']:.3g} >= {res['tolerance']:.3g}"
+                                                         if bad else f"mismatch: {res.get('checks')}")
+            except eq.Unavailable as e:
+                row["status"] = f"not available: {e}"
+            except Exception as e:
+                row["status"] = f"error: {type(e).__name__}: {e}"
+                row["traceback"] = traceback.format_exc(limit=8)
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        print(json.dumps(row, default=str), flush=True)
+    return 0
 
 
 def part_equivalence(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
+    from ausweep.models.reference_equivalence import TOLERANCE
+
     device = "cpu" if args.cpu else "cuda"
-    out: dict[str, Any] = {"rows": [], "skipped": []}
-    for name, (module_name, reference) in EQUIVALENCE.items():
-        row: dict[str, Any] = {"reference": name, "module": module_name, "package": reference}
-        out["rows"].append(row)
-        if importlib.util.find_spec(reference) is None:
-            row["status"] = f"not available: the reference package {reference} does not import here"
-            continue
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            row["status"] = f"not available: {module_name} does not exist yet ({e.name})"
-            continue
-        except Exception as e:
-            row["status"] = f"error: importing {module_name} failed ({type(e).__name__}: {e})"
-            continue
-        fn = find_verifier(module)
-        if fn is None:
-            row["status"] = f"not available: {module_name} has no verifier (a function named {'|'.join(VERIFIER_PREFIXES)}...)"
-            continue
-        params = inspect.signature(fn).parameters
-        kwargs = {k: v for k, v in (("device", device), ("tiny", args.tiny)) if k in params}
-        missing = [p for p, spec in params.items() if spec.default is inspect.Parameter.empty
-                   and spec.kind in (spec.POSITIONAL_OR_KEYWORD, spec.KEYWORD_ONLY) and p not in kwargs]
-        row["verifier"] = fn.__name__
-        if missing:
-            row["status"] = f"not wired: {fn.__name__} needs {missing}; pass them from this step"
-            continue
-        if not budget.fits(5.0):
-            row["status"] = f"skipped: {budget.left():.0f} s left in the budget"
-            continue
-        t0 = time.perf_counter()
-        try:
-            result = fn(**kwargs)
-            row["result"] = result if isinstance(result, (dict, list, int, float, bool, str, type(None))) else repr(result)
-            row["status"] = "ok"
-        except ModuleNotFoundError as e:
-            row["status"] = f"not available: {fn.__name__} needs {e.name}, which does not import here"
-        except Exception as e:
-            row["status"] = f"error: {type(e).__name__}: {e}"
-        row["seconds"] = time.perf_counter() - t0
+    out: dict[str, Any] = {"rows": [], "skipped": [], "settings": {
+        "device": device, "tolerance": TOLERANCE, "tolerance_rule": "max |diff| < tolerance * max(1, max |reference output|)",
+        "tf32": "off during the checks" if device == "cuda" else None, "process": "a child process"}}
+    seconds = budget.left()
+    cmd = [sys.executable, str(Path(__file__).resolve()), WORKER_FLAG, device, str(int(args.tiny)), str(seconds - 3)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(seconds, 1.0), cwd=REPO)
+        stdout, stderr, cut = proc.stdout, proc.stderr, None
+        if proc.returncode != 0:
+            cut = f"the child process failed (exit {proc.returncode}): {stderr.strip().splitlines()[-1:] if stderr.strip() else ''}"
+    except subprocess.TimeoutExpired as e:
+        stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        cut = f"stopped after {seconds:.0f} s, the part's share of the budget"
+    done = {}
+    for line in stdout.splitlines():
+        with contextlib.suppress(ValueError):
+            row = json.loads(line)
+            if isinstance(row, dict) and "reference" in row:
+                done[row["reference"]] = row
+    from ausweep.models.reference_equivalence import REFERENCES
+
+    for name in CPU_EQUIVALENCE_ORDER if device == "cpu" else EQUIVALENCE_ORDER:
+        out["rows"].append(done.get(name) or {"reference": name, "package": REFERENCES[name][0],
+                                              "status": f"skipped: {cut or 'no result from the child process'}"})
+    if cut:
+        out["child_stderr_tail"] = stderr[-2000:]
     with contextlib.suppress(Exception):  # the released-checkpoint checks (python -m ausweep.models.verify)
         registry = importlib.import_module("ausweep.models.verify").VERIFIERS
         out["checkpoint_verifiers"] = {"names": sorted(registry), "note": "need the released checkpoints (network); "
                                        "not run here: python -m ausweep.models.verify NAME on a machine with network"}
-    if not any(r["status"] == "ok" for r in out["rows"]):
+    statuses = [r["status"] for r in out["rows"]]
+    if any(s.startswith(("mismatch", "error")) for s in statuses):
+        out["status"] = "error"
+        out["reason"] = "; ".join(f"{r['reference']}: {r['status']}" for r in out["rows"] if r["status"].startswith(("mismatch", "error")))
+    elif not any(s == "ok" for s in statuses):
         out["status"] = "skipped"
-        out["reason"] = "no reference comparison available here (see rows)"
+        out["reason"] = "no reference comparison could run here (see rows)"
+    elif any(s != "ok" for s in statuses):
+        out["status"] = "partial"
+        out["reason"] = "; ".join(f"{r['reference']}: {r['status']}" for r in out["rows"] if r["status"] != "ok")
     return out
 
 
@@ -743,7 +766,13 @@ def table(results: dict) -> str:
                              f"ratio {_f(r['ratio'], '.2f')} | {status} |")
         if part == "equivalence":
             for r in p.get("rows", []):
-                lines.append(f"| 4 equivalence | {r['reference']} ({r['package']}) | {r.get('result', '-')} | {r['status']} |")
+                result = "-"
+                if "max_diff" in r:
+                    stood = ", ".join(r["stand_ins"]) or "none"
+                    result = (f"max abs diff {_f(r['max_diff'], '.1e')} (tolerance {_f(r['tolerance'], '.1e')}, "
+                              f"outputs up to {_f(r['scale'], '.2g')}), {r['size']}, {r['device']}; "
+                              f"real: {', '.join(r['real'])}; stood in for: {stood}")
+                lines.append(f"| 4 equivalence | {r['reference']} ({r['package']}) | {result} | {r['status']} |")
         for s in p.get("skipped", []):
             case = " ".join(f"{k}={v}" for k, v in s.items() if k != "reason")
             lines.append(f"| {PARTS.index(part) + 1} {part} | {case} | - | skipped: {s['reason']} |")
@@ -758,7 +787,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is present")
     p.add_argument("--tiny", action="store_true", help="tiny sizes (with --cpu: the CI check that the script still runs)")
     p.add_argument("--budget-s", type=float, default=None,
-                   help="seconds for the whole run, from the process start (default: 250; --tiny: 120)")
+                   help="seconds for the whole run, from the process start (default: 250; --tiny: 240)")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which parts to run")
     p.add_argument("--llms", nargs="+", default=None,
                    help="LLM configs in bench/gpu/configs for the LALM part, in the order they run "
@@ -769,7 +798,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.llms is None:
         args.llms = ["qwen2.5-1.5b"] if args.tiny else ["qwen2.5-7b", "qwen2.5-1.5b"]
     if args.budget_s is None:
-        args.budget_s = 120.0 if args.tiny else 250.0
+        args.budget_s = 240.0 if args.tiny else 250.0
     for llm in args.llms:
         if not (CONFIG_DIR / f"{llm}.json").is_file():
             p.error(f"--llms: no config {CONFIG_DIR / (llm + '.json')}")
@@ -777,6 +806,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv_ = sys.argv[1:] if argv is None else list(argv)
+    if argv_[:1] == [WORKER_FLAG]:  # part 4's child process: DEVICE TINY(0|1) SECONDS
+        return equivalence_worker(argv_[1], argv_[2] == "1", float(argv_[3]))
     args = parse_args(argv)
     import torch
 

@@ -75,9 +75,18 @@ def test_cpu_tiny_run_measures_or_explains_every_part(tmp_path):
         for r in extract["rows"]:
             assert _positive(r["ausweep_clips_per_s"]) and _positive(r["bare_clips_per_s"]) and r["dtype"] == "float32"
 
+    # part 4: ausweep.models.reference_equivalence, real packages where they import, stand-ins named
     eq = res["parts"]["equivalence"]
-    assert sorted(r["reference"] for r in eq["rows"]) == ["audiomae", "clap", "pann", "passt"]
-    assert all(r["status"] for r in eq["rows"])
+    assert sorted(r["reference"] for r in eq["rows"]) == ["audiomae", "laion_clap", "pann", "passt"]
+    for r in eq["rows"]:
+        if r["status"] == "ok":
+            assert r["max_diff"] < r["tolerance"] <= 1e-4 * max(1.0, r["scale"]), r
+            assert r["scale"] > 0.05 and r["device"] == "cpu"  # not comparing zeros
+            assert {r["package"], *r["imports"]} <= set(r["packages"]), r  # each real, or a named stand-in
+            assert all(v.startswith("real") or k in r["stand_ins"] for k, v in r["packages"].items()), r
+        else:  # an explicit reason: the reference is not installed, or the budget ran out
+            assert r["status"].startswith(("not available: ", "skipped: ")) and len(r["status"]) > 20, r
+    assert any(r["status"] == "ok" for r in eq["rows"]) or eq["status"] == "skipped"
 
 
 def test_a_spent_budget_skips_every_part_and_says_so(tmp_path):

@@ -1,13 +1,11 @@
 """PANN CNN14 from its released checkpoint layout, against the reference package panns_inference.
 
 panns_inference reads ``~/panns_data/class_labels_indices.csv`` at import (downloading it if
-absent): the test points HOME at a temporary folder holding a 527-row file of that format.
+absent): :func:`ausweep.models.reference_equivalence.pann_reference` points HOME at a temporary folder
+holding a 527-row file of that format. The same module holds the comparison the GPU script runs.
 """
 
 from __future__ import annotations
-
-import importlib
-import sys
 
 import numpy as np
 import pytest
@@ -15,38 +13,19 @@ import torch
 
 from ausweep.models.catalog import ModelUnavailableError
 from ausweep.models.pann import PANN_FILE, load_pann
+from ausweep.models.reference_equivalence import pann_equivalence, pann_reference, random_cnn14
 
 
 @pytest.fixture
-def reference(monkeypatch, tmp_path):
-    home = tmp_path / "home"
-    (home / "panns_data").mkdir(parents=True)
-    rows = ["index,mid,display_name"] + [f'{i},/m/{i:05d},"class {i}"' for i in range(527)]
-    (home / "panns_data" / "class_labels_indices.csv").write_text("\n".join(rows) + "\n")
-    monkeypatch.setenv("HOME", str(home))
-    for mod in [m for m in sys.modules if m.startswith("panns_inference")]:
-        monkeypatch.delitem(sys.modules, mod)
-    models = importlib.import_module("panns_inference.models")
-    assert importlib.import_module("panns_inference.config").classes_num == 527
-    yield models
-    for mod in [m for m in sys.modules if m.startswith("panns_inference")]:
-        del sys.modules[mod]
+def reference():
+    """``panns_inference.models`` as :mod:`ausweep.models.reference_equivalence` imports it (its label
+    CSV from a temporary HOME; librosa / matplotlib stood in for only where they do not import)."""
+    with pann_reference() as (models, _):
+        yield models
 
 
 def _random_cnn14(models, seed=0):
-    """The reference CNN14 as panns_inference's AudioTagging builds it, with random weights and
-    random BatchNorm statistics (fresh ones are 0/1, which would hide a mixed-up buffer)."""
-    torch.manual_seed(seed)
-    net = models.Cnn14(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000,
-                       classes_num=527)
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
-            m.num_batches_tracked.fill_(1000)
-    return net.eval()
+    return random_cnn14(models, seed)
 
 
 def _clips(lengths_s, seed=0):
@@ -76,6 +55,16 @@ def test_cnn14_matches_panns_inference(reference, tmp_path):
         np.testing.assert_allclose(torch.relu(net.fc1(torch.from_numpy(pooled))).numpy(), expected[:1], atol=1e-4)
     # shorter than the 32 frames five poolings need: padded, finite
     assert np.isfinite(enc.embed(_clips([0.1]))).all()
+
+
+def test_shared_check_is_the_gpu_scripts():
+    """bench/gpu/run.py's part 4 runs this very check; here with the packages this machine has."""
+    res = pann_equivalence(tiny=True)
+    assert res["ok"] and res["diffs"]["embedding"] < 1e-4 and res["scale"] > 0.3, res
+    assert res["checks"]["every_key_consumed"]
+    assert res["packages"]["panns_inference"].startswith("real") and "panns_inference label CSV" in res["stand_ins"]
+    for name in ("torchlibrosa", "librosa", "matplotlib"):
+        assert res["packages"][name].startswith("real") or name in res["stand_ins"], res["packages"]
 
 
 def test_checkpoint_layout_is_enforced(reference, tmp_path):

@@ -1,18 +1,13 @@
 """PaSST from its released checkpoint layout, against the reference package hear21passt.
 
-hear21passt's model code runs as is, with two imports stood in for in ``sys.modules`` during the test:
-its front end imports torchaudio (no build for this torch) for training-time masking and for
-``torchaudio.compliance.kaldi.get_mel_banks``, whose stand-in is ausweep's :func:`kaldi_mel_banks`
-(pinned separately against transformers' independent Kaldi mel filters); its ViT helpers import
-``timm.models._hub.download_cached_file`` (only for downloading pretrained weights; timm itself
-imports torchvision, which does not load here).
+hear21passt's model code runs as is. Where torchaudio does not import (no build for this torch), its
+front end's ``torchaudio.compliance.kaldi.get_mel_banks`` is stood in for by ausweep's
+:func:`kaldi_mel_banks` (pinned separately against transformers' independent Kaldi mel filters), and
+torchvision (which timm imports) by placeholders: the stand-ins and the comparison itself live in
+:mod:`ausweep.models.reference_equivalence`, which the GPU script runs with the real packages.
 """
 
 from __future__ import annotations
-
-import importlib
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -20,58 +15,19 @@ import torch
 
 from ausweep.models.catalog import ModelUnavailableError
 from ausweep.models.passt import PASST_FILE, kaldi_mel_banks, load_passt
-
-
-def _fake_torchaudio() -> types.ModuleType:
-    def get_mel_banks(num_bins, window_length_padded, sample_freq, low_freq, high_freq, vtln_low, vtln_high,
-                      vtln_warp_factor):
-        assert vtln_warp_factor == 1.0
-        return kaldi_mel_banks(num_bins, window_length_padded, sample_freq, low_freq, high_freq), None
-
-    ta = types.ModuleType("torchaudio")
-    ta.compliance = types.SimpleNamespace(kaldi=types.SimpleNamespace(get_mel_banks=get_mel_banks))
-
-    class Masking(torch.nn.Module):  # training-time SpecAugment; eval never calls it
-        def __init__(self, *a, **k):
-            super().__init__()
-
-    ta.transforms = types.SimpleNamespace(FrequencyMasking=Masking, TimeMasking=Masking)
-    return ta
-
-
-def _fake_timm_hub() -> dict[str, types.ModuleType]:
-    def download_cached_file(*a, **k):
-        raise AssertionError("the test builds PaSST with random weights; nothing is downloaded")
-
-    mods = {n: types.ModuleType(n) for n in ("timm", "timm.models", "timm.models._hub")}
-    mods["timm.models._hub"].download_cached_file = download_cached_file
-    return mods
+from ausweep.models.reference_equivalence import passt_equivalence, passt_reference, passt_wrapper
 
 
 @pytest.fixture
-def reference(monkeypatch):
-    """hear21passt's modules, imported against the stand-ins and forgotten afterwards."""
-    monkeypatch.setitem(sys.modules, "torchaudio", _fake_torchaudio())
-    for name, mod in _fake_timm_hub().items():
-        monkeypatch.setitem(sys.modules, name, mod)
-    for mod in [m for m in sys.modules if m.startswith("hear21passt")]:
-        monkeypatch.delitem(sys.modules, mod)
-    ref = types.SimpleNamespace(
-        passt=importlib.import_module("hear21passt.models.passt"),
-        preprocess=importlib.import_module("hear21passt.models.preprocess"),
-        wrapper=importlib.import_module("hear21passt.wrapper"),
-    )
-    yield ref
-    for mod in [m for m in sys.modules if m.startswith("hear21passt")]:
-        del sys.modules[mod]
+def reference():
+    """hear21passt's modules, with the stand-ins of :mod:`ausweep.models.reference_equivalence`
+    where torchaudio / torchvision do not import, forgotten afterwards."""
+    with passt_reference() as (ref, _):
+        yield ref
 
 
 def _reference_wrapper(ref, net, window_ms: int = 10000, hop_ms: int = 2500, mode: str = "embed_only"):
-    # the front end exactly as hear21passt.base.get_basic_model builds it
-    mel = ref.preprocess.AugmentMelSTFT(n_mels=128, sr=32000, win_length=800, hopsize=320, n_fft=1024, freqm=48,
-                                        timem=192, htk=False, fmin=0.0, fmax=None, norm=1, fmin_aug_range=10,
-                                        fmax_aug_range=2000)
-    return ref.wrapper.PasstBasicWrapper(mel=mel, net=net, max_model_window=window_ms, scene_hop=hop_ms, mode=mode).eval()
+    return passt_wrapper(ref, net, window_ms, hop_ms, mode)
 
 
 def _clips(lengths_s, seed=0):
@@ -109,19 +65,25 @@ def test_kaldi_mel_banks_match_transformers_kaldi_filters():
     torch.testing.assert_close(kaldi_mel_banks(23, 512, 16000, 20.0, -400.0), kaldi_mel_banks(23, 512, 16000, 20.0, 7600.0))
 
 
-def test_small_passt_matches_reference_with_windowing(reference, tmp_path):
-    """A 2-block PaSST with a 2 s window: short clips, a clip of exactly one window, and longer clips
-    that the reference cuts into overlapping windows; three poolings."""
+def test_small_passt_matches_reference_with_windowing():
+    """The check the GPU script runs (bench/gpu/run.py, part 4): a 2-block PaSST with a 2 s window,
+    short clips, a clip of exactly one window, and longer clips that the reference cuts into
+    overlapping windows; ``scene`` pooling (the logits and the ``tokens`` features)."""
+    res = passt_equivalence(tiny=True)
+    assert res["ok"] and res["checks"]["every_key_consumed"], res
+    assert res["diffs"]["scene_logits"] < 1e-4 and res["diffs"]["scene_tokens"] < 1e-4 and res["scale"] > 0.3, res
+    assert res["packages"]["hear21passt"].startswith("real")
+    assert set(res["packages"]) >= {"torchaudio", "timm", "torchvision"}  # each real or named as a stand-in
+    for name, what in res["packages"].items():
+        assert what.startswith("real") or name in res["stand_ins"], (name, what)
+
+
+def test_patch_pooling_matches_the_reference_modules(reference, tmp_path):
     torch.manual_seed(0)
     net = reference.passt.PaSST(img_size=(128, 198), stride=10, embed_dim=192, depth=2, num_heads=3, distilled=True)
     path = tmp_path / PASST_FILE.filename
     torch.save(net.state_dict(), path)
-    clips = _clips([0.4, 1.3, 2.0, 3.3, 5.05])
-    for pooling, mode in [("tokens", "embed_only"), ("scene", "all")]:
-        expected = _ref_embed(_reference_wrapper(reference, net, 2000, 500, mode), clips)
-        got = load_passt(checkpoint=str(path), pooling=pooling, window_s=2.0, hop_s=0.5, batch_size=2).embed(clips)
-        assert got.shape == expected.shape == (5, 192 + (527 if pooling == "scene" else 0))
-        assert np.abs(got - expected).max() < 1e-4, (pooling, np.abs(got - expected).max())
+    clips = _clips([0.4, 1.3])
     # patches: the mean of the patch tokens after the final norm, for a clip within one window
     enc = load_passt(checkpoint=str(path), pooling="patches", window_s=2.0, hop_s=0.5)
     with torch.no_grad():  # the reference returns no patch tokens: run its own modules up to the final norm
