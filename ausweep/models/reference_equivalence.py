@@ -91,9 +91,14 @@ def _under(name: str, prefixes: Sequence[str]) -> bool:
 
 
 class _StandIn(types.ModuleType):
-    """A module put in place of a package that does not import here."""
+    """A module put in place of a package that does not import here (with a spec, so that
+    ``importlib.util.find_spec`` answers; no distribution metadata, so transformers' checks say absent)."""
 
     __path__: list[str] = []
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
 
 
 class _PlaceholderMeta(type):
@@ -342,6 +347,10 @@ def passt_reference() -> Iterator[tuple[types.SimpleNamespace, StandIns]]:
     """hear21passt's modules (``passt``, ``preprocess``, ``wrapper``) and the stand-in record."""
     with stand_ins("torchaudio", "timm") as record:
         _reference_package("hear21passt", record)
+        kaldi = importlib.import_module("torchaudio.compliance.kaldi")
+        if not hasattr(kaldi, "get_mel_banks"):  # a torchaudio without Kaldi compliance: say so, stand nothing in
+            raise Unavailable(f"torchaudio {_version('torchaudio')} has no compliance.kaldi.get_mel_banks, "
+                              "which hear21passt's front end calls")
         yield types.SimpleNamespace(
             passt=importlib.import_module("hear21passt.models.passt"),
             preprocess=importlib.import_module("hear21passt.models.preprocess"),

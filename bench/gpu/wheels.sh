@@ -7,7 +7,8 @@
 # transformers 5.17, peft, accelerate, scipy and scikit-learn, and no network. It lacks DeepSpeed
 # (no wheel on PyPI: built here with `pip wheel --no-deps`, ops not prebuilt, so nothing in it
 # depends on this machine's torch or CUDA) and DeepSpeed's own dependencies; ausweep asks for a newer
-# transformers than 5.17 (pyproject.toml), and the extraction worker reads audio with soundfile.
+# transformers than 5.17 (pyproject.toml), and the extraction worker reads audio with soundfile. Part 4 compares
+# ausweep's encoders with the papers' reference packages (hear21passt, laion_clap, panns_inference, torchlibrosa).
 # Every version is the one installed here, pinned exactly; compiled wheels are the manylinux
 # cp312 builds. The tree plus these wheels must fit the 64 MiB a lent machine takes: checked at the end.
 set -euo pipefail
@@ -23,8 +24,12 @@ version() { "$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.a
 # DeepSpeed's requirements (pip show deepspeed) that the lent machine may lack, pydantic's (pydantic_core needs
 # typing_extensions >= 4.14.1, newer than torch asks for), soundfile's;
 # transformers + huggingface_hub are the upgrade (run.sh falls back to the machine's own if they fail to import).
+# The reference packages of part 4 (ausweep.models.reference_equivalence), pure Python, as the unit tests pin them
+# (Makefile's REFERENCES): the lent machine has their torchaudio, torchvision, timm, scipy, scikit-learn, tqdm and
+# regex. Not carried: librosa (torchlibrosa builds its STFT kernels and mel matrix with it; it needs numba and
+# llvmlite, about 45 MB, so the check stands in for its three functions) and matplotlib (imported, unused).
 PACKAGES=(pydantic pydantic_core annotated_types typing_inspection typing_extensions hjson py-cpuinfo msgpack ninja einops psutil
-          soundfile cffi pycparser transformers huggingface_hub)
+          soundfile cffi pycparser transformers huggingface_hub hear21passt laion_clap panns_inference torchlibrosa)
 # huggingface_hub: the newest 1.x, which both transformers 5.17 (<2.0) and ausweep's transformers (>=1.31) accept;
 # the 2.x installed here would need httpx2, which the lent machine does not have.
 HF_HUB_VERSION=1.33.0

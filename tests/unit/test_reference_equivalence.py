@@ -96,3 +96,21 @@ def test_audiomae_check_through_the_wrapper():
     assert res["packages"]["timm"].startswith("real") and "torchvision" in res["packages"]
     assert res["device"] == "cpu" and res["seconds"] > 0
     assert _stand_ins_loaded() == []
+
+
+def test_pann_check_as_on_the_gpu_machine(monkeypatch):
+    """The GPU machine cannot carry librosa (numba, llvmlite) and has no matplotlib: the CNN14 check
+    runs there with both stood in for, and gives the same embeddings as the reference here."""
+    for mod in ("panns_inference", "torchlibrosa"):
+        if importlib.util.find_spec(mod) is None:
+            pytest.skip(f"{mod} is not installed")
+    for name in [n for n in sys.modules if n.split(".")[0] in ("librosa", "matplotlib")]:
+        monkeypatch.delitem(sys.modules, name)  # restored afterwards
+    real_try = eq._try_import
+    monkeypatch.setattr(eq, "_try_import", lambda name: "forced: not carried" if name in ("librosa", "matplotlib")
+                        else real_try(name))
+    res = eq.reference_equivalence("pann", tiny=True)
+    assert res["ok"] and res["max_diff"] < 1e-4 and res["scale"] > 0.3, res
+    assert set(res["stand_ins"]) == {"librosa", "matplotlib", "panns_inference label CSV"}
+    assert res["real"] == ["panns_inference", "torchlibrosa"]
+    assert _stand_ins_loaded() == [] and "torchlibrosa" not in sys.modules
