@@ -78,3 +78,19 @@ def test_tiny_configs_shrink_every_family(bench):
         full, tiny = bench.load_config(name), bench.load_config(name, tiny=True)
         assert type(full) is type(tiny)
         assert tiny.num_hidden_layers == 2 < full.num_hidden_layers
+
+
+def test_equivalence_part_stops_its_child_at_its_share_and_says_why(bench):
+    """Part 4 runs in a child process that is stopped when the part's share runs out: every check
+    it did not finish is a row with the reason, and the part is reported as skipped, not failed."""
+    import argparse
+    import time
+
+    budget = bench.Budget(1e9)
+    budget.start_part(2.0)  # less than the child needs to import torch
+    t0 = time.monotonic()
+    res = bench.part_equivalence(argparse.Namespace(cpu=True, tiny=True), budget)
+    assert time.monotonic() - t0 < 30
+    assert sorted(r["reference"] for r in res["rows"]) == ["audiomae", "laion_clap", "pann", "passt"]
+    assert all(r["status"].startswith("skipped: stopped after") for r in res["rows"]), res["rows"]
+    assert res["status"] == "skipped" and res["reason"]
