@@ -644,7 +644,10 @@ def test_trial_picks_its_epoch_on_dev_and_scores_test_only_after_training(tmp_pa
     rows = list(study.trial(cfg))
     epochs, final = rows[:-1], rows[-1]
     n = cfg.train.epochs
-    assert len(epochs) == n and all(set(r) == {"train_loss", "dev/acc", "epoch"} for r in epochs)
+    from ausweep.study import CHECKPOINT
+
+    # each epoch row offers its training state (CHECKPOINT: for PBT) besides its scores
+    assert len(epochs) == n and all(set(r) == {"train_loss", "dev/acc", "epoch", CHECKPOINT} for r in epochs)
     # n dev scores while training; then test (with audio, text only), then dev (the same two)
     assert len(scored) == n + 4
     training, test, dev = scored[:n], scored[n:n + 2], scored[n + 2:]
