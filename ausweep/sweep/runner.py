@@ -393,6 +393,7 @@ def run_sweep(
                    "ausweep.sweep_file": str(sweep.path), "ausweep.run_dir": str(run_dir),
                    "ausweep.config_hash": config_hash(sweep.base),
                    "ausweep.searcher": sweep.spec.tune.search.name,
+                   "ausweep.scheduler": sweep.spec.tune.scheduler.name,
                    "ausweep.max_concurrent_trials": str(concurrency.max_concurrent or "none"),
                    "ausweep.max_concurrent_reason": concurrency.reason}
     if changes:
@@ -421,6 +422,10 @@ def run_sweep(
             metrics = {k: v for k, v in (result.metrics or {}).items() if k not in NOT_METRICS}
             seconds = (result.metrics or {}).get("time_total_s")  # Tune's time inside the trial function
             outcome.rows.append({"config": result.config, "metrics": metrics, "seconds": seconds})
+        # Tune's record of PBT's exploits (pbt_global.txt: one line per exploit; pbt_policy_<trial>.txt:
+        # each trial's lineage with the configs it took): the parent run keeps them.
+        for p in sorted(run_dir.glob("pbt_*.txt")):
+            tracker.log_file(parent_id, p, "pbt")
         out_dir = run_dir / "summary"
         out_dir.mkdir(exist_ok=True)
         if outcome.rows:

@@ -86,6 +86,9 @@ def test_pbt_clones_the_better_trial_and_goes_on_from_its_weights(tmp_path, monk
     runs = client.search_runs([client.get_experiment_by_name("pbt").experiment_id])
     children = {r.data.tags["ausweep.trial_id"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children.values())
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.data.tags["ausweep.scheduler"] == "pbt"
+    assert "pbt/pbt_global.txt" in {a.path for a in client.list_artifacts(parent.info.run_id, "pbt")}
     [clone] = [c for c in children.values() if "ausweep.pbt.cloned_from" in c.data.tags]
     donor_id, at = clone.data.tags["ausweep.pbt.cloned_from"].split("@")
     clone_id = clone.data.tags["ausweep.trial_id"]
