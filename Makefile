@@ -30,7 +30,7 @@ REFERENCE_DEPS := librosa==0.11.0
 # task tooling): the export test runs lm-eval on ausweep's exported task folders. --no-deps, pinned.
 LM_EVAL_RUNTIME := dill==0.4.1 datasets==5.2.0 multiprocess==0.70.19 xxhash==4.1.0 sacrebleu==2.6.0 portalocker==4.4.2 \
   tabulate==0.10.0 lxml==6.1.3 pytablewriter==1.2.1 DataProperty==1.1.1 mbstrdecoder==1.1.5 pathvalidate==3.3.1 \
-  tabledata==1.3.5 tcolorpy==0.1.7 typepy==2.0.0 chardet==7.7.0
+  tabledata==1.3.5 tcolorpy==0.1.7 typepy==2.0.0 chardet==7.7.0 colorama==0.4.6
 
 .PHONY: install demo lint test test-fast ui constraints clean-venv
 
