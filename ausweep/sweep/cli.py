@@ -143,9 +143,11 @@ def _print_fields(name: str) -> int:
 def _print_show(sweep) -> int:
     import yaml
 
+    from ausweep.sweep.pbt import POPULATION
+
     sched = sweep.spec.tune.scheduler
-    pbt = (f", scheduler: pbt (every {sched.perturbation_interval} epochs, mutating {', '.join(sched.hyperparam_mutations)})"
-           if sched.name == "pbt" else f", scheduler: {sched.name}" if sched.name != "fifo" else "")
+    pbt = (f", scheduler: {sched.name} (every {sched.perturbation_interval} epochs, mutating "
+           f"{', '.join(sched.hyperparam_mutations)})" if sched.name in POPULATION else f", scheduler: {sched.name}" if sched.name != "fifo" else "")
     print(f"# sweep {sweep.run_label} from {sweep.path}: {sweep.n_trials()} trial(s), "
           f"search: {sweep.spec.tune.search.name}{pbt}")
     space = {k: {**d, "when": sweep.conditions[k]} if k in sweep.conditions else d for k, d in sweep.space.items()}

@@ -34,6 +34,7 @@ from typing import Any
 
 from ausweep.config import ConfigError, unflatten
 
+POPULATION = ("pbt", "pb2")  # the schedulers that copy checkpoints between trials
 PBT_FIELDS = ("perturbation_interval", "burn_in_period", "hyperparam_mutations", "quantile_fraction",
               "resample_probability", "perturbation_factors", "synch")
 RANGES = ("uniform", "loguniform", "randint")
@@ -69,7 +70,7 @@ def check_pbt(scheduler: Any, search_name: str, space: dict[str, dict[str, Any]]
     """ConfigError (naming ``where`` and the field) for a PBT setting that cannot run, or a search
     space whose trials PBT would not keep apart. Non-PBT schedulers must not set PBT's mutations."""
     f = "tune.scheduler"
-    if scheduler.name != "pbt":
+    if scheduler.name not in POPULATION:
         if scheduler.hyperparam_mutations:
             raise ConfigError(where, f"{f}.hyperparam_mutations", f"only population-based training mutates "
                               f"hyperparameters (name: pbt), not {scheduler.name!r}")
@@ -79,7 +80,16 @@ def check_pbt(scheduler: Any, search_name: str, space: dict[str, dict[str, Any]]
                           "e.g. {train.lr: {loguniform: [1.0e-5, 1.0e-3]}}")
     mutations = scheduler.hyperparam_mutations
     for key, value in mutations.items():
-        parse_mutation(value, where, f"{f}.hyperparam_mutations.{key}")
+        kind, _ = parse_mutation(value, where, f"{f}.hyperparam_mutations.{key}")
+        if scheduler.name == "pb2" and kind not in ("uniform", "loguniform"):
+            raise ConfigError(where, f"{f}.hyperparam_mutations.{key}", "PB2 searches continuous bounds: give "
+                              "{uniform: [low, high]} or {loguniform: [low, high]} (name: pbt also takes lists)")
+    if scheduler.name == "pb2":
+        try:
+            import sklearn  # noqa: F401 -- PB2's Gaussian process
+        except ImportError:
+            raise ConfigError(where, "tune.scheduler.name", "PB2 needs the 'scikit-learn' package, which is not "
+                              "installed: pip install scikit-learn (or use name: pbt)") from None
     if search_name != "random":
         raise ConfigError(where, "tune.search.name", f"PBT chooses each trial's next values itself; it runs with "
                           f"name: random (the initial population), not {search_name!r}")
@@ -119,11 +129,17 @@ def tune_mutations(mutations: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_pbt(scheduler: Any, seed: int) -> Any:
-    """The Tune scheduler (:class:`ausweep.sweep.schedulers.CheckpointedPBT`) for a ``pbt`` SchedulerSpec;
-    it ranks on the TuneConfig's metric and mode."""
+    """The Tune scheduler (:class:`ausweep.sweep.schedulers.CheckpointedPBT`, or ``CheckpointedPB2``) for a
+    ``pbt`` (``pb2``) SchedulerSpec; it ranks on the TuneConfig's metric and mode."""
+    s = scheduler
+    if s.name == "pb2":
+        from ausweep.sweep.schedulers import CheckpointedPB2
+
+        bounds = unflatten({k: parse_mutation(v, "", k)[1] for k, v in s.hyperparam_mutations.items()})
+        return CheckpointedPB2(time_attr="training_iteration", perturbation_interval=s.perturbation_interval,
+                               hyperparam_bounds=bounds, quantile_fraction=s.quantile_fraction, synch=s.synch, seed=seed)
     from ausweep.sweep.schedulers import CheckpointedPBT
 
-    s = scheduler
     return CheckpointedPBT(
         time_attr="training_iteration", perturbation_interval=s.perturbation_interval,
         burn_in_period=s.burn_in_period, hyperparam_mutations=tune_mutations(s.hyperparam_mutations),

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Mapping
 from ausweep.config import ConfigError, config_hash, flatten, from_dict, set_dotted, to_dict
 from ausweep.files import write_text_atomic
 from ausweep.study import CHECKPOINT, RUN_DIR_ENV, SUMMARY_METRICS, Study
-from ausweep.sweep.pbt import PBT_FIELDS, check_pbt_study
+from ausweep.sweep.pbt import PBT_FIELDS, POPULATION, check_pbt_study
 from ausweep.sweep.search import SearchSpec, write_pareto
 from ausweep.sweep.spec import Sweep, is_selection_metric, load_sweep
 from ausweep.sweep.studies import STUDIES
@@ -136,7 +136,7 @@ def sweep_fingerprint(sweep: Sweep) -> dict[str, Any]:
             if k not in ("max_concurrent_trials", "max_failures")}
     if sweep.spec.tune.search == SearchSpec():  # random search: fingerprints stored before tune.search still match
         tune = {k: v for k, v in tune.items() if not k.startswith("search.")}
-    if sweep.spec.tune.scheduler.name != "pbt":  # so do those stored before PBT's settings
+    if sweep.spec.tune.scheduler.name not in POPULATION:  # so do those stored before PBT's settings
         tune = {k: v for k, v in tune.items() if k.split(".")[:2] not in (["scheduler", f] for f in PBT_FIELDS)}
     fp = {"study": sweep.spec.study, "preset": sweep.preset, "config": flatten(sweep.base),
           "search_space": sweep.space, "tune": tune}
@@ -315,7 +315,7 @@ def _validate(sweep: Sweep, study: Study) -> list[Any]:
     configs = []
     for d in sweep.config_dicts():
         configs.append(from_dict(study.config_cls, d, where=str(sweep.path)))
-    if sweep.spec.tune.scheduler.name == "pbt":
+    if sweep.spec.tune.scheduler.name in POPULATION:
         label = str(sweep.path) + (f" (preset {sweep.preset})" if sweep.preset else "")
         check_pbt_study(sweep.spec.tune.scheduler, study, label)
     return configs
@@ -347,7 +347,7 @@ def run_sweep(
     sweep = load_sweep(name, preset, overrides)
     study = STUDIES.get(sweep.spec.study)
     configs = _validate(sweep, study)
-    if sweep.spec.tune.scheduler.name == "pbt":  # PBT perturbs the values in a trial's config: they must be there
+    if sweep.spec.tune.scheduler.name in POPULATION:  # PBT perturbs the values in a trial's config: they must be there
         sweep = _with_defaults(sweep, list(sweep.spec.tune.scheduler.hyperparam_mutations), configs[0])
     from ausweep.runtime import MAX_CONCURRENT_ENV, parse_max_concurrent
 
@@ -469,7 +469,7 @@ def _make_tuner(sweep: Sweep, study: Study, space: dict, tracker: Any, run_dir: 
 
     res = sweep.spec.resources
     settings = sweep.spec.tune
-    pbt = settings.scheduler.name == "pbt"
+    pbt = settings.scheduler.name in POPULATION
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, study_name=study.name, completed_dir=str(run_dir / "completed"),
                              checkpoint_every=settings.scheduler.perturbation_interval if pbt else 0,

@@ -11,18 +11,20 @@ from typing import Any
 import numpy as np
 from ray.tune.result import SHOULD_CHECKPOINT
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+from ray.tune.schedulers.pb2 import PB2
 
 
-class CheckpointedPBT(PopulationBasedTraining):
-    """Ray Tune's PBT that perturbs a trial only at a result that carries a checkpoint, with its own RNG.
+class _AtCheckpoints:
+    """Perturb a trial only at a result that carries a checkpoint, drawing from the scheduler's own RNG.
 
     A function trainable can hand over (to a trial that exploits it, or to itself when paused) only the
     checkpoint of its latest result. The sweep's trainable checkpoints every ``perturbation_interval``-th
     result; a result between those (or a study's final row of held-out scores, after its last epoch) is
     never a perturbation point, so a trial is never paused or cloned where it has no checkpoint.
 
-    Ray's PBT draws from the global ``random`` and NumPy RNGs; here they are swapped for the scheduler's
-    own, seeded ones while it decides, so a sweep's ``tune.seed`` seeds its exploits and mutations.
+    Ray's PBT and PB2 draw from the global ``random`` and NumPy RNGs; here they are swapped for the
+    scheduler's own, seeded ones while it decides, so a sweep's ``tune.seed`` seeds its exploits and
+    mutations.
     """
 
     def __init__(self, *args: Any, seed: int = 0, **kwargs: Any):
@@ -41,3 +43,12 @@ class CheckpointedPBT(PopulationBasedTraining):
             self._rng_states = (random.getstate(), np.random.get_state())
             random.setstate(outer[0])
             np.random.set_state(outer[1])
+
+
+class CheckpointedPBT(_AtCheckpoints, PopulationBasedTraining):
+    """Ray Tune's PBT, perturbing only at checkpointed results, with its own RNG (see :class:`_AtCheckpoints`)."""
+
+
+class CheckpointedPB2(_AtCheckpoints, PB2):
+    """Ray Tune's PB2 (a Gaussian-process bandit picks the new values), perturbing only at checkpointed
+    results, with its own RNG (see :class:`_AtCheckpoints`)."""

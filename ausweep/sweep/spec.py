@@ -56,13 +56,13 @@ def is_selection_metric(metric: str) -> bool:
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    name: Literal["fifo", "asha", "pbt"] = option("fifo", help="'fifo' runs every trial to the end; 'asha' stops poor trials early; 'pbt' (population-based training, see ausweep.sweep.pbt) has worse trials take over better ones' checkpoints with mutated hyperparameters.")
+    name: Literal["fifo", "asha", "pbt", "pb2"] = option("fifo", help="'fifo' runs every trial to the end; 'asha' stops poor trials early; 'pbt' (population-based training, see ausweep.sweep.pbt) has worse trials take over better ones' checkpoints with mutated hyperparameters; 'pb2' is PBT whose new values come from a Gaussian-process bandit over the population's results (Ray Tune's PB2; needs scikit-learn; ranges only).")
     max_t: int = option(100, help="ASHA: the most reports (epochs) a trial gets.")
     grace_period: int = option(1, help="ASHA: reports every trial gets before it can be stopped.")
     reduction_factor: float = option(4.0, help="ASHA: keep 1/reduction_factor of trials at each rung.")
     perturbation_interval: int = option(2, help="PBT: reports (epochs) between two perturbations; a trial saves a checkpoint at each, and only there can it be cloned or paused.")
     burn_in_period: int = option(0, help="PBT: reports (epochs) before a trial's first perturbation.")
-    hyperparam_mutations: dict[str, Any] = option({}, help="PBT: dotted config key -> {loguniform|uniform|randint: [low, high]} (perturbed by a factor, or resampled) or a list of values (moved to a neighbour, or resampled). Only keys the study applies to a restored trial (e.g. train.lr, train.weight_decay), never ones that set weight shapes (adapter.lora_r).")
+    hyperparam_mutations: dict[str, Any] = option({}, help="PBT: dotted config key -> {loguniform|uniform|randint: [low, high]} (perturbed by a factor, or resampled) or a list of values (moved to a neighbour, or resampled); PB2: {uniform|loguniform: [low, high]}, the bounds its bandit searches (on a linear scale). Only keys the study applies to a restored trial (e.g. train.lr, train.weight_decay), never ones that set weight shapes (adapter.lora_r).")
     quantile_fraction: float = option(0.25, help="PBT: the bottom fraction of the population that clones the top fraction (0 < q <= 0.5).")
     resample_probability: float = option(0.25, help="PBT: chance that a mutated key is drawn afresh instead of perturbed.")
     perturbation_factors: list[float] = option([1.2, 0.8], help="PBT: factors a numeric key is multiplied by when perturbed.")

@@ -154,3 +154,15 @@ def test_trainable_checkpoints_every_interval_counting_on_after_a_restart(tmp_pa
     reported, report = _reporter()
     _report_results(_Study().trial(), report, tmp_path)
     assert all(saved is None and CHECKPOINT not in r for r, saved in reported)
+
+
+def test_pb2_takes_ranges_as_its_bandits_bounds(tmp_path):
+    from ausweep.sweep.pbt import make_pbt
+    from ausweep.sweep.schedulers import CheckpointedPB2
+
+    with pytest.raises(ConfigError, match=r"hyperparam_mutations\.train\.weight_decay.*PB2 searches continuous bounds"):
+        load_sweep(str(_write(tmp_path, name="pb2")))
+    bounds = {"train.lr": {"loguniform": [1e-4, 1e-2]}, "train.weight_decay": {"uniform": [0.0, 0.1]}}
+    sweep = run_sweep(str(_write(tmp_path, bounds, name="pb2")), dry_run=True)
+    pb2 = make_pbt(sweep.spec.tune.scheduler, seed=0)
+    assert isinstance(pb2, CheckpointedPB2) and pb2._hyperparam_bounds == {"train": {"lr": [1e-4, 1e-2], "weight_decay": [0.0, 0.1]}}
