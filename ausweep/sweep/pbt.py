@@ -26,6 +26,11 @@ checkpointed weights (its ``shape_keys``: the LoRA rank, its target modules) nev
 copies the donor's whole config, a searched key that PBT does not mutate would not stay with its trial:
 the search space may sample only mutated keys (their initial values), and everything else is shared by
 the population.
+
+``name: pb2`` is PB2 (Parker-Holder et al., 2020; Ray Tune's ``PB2``): the same checkpoints and
+exploits, but the new values come from a Gaussian-process bandit over the population's recent
+improvements, within the ``{uniform|loguniform: [low, high]}`` ranges of ``hyperparam_mutations`` (on a
+linear scale; ``resample_probability``, ``perturbation_factors`` and ``burn_in_period`` do not apply).
 """
 
 from __future__ import annotations
