@@ -157,6 +157,7 @@ def test_trainable_checkpoints_every_interval_counting_on_after_a_restart(tmp_pa
 
 
 def test_pb2_takes_ranges_as_its_bandits_bounds(tmp_path):
+    pytest.importorskip("sklearn")  # PB2's Gaussian process (installed with mlflow)
     from ausweep.sweep.pbt import make_pbt
     from ausweep.sweep.schedulers import CheckpointedPB2
 
