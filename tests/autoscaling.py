@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ausweep.cluster.local import _free_ports  # the ports up-local picks the same way
+
 HEAD_NODE_TYPE = "ray.head.default"  # the fake provider's name for the head
 FAKE_HEAD_NODE_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"  # v2 needs the head's id fixed
 
@@ -83,19 +85,6 @@ class AutoscalingCluster:
             with contextlib.suppress(OSError):
                 lines += [f"--- {path}", *path.read_text(errors="replace").splitlines()[-n:]]
         return "\n".join(lines)
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _processes(head_pid: int, temp_dir: Path) -> dict[int, Any]:
