@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ausweep.models.audio import check_audio_model, load_audio_encoder
+from ausweep.models.audio import audio_model_identity, check_audio_model, load_audio_encoder
 from ausweep.models.audiomae import (
     DECODER_PREFIXES,
     OFFICIAL_KEYS,
@@ -28,7 +28,6 @@ from ausweep.models.audiomae import (
     param_count,
     random_state,
 )
-from ausweep.models.audio import audio_model_identity
 from ausweep.models.catalog import ModelUnavailableError, UnknownModelError
 from tests.reference_stubs import import_timm_vit
 
