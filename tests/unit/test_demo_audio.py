@@ -284,7 +284,7 @@ def test_whisper_hears_the_labelled_words(demo):
 
     paths, manifest = demo
     clips = [c for c in manifest["clips"] if c["category"] == "phonology"]
-    assert len(clips) >= 8
+    assert len(clips) >= 4  # the evaluation's rhyme and syllable clips (training clips are other kinds since generator v3)
     heard = get_describer("whisper-tiny.en").describe([paths["root"] / c["file"] for c in clips])
     hits = [c["recipe"]["word"] in "".join(ch for ch in t.lower() if ch.isalpha() or ch == " ").split()
             for c, t in zip(clips, heard)]
