@@ -96,3 +96,31 @@ def make_laion630k(folder: Path, shards: dict[str, list[tuple[str, str, list[str
     if sizes:
         (folder / "sizes.json").write_text(json.dumps({s: len(v) for s, v in shards.items()}))
     return waves
+
+
+def write_planted_embeddings(folder: Path, n_classes: int, d_text: int, d_audio: int, noise: float = 0.3,
+                             seed: int = 0) -> tuple[Path, Path]:
+    """Per-class ``text.npz`` and ``audio.npz`` (bring-your-own embeddings) with a planted linear
+    relation (:func:`ausweep.probe.planted.planted_pair`): probe sweeps with no extraction and no model."""
+    from ausweep.data.npz import save_embeddings_npz
+    from ausweep.probe.planted import planted_pair
+
+    text, audio = planted_pair(n_classes, d_text, d_audio, noise=noise, seed=seed)
+    labels = [f"class_{i}" for i in range(n_classes)]
+    save_embeddings_npz(folder / "text.npz", labels, text)
+    save_embeddings_npz(folder / "audio.npz", labels, audio)
+    return folder / "text.npz", folder / "audio.npz"
+
+
+def save_tiny_backbones(folder: Path) -> Path:
+    """tiny-llama (with its LM head) and tiny-whisper saved as checkpoint folders ``llama`` and
+    ``whisper`` under ``folder``: backbones that load from files, as real ones do."""
+    from ausweep.models.tiny import build_tiny_audio, build_tiny_text
+
+    llm, tok = build_tiny_text("tiny-llama", head=True)
+    llm.save_pretrained(folder / "llama")
+    tok.save_pretrained(folder / "llama")
+    whisper, fe = build_tiny_audio("tiny-whisper")
+    whisper.save_pretrained(folder / "whisper")
+    fe.save_pretrained(folder / "whisper")
+    return folder

@@ -32,17 +32,12 @@ IDLE_S = 10.0
 def _planted_sweep(tmp: Path, lrs: tuple[float, ...]) -> Path:
     """A probe sweep on planted per-class embeddings (no extraction, no model): one trial per lr,
     each asking for a (fake) GPU, which only the worker nodes have."""
-    from ausweep.data.npz import save_embeddings_npz
-    from ausweep.probe.planted import planted_pair
+    from tests.tiny import write_planted_embeddings
 
-    text, audio = planted_pair(30, 16, 12, noise=0.3, seed=0)
-    labels = [f"class_{i}" for i in range(30)]
-    save_embeddings_npz(tmp / "text.npz", labels, text)
-    save_embeddings_npz(tmp / "audio.npz", labels, audio)
+    text, audio = write_planted_embeddings(tmp, 30, 16, 12)
     spec = {
         "study": "probe",
-        "overrides": {"data.source": "demo", "embeddings.text": str(tmp / "text.npz"),
-                      "embeddings.audio": str(tmp / "audio.npz"),
+        "overrides": {"data.source": "demo", "embeddings.text": str(text), "embeddings.audio": str(audio),
                       "probe": {"epochs": 30, "n_splits": 3, "shared_dim": 8, "procrustes": False,
                                 "permutation_control": False}},
         "search_space": {"probe.lr": {"grid": list(lrs)}},

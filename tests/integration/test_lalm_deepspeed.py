@@ -58,16 +58,9 @@ def tones(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def lalm(tmp_path_factory) -> LALMConfig:
-    from ausweep.models.tiny import build_tiny_audio, build_tiny_text
+    from tests.tiny import save_tiny_backbones
 
-    models = tmp_path_factory.mktemp("backbones")
-    llm, tok = build_tiny_text("tiny-llama", head=True)
-    llm.save_pretrained(models / "llama")
-    tok.save_pretrained(models / "llama")
-    whisper, fe = build_tiny_audio("tiny-whisper")
-    whisper.save_pretrained(models / "whisper")
-    fe.save_pretrained(models / "whisper")
-    return lalm_config(models)
+    return lalm_config(save_tiny_backbones(tmp_path_factory.mktemp("backbones")))
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    from ausweep.models.tiny import build_tiny_audio, build_tiny_text
+    from tests.tiny import save_tiny_backbones
 
-    models = tmp_path_factory.mktemp("zero_init")
-    llm, tok = build_tiny_text("tiny-llama", head=True)
-    llm.save_pretrained(models / "llama")
-    tok.save_pretrained(models / "llama")
-    whisper, fe = build_tiny_audio("tiny-whisper")
-    whisper.save_pretrained(models / "whisper")
-    fe.save_pretrained(models / "whisper")
+    models = save_tiny_backbones(tmp_path_factory.mktemp("zero_init"))
     sr = 16000
     t = np.arange(sr) / sr
     for i, freq in enumerate((220.0, 1760.0)):

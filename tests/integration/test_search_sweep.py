@@ -23,17 +23,12 @@ EPOCHS = 1500
 def _planted_sweep(tmp: Path, epochs: int) -> Path:
     """A probe sweep on planted per-class embeddings (audio = text @ W + noise), searched by Optuna's
     TPE one trial at a time, with a conditional key (weight decay only with standardised features)."""
-    from ausweep.data.npz import save_embeddings_npz
-    from ausweep.probe.planted import planted_pair
+    from tests.tiny import write_planted_embeddings
 
-    text, audio = planted_pair(60, 32, 24, noise=0.3, seed=0)
-    labels = [f"class_{i}" for i in range(60)]
-    save_embeddings_npz(tmp / "text.npz", labels, text)
-    save_embeddings_npz(tmp / "audio.npz", labels, audio)
+    text, audio = write_planted_embeddings(tmp, 60, 32, 24)
     spec = {
         "study": "probe",
-        "overrides": {"data.source": "demo", "embeddings.text": str(tmp / "text.npz"),
-                      "embeddings.audio": str(tmp / "audio.npz"),
+        "overrides": {"data.source": "demo", "embeddings.text": str(text), "embeddings.audio": str(audio),
                       "probe": {"epochs": epochs, "n_splits": 3, "procrustes": False, "permutation_control": False}},
         "search_space": {
             "probe.lr": {"loguniform": [1e-4, 1e-1]},
