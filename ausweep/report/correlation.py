@@ -368,13 +368,17 @@ def latest_sweep(client: Any, experiment: str, preset: str | None) -> Any:
     return runs[0]
 
 
+def finished_children(client: Any, parent: Any) -> list[Any]:
+    """The finished child runs (MLflow ``Run`` objects) of sweep ``parent``."""
+    return client.search_runs([parent.info.experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'FINISHED'",
+                              max_results=10000)
+
+
 def child_runs(client: Any, parent: Any, backbone_param: str) -> list[Run]:
     """Every finished child run of sweep ``parent``."""
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'FINISHED'",
-                                  max_results=10000)
     out = []
-    for c in children:
+    for c in finished_children(client, parent):
         backbone = c.data.params.get(backbone_param)
         if backbone is None:
             raise ReportError(f"run {c.info.run_id} of experiment {parent.info.experiment_id} has no param '{backbone_param}' "

@@ -197,12 +197,6 @@ def finished_sweeps(client: Any, study: str, preset: str | None) -> list[Any]:
             if "mlflow.parentRunId" not in r.data.tags]
 
 
-def finished_children(client: Any, parent: Any) -> list[Any]:
-    return client.search_runs([parent.info.experiment_id],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'FINISHED'",
-                              max_results=10000)
-
-
 def _expand(pattern: str, metrics: dict[str, float]) -> list[str]:
     """The metric names a reported name stands for (``acc/*``: one level below ``acc``)."""
     if "*" not in pattern:
@@ -277,6 +271,8 @@ def build(client: Any, cfg: ModelsConfig) -> ModelsReport:
         if not sweeps:
             notes.append(f"{col.study}: no finished sweep" + (f" with preset '{cfg.preset}'" if cfg.preset is not None else ""))
             continue
+        from ausweep.report.correlation import finished_children
+
         runs = [(c, c.info.start_time or 0) for p in sweeps for c in finished_children(client, p)]
         cells, n = study_cells(col, runs, aliases, names, joined)
         notes += n
