@@ -60,19 +60,26 @@ def resources_root() -> Path:
     return package / PACKAGED_DATA
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` (parents created) all at once or not at all."""
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Create ``path`` (parents created) all at once or not at all: ``write`` fills a temporary file
+    beside it, which is then renamed over ``path``; on any error the temporary file is removed. A
+    reader, or a crash mid-write, never sees a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` (parents created) all at once or not at all."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> Path:

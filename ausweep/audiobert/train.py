@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Generator, Mapping
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ausweep.audiobert.config import TrainConfig
+from ausweep.files import write_atomic
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (torch's and transformers' convention)
 CHECKPOINT_NAME = "trainable.safetensors"
@@ -207,18 +207,8 @@ def save_trainable(state: Mapping[str, torch.Tensor], directory: str | Path,
     """
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / CHECKPOINT_NAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT_NAME}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        save_file(dict(state), tmp, metadata={str(k): str(v) for k, v in (metadata or {}).items()})
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return final
+    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+    return write_atomic(Path(directory) / CHECKPOINT_NAME, lambda tmp: save_file(dict(state), str(tmp), metadata=meta))
 
 
 def load_trainable(model: nn.Module, path: str | Path) -> dict[str, str]:
@@ -410,18 +400,7 @@ def _training_state(run: _Run, best: _Best, history: list[dict[str, float]], shu
 
 def save_training_state(state: Mapping[str, Any], directory: str | Path) -> Path:
     """Write a :meth:`EpochRow.training_state` to ``directory/training_state.pt`` (atomically)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / STATE_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        torch.save(dict(state), tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return final
+    return write_atomic(Path(directory) / STATE_FILE, lambda tmp: torch.save(dict(state), tmp))
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:

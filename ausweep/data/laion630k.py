@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -200,19 +199,10 @@ def _index_path(shard: Path, size: int, mtime_ns: int) -> Path | None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename; an unwritable cache is no error."""
+    """Write ``text`` to ``path`` with :func:`ausweep.files.write_text_atomic`; an unwritable cache is no error."""
     import contextlib
-    import tempfile
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    from ausweep.files import write_text_atomic
+
+    with contextlib.suppress(OSError):
+        write_text_atomic(path, text)
